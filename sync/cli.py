@@ -1,0 +1,177 @@
+"""The command line: parse, call the library, render, pick the exit code. No logic lives here."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from sync import __version__
+from sync.config import load_config
+from sync.errors import LoopsSyncError
+from sync.ledger import Ledger
+from sync.pipeline import LEDGER_FILE, Options, plan_sync, run_sync
+from sync.report import ExitCode, render_summary
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONFIG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+
+
+def _errors_to_exit_codes(command: F) -> F:
+    """A user mistake is one clear message and a documented exit code, never a traceback."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except LoopsSyncError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+    wrapper.__name__ = command.__name__
+    wrapper.__doc__ = command.__doc__
+    return wrapper  # type: ignore[return-value]  # same signature as `command`
+
+
+def parse_duration(text: str) -> float:
+    """'50m', '1h30m', '90s' or plain seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+    if not text or parts is None:
+        raise click.BadParameter(f"'{text}' is not a duration like 50m, 1h30m or 90s")
+    hours, minutes, seconds = (int(p or 0) for p in parts.groups())
+    return hours * 3600.0 + minutes * 60.0 + seconds
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loops-sync")
+def main() -> None:
+    """Keep a Loops (loops.so) team's contacts and events in step with a table.
+
+    Exit codes: 0 all delivered, 1 some rows rejected or failed, 2 usage/config/source error
+    (nothing sent), 3 fatal API error, 4 another run holds the lock, 5 --max-duration ran out.
+    """
+
+
+@main.command()
+@CONFIG
+@click.option("--dry-run", is_flag=True, help="Write the exact payloads as NDJSON; send nothing.")
+@click.option("--full", is_flag=True, help="Send every contact again (events are never repeated).")
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most N contacts' requests.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report as JSON.")
+@click.option("--max-duration", type=str, help="Stop starting requests after this long (e.g. 50m); exit 5 with work left.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every rejected or failed row.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output; only errors and the exit code.")
+@_errors_to_exit_codes
+def run(
+    config: Path,
+    dry_run: bool,
+    full: bool,
+    limit: int | None,
+    report_file: Path | None,
+    max_duration: str | None,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Sync CONFIG's source into Loops, sending only what changed."""
+    options = Options(
+        dry_run=dry_run,
+        full=full,
+        limit=limit,
+        max_duration=parse_duration(max_duration) if max_duration else None,
+        quiet=quiet,
+        handle_signals=True,
+    )
+    report = run_sync(load_config(config), options)
+    if report_file:
+        report.write_json(report_file)
+    if not quiet:
+        render_summary(report)
+    if verbose and report.rejects_file:
+        click.echo(Path(report.rejects_file).read_text(), err=True)
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@CONFIG
+@click.option("--full", is_flag=True, help="As `run --full` would.")
+@_errors_to_exit_codes
+def plan(config: Path, full: bool) -> None:
+    """Show what a run would send: counts, rejects by reason, an ETA, sample payloads. No network."""
+    preview = plan_sync(load_config(config), full=full)
+    report = preview.report
+    click.echo(f"plan for sync '{report.sync}': {report.rows_read} rows read")
+    click.echo(
+        f"  contacts: {report.contacts_new} new, {report.contacts_changed} changed, "
+        f"{report.contacts_unchanged} unchanged, {report.contacts_retry} to retry"
+    )
+    click.echo(
+        f"  events:   {report.events_new} new, {report.events_retry} to retry, "
+        f"{report.events_skipped_delivered} already delivered"
+    )
+    click.echo(f"  duplicates: {report.duplicates} (the last row of each identity wins)")
+    click.echo(f"  rejected rows: {report.rows_rejected}")
+    for reason, count in preview.rejects_by_reason.items():
+        click.echo(f"    {count:>6}  {reason}")
+    minutes, seconds = divmod(round(preview.eta_seconds), 60)
+    click.echo(
+        f"  requests: {preview.plan.size}, about {minutes} min {seconds} s "
+        f"at {report.rate_limit:g} requests/s"
+    )
+    for sample in preview.samples:
+        click.echo("  sample: " + orjson.dumps(sample).decode())
+
+
+@main.command()
+@CONFIG
+@click.option("--limit", default=20, show_default=True, help="How many runs to list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+@_errors_to_exit_codes
+def history(config: Path, limit: int, as_json: bool) -> None:
+    """List the recent runs of CONFIG's sync."""
+    loaded = load_config(config)
+    ledger = Ledger(loaded.state_dir / LEDGER_FILE, loaded.name)
+    try:
+        runs = ledger.runs(limit)
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(orjson.dumps([run.__dict__ for run in runs], option=orjson.OPT_INDENT_2).decode())
+        return
+    if not runs:
+        click.echo(f"no runs of '{loaded.name}' yet")
+        return
+    click.echo(f"{'started':<20} {'seconds':>8} {'sent':>7} {'skipped':>8} {'rejected':>9} {'failed':>7} {'exit':>5}")
+    for record in runs:
+        counts = record.counts
+        sent = counts.get("contacts_sent", 0) + counts.get("events_sent", 0)
+        rejected = counts.get("rows_rejected", 0) + counts.get("rejected_by_loops", 0)
+        failed = counts.get("failed", 0) + counts.get("deferred", 0)
+        took = f"{record.ended_at - record.started_at:.1f}" if record.ended_at else "running"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
+        exit_code = "" if record.exit_code is None else str(record.exit_code)
+        click.echo(
+            f"{when:<20} {took:>8} {sent:>7} {counts.get('contacts_unchanged', 0):>8} "
+            f"{rejected:>9} {failed:>7} {exit_code:>5}"
+        )
+
+
+def _register_emulator() -> None:
+    try:
+        from sync.emulator.cli import emulator_command
+    except ImportError:  # the emulator is being built beside this module
+        return
+    main.add_command(emulator_command, "emulator")
+
+
+_register_emulator()
+
+assert ExitCode.USAGE == 2  # noqa: S101  # click's own usage errors exit 2 as well

@@ -1,0 +1,403 @@
+"""The YAML config: typed, checked once at start, every problem reported together.
+
+`load_config()` turns a file into a `Config` or raises one `ConfigError` listing each problem
+with its key path, its line in the file and, for a misspelt key, the closest valid name.
+Column names are checked later, against the source's real columns (`check_columns`), because
+only the source knows them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import polars as pl
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sync.errors import ConfigError, ConfigProblem
+
+__all__ = ["Config", "PropertyMapping", "SyncConfig", "check_columns", "load_config"]
+
+DEFAULT_BASE_URL = "https://app.loops.so/api"
+RESERVED_PROPERTIES = frozenset({"id", "listId", "softDeleteAt", "teamId", "updatedAt"})
+# Keys the contact section sets itself; a property mapping may not shadow them.
+IDENTITY_KEYS = frozenset({"email", "userId", "mailingLists"})
+PropertyType = Literal["string", "number", "boolean", "date"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _column_shorthand(value: object) -> object:
+    """`firstName: First Name` means `firstName: {column: First Name}`."""
+    return {"column": value} if isinstance(value, str) else value
+
+
+class PropertyMapping(_Model):
+    """Where one property's value comes from: a source column, or a constant."""
+
+    column: str | None = None
+    value: str | int | float | bool | None = None
+    type: PropertyType | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PropertyMapping:
+        if (self.column is None) == (self.value is None):
+            raise ValueError("give exactly one of 'column' or 'value'")
+        return self
+
+    @property
+    def value_type(self) -> PropertyType:
+        """The declared type; a constant without one takes its YAML type."""
+        if self.type is not None:
+            return self.type
+        if isinstance(self.value, bool):
+            return "boolean"
+        if isinstance(self.value, int | float):
+            return "number"
+        return "string"
+
+
+Properties = dict[str, Annotated[PropertyMapping, BeforeValidator(_column_shorthand)]]
+
+
+def _check_property_names(names: Sequence[str]) -> list[str]:
+    problems = []
+    for name in names:
+        if name in RESERVED_PROPERTIES:
+            problems.append(f"'{name}' is reserved by Loops and cannot be a property")
+        elif name in IDENTITY_KEYS:
+            problems.append(f"'{name}' is set by the section's own key, not as a property")
+        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append(f"'{name}' is not a valid Loops property name (use camelCase)")
+    return problems
+
+
+class ExcelSource(_Model):
+    path: str
+    sheet: str | None = None
+
+
+class SqlSource(_Model):
+    url: str
+    query: str
+
+
+class SourceConfig(_Model):
+    """Exactly one of csv / parquet / excel / sql."""
+
+    csv: str | None = None
+    parquet: str | None = None
+    excel: ExcelSource | None = None
+    sql: SqlSource | None = None
+    encoding: str = "utf-8"
+    separator: str = Field(default=",", min_length=1, max_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceConfig:
+        given = [kind for kind in ("csv", "parquet", "excel", "sql") if getattr(self, kind)]
+        if len(given) != 1:
+            found = ", ".join(given) or "none"
+            raise ValueError(f"give exactly one of csv, parquet, excel, sql (found: {found})")
+        return self
+
+    @property
+    def kind(self) -> Literal["csv", "parquet", "excel", "sql"]:
+        for kind in ("csv", "parquet", "excel", "sql"):
+            if getattr(self, kind):
+                return kind  # type: ignore[return-value]  # one of the four literals
+        raise AssertionError("validated: one source kind is set")
+
+
+class LoopsSettings(_Model):
+    api_key_env: str = "LOOPS_API_KEY"
+    base_url: str = DEFAULT_BASE_URL
+    rate_limit: float = Field(default=10, gt=0, le=10_000)
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    timeout: float = Field(default=30, gt=0)
+    max_attempts: int = Field(default=6, ge=1, le=20)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ContactSection(_Model):
+    email: str | None = None
+    user_id: str | None = None
+    properties: Properties = Field(default_factory=dict)
+    mailing_lists: dict[str, str] = Field(default_factory=dict)
+    empty: Literal["skip", "clear"] = "skip"
+
+    @model_validator(mode="after")
+    def _valid(self) -> ContactSection:
+        if self.email is None and self.user_id is None:
+            raise ValueError("give the column of 'email', of 'user_id', or both")
+        problems = _check_property_names(list(self.properties))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class EventSection(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = None
+    user_id: str | None = None
+    when: str | None = None
+    properties: Properties = Field(default_factory=dict)
+    once_per: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _valid(self) -> EventSection:
+        if self.email is None and self.user_id is None:
+            raise ValueError("give the column of 'email', of 'user_id', or both")
+        reserved = [name for name in self.properties if name in RESERVED_PROPERTIES]
+        if reserved:
+            raise ValueError(f"reserved names cannot be event properties: {', '.join(reserved)}")
+        if self.when is not None:
+            try:
+                pl.sql_expr(self.when)
+            except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
+                raise ValueError(f"'when' is not a valid SQL condition: {error}") from None
+        return self
+
+
+class SyncConfig(_Model):
+    """The whole file, as written."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    source: SourceConfig
+    loops: LoopsSettings = Field(default_factory=LoopsSettings)
+    contact: ContactSection | None = None
+    events: list[EventSection] = Field(default_factory=list)
+    state: str | None = None
+
+    @model_validator(mode="after")
+    def _has_work(self) -> SyncConfig:
+        if self.contact is None and not self.events:
+            raise ValueError("give a 'contact' section, an 'events' list, or both")
+        names = [event.name for event in self.events]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"event names must be unique: {', '.join(twice)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Config:
+    """A checked config plus what comes from outside the file: its place and the environment."""
+
+    file: Path
+    spec: SyncConfig
+    base_url: str
+    state_dir: Path
+    config_hash: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def resolve(self, path: str) -> Path:
+        """Paths in the config are relative to the config file, not to the working directory."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.file.parent / candidate
+
+    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
+        return (os.environ if env is None else env).get(self.spec.loops.api_key_env) or None
+
+    def source_columns(self) -> list[str]:
+        """Every source column the mapping reads, in a stable order."""
+        spec = self.spec
+        columns: list[str] = []
+        if spec.contact:
+            columns += [c for c in (spec.contact.email, spec.contact.user_id) if c]
+            columns += [p.column for p in spec.contact.properties.values() if p.column]
+            columns += list(spec.contact.mailing_lists.values())
+        for event in spec.events:
+            columns += [c for c in (event.email, event.user_id) if c]
+            columns += [p.column for p in event.properties.values() if p.column]
+            columns += event.once_per
+        return list(dict.fromkeys(columns))
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and check a config file; raise `ConfigError` with every problem found."""
+    env = os.environ if env is None else env
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(file), [ConfigProblem("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(file), [ConfigProblem("", f"cannot read: {error}")]) from None
+    raw, lines = _parse_yaml(str(file), text)
+    try:
+        spec = SyncConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(str(file), _problems(error, lines)) from None
+    state = env.get("LOOPS_SYNC_STATE") or spec.state
+    base = file.resolve().parent
+    state_dir = (base / state if state else base / ".loops-sync").resolve()
+    return Config(
+        file=file.resolve(),
+        spec=spec,
+        base_url=(env.get("LOOPS_BASE_URL") or spec.loops.base_url).rstrip("/"),
+        state_dir=state_dir,
+        config_hash=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def check_columns(config: Config, schema: Mapping[str, pl.DataType]) -> None:
+    """Every mapped column must exist in the source, and every `when` must run on it."""
+    available = list(schema)
+    problems = [
+        ConfigProblem(path, _missing_column(column, available))
+        for path, column in _column_references(config.spec)
+        if column not in schema
+    ]
+    empty = pl.DataFrame(schema=dict(schema))
+    for index, event in enumerate(config.spec.events):
+        if event.when is None:
+            continue
+        try:
+            empty.filter(pl.sql_expr(event.when))
+        except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
+            message = str(error).splitlines()[0]
+            problems.append(ConfigProblem(f"events[{index}].when", f"cannot run: {message}"))
+    if problems:
+        raise ConfigError(str(config.file), problems)
+
+
+def _column_references(spec: SyncConfig) -> list[tuple[str, str]]:
+    refs: list[tuple[str, str]] = []
+    sections: list[tuple[str, ContactSection | EventSection]] = []
+    if spec.contact:
+        sections.append(("contact", spec.contact))
+    sections += [(f"events[{i}]", event) for i, event in enumerate(spec.events)]
+    for prefix, section in sections:
+        refs += [(f"{prefix}.{key}", getattr(section, key)) for key in ("email", "user_id")]
+        refs += [
+            (f"{prefix}.properties.{name}", mapping.column)
+            for name, mapping in section.properties.items()
+        ]
+        if isinstance(section, ContactSection):
+            refs += [(f"{prefix}.mailing_lists.{k}", v) for k, v in section.mailing_lists.items()]
+        else:
+            refs += [(f"{prefix}.once_per[{i}]", c) for i, c in enumerate(section.once_per)]
+    return [(path, column) for path, column in refs if column is not None]
+
+
+def _missing_column(column: str, available: list[str]) -> str:
+    message = f"column '{column}' is not in the source"
+    close = difflib.get_close_matches(column, available, n=1, cutoff=0.6)
+    if not close:
+        lowered = {name.lower().strip(): name for name in available}
+        close = [lowered[column.lower().strip()]] if column.lower().strip() in lowered else []
+    if close:
+        return f"{message}; did you mean '{close[0]}'?"
+    shown = ", ".join(available[:12]) + (", …" if len(available) > 12 else "")
+    return f"{message} (columns: {shown})"
+
+
+def _parse_yaml(file: str, text: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    """Parse the YAML and note the line of every key, so problems can point into the file."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(file, [ConfigProblem("", f"not valid YAML: {problem}", line)]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(file, [ConfigProblem("", "the file must be a YAML mapping of keys")])
+    lines: dict[tuple[str | int, ...], int] = {}
+    _note_lines(node, (), lines)
+    return raw, lines
+
+
+def _note_lines(node: yaml.Node, path: tuple[str | int, ...], lines: dict[Any, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, key.value)
+            lines[child] = key.start_mark.line + 1
+            _note_lines(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _note_lines(item, (*path, index), lines)
+
+
+def _problems(error: ValidationError, lines: dict[tuple[str | int, ...], int]) -> list[ConfigProblem]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(part for part in item["loc"] if part not in ("function-before",))
+        path = _dotted(loc)
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key '{loc[-1]}'" + _did_you_mean(str(loc[-1]), _known_keys(loc[:-1]))
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+        problems.append(ConfigProblem(path, message, _line_of(loc, lines)))
+    return problems
+
+
+def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f" (valid keys: {', '.join(candidates)})" if candidates else ""
+
+
+_SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "source": SourceConfig,
+    "loops": LoopsSettings,
+    "contact": ContactSection,
+    "events": EventSection,
+    "excel": ExcelSource,
+    "sql": SqlSource,
+}
+
+
+def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """The valid keys at a place in the file, for 'did you mean'."""
+    named = [part for part in loc if isinstance(part, str)]
+    if not named:
+        return list(SyncConfig.model_fields)
+    if len(named) >= 2 and named[-2] == "properties":
+        return list(PropertyMapping.model_fields)
+    model = _SECTION_MODELS.get(named[-1])
+    return list(model.model_fields) if model else []

@@ -1,0 +1,228 @@
+"""The ledger: what Loops has confirmed, so that runs are incremental, resumable and exactly-once.
+
+SQLite (stdlib, WAL mode) under the state directory. Per sync it keeps the hash of the payload
+last delivered for each contact identity, every delivered event key (forever: Loops forgets an
+Idempotency-Key after 24 hours, the ledger does not), the requests that failed, and one record
+per run. Writes are buffered and committed in batches; a crash loses at most the last batch,
+which the next run re-sends harmlessly (upserts are idempotent, events get a 409).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from sync.errors import LockedError, SourceError
+
+__all__ = ["SCHEMA_VERSION", "Ledger", "RunRecord", "hold_lock"]
+
+SCHEMA_VERSION = 1
+FLUSH_EVERY = 500
+FLUSH_SECONDS = 2.0
+Kind = Literal["contact", "event"]
+
+# Each entry moves the schema from version N to N+1; the ledger applies the ones it lacks.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE contacts (
+        sync TEXT NOT NULL, identity TEXT NOT NULL, hash TEXT NOT NULL, delivered_at REAL NOT NULL,
+        PRIMARY KEY (sync, identity)) WITHOUT ROWID;
+    CREATE TABLE events (
+        sync TEXT NOT NULL, key TEXT NOT NULL, identity TEXT NOT NULL, event TEXT NOT NULL,
+        delivered_at REAL NOT NULL, PRIMARY KEY (sync, key)) WITHOUT ROWID;
+    CREATE TABLE failures (
+        sync TEXT NOT NULL, kind TEXT NOT NULL, ref TEXT NOT NULL, attempts INTEGER NOT NULL,
+        last_error TEXT NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (sync, kind, ref)) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, sync TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
+        exit_code INTEGER, config_hash TEXT NOT NULL, counts TEXT);
+    CREATE INDEX runs_by_sync ON runs (sync, started_at);
+    """,
+]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    counts: dict[str, Any]
+
+
+class Ledger:
+    """One sync's view of the ledger file. Not thread-safe: one run, one event loop."""
+
+    def __init__(self, path: Path, sync: str) -> None:
+        self.path = path
+        self.sync = sync
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise SourceError(f"ledger {path}: cannot open it: {error}") from None
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"it was written by a newer loops-sync (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade loops-sync"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            self._db.executescript(f"BEGIN; {MIGRATIONS[number]}; COMMIT;")
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number + 1),)
+            )
+
+    # --- reading, for the plan ----------------------------------------------------------------
+
+    def delivered_contacts(self) -> pl.DataFrame:
+        return self._frame(
+            "SELECT identity, hash FROM contacts WHERE sync = ?",
+            {"identity": pl.String, "hash": pl.String},
+        )
+
+    def delivered_events(self) -> pl.DataFrame:
+        return self._frame("SELECT key FROM events WHERE sync = ?", {"key": pl.String})
+
+    def failures(self) -> pl.DataFrame:
+        return self._frame(
+            "SELECT kind, ref, attempts, last_error FROM failures WHERE sync = ?",
+            {"kind": pl.String, "ref": pl.String, "attempts": pl.Int64, "last_error": pl.String},
+        )
+
+    def _frame(self, query: str, schema: dict[str, Any]) -> pl.DataFrame:
+        rows = self._db.execute(query, (self.sync,)).fetchall()
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    # --- writing, as Loops confirms -----------------------------------------------------------
+
+    def contact_delivered(self, identity: str, payload_hash: str) -> None:
+        self._queue(
+            "INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?)",
+            (self.sync, identity, payload_hash, time.time()),
+        )
+        self._queue(
+            "DELETE FROM failures WHERE sync = ? AND kind = 'contact' AND ref = ?",
+            (self.sync, identity),
+        )
+
+    def event_delivered(self, key: str, identity: str, event: str) -> None:
+        self._queue(
+            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
+            (self.sync, key, identity, event, time.time()),
+        )
+        self._queue(
+            "DELETE FROM failures WHERE sync = ? AND kind = 'event' AND ref = ?", (self.sync, key)
+        )
+
+    def request_failed(self, kind: Kind, ref: str, error: str) -> None:
+        self._queue(
+            """INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?)
+               ON CONFLICT (sync, kind, ref) DO UPDATE SET attempts = attempts + 1,
+               last_error = excluded.last_error, updated_at = excluded.updated_at""",
+            (self.sync, kind, ref, error[:500], time.time()),
+        )
+
+    def forget_contacts(self) -> None:
+        """For `--full`: every contact is sent again. Event keys are kept: never sent twice."""
+        self._db.execute("DELETE FROM contacts WHERE sync = ?", (self.sync,))
+
+    def _queue(self, statement: str, params: tuple[Any, ...]) -> None:
+        self._pending.append((statement, params))
+        due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        if len(self._pending) >= FLUSH_EVERY or due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what Loops confirmed so far, in one transaction."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self._transaction():
+            for statement, params in pending:
+                self._db.execute(statement, params)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, config_hash: str) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO runs (sync, started_at, config_hash) VALUES (?, ?, ?)",
+            (self.sync, time.time(), config_hash),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, exit_code: int, counts: dict[str, Any]) -> None:
+        self.flush()
+        self._db.execute(
+            "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ? WHERE id = ?",
+            (time.time(), exit_code, json.dumps(counts, sort_keys=True), run_id),
+        )
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        rows = self._db.execute(
+            "SELECT id, started_at, ended_at, exit_code, counts FROM runs WHERE sync = ? "
+            "ORDER BY started_at DESC, id DESC LIMIT ?",
+            (self.sync, limit),
+        ).fetchall()
+        return [RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}) for r in rows]
+
+
+@contextmanager
+def hold_lock(state_dir: Path, sync: str) -> Iterator[None]:
+    """One run of a sync at a time: an OS file lock, released by the OS if the holder dies."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / f"{sync}.lock"
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown holder"
+            raise LockedError(
+                f"another run of sync '{sync}' is in progress ({holder}); lock file {path}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+        handle.write(f"pid {os.getpid()}, started {started}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,322 @@
+"""`run_sync()`: read, map, plan, send, report. The CLI and the tests call the same functions."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import httpx
+import orjson
+import polars as pl
+
+from sync.config import Config, check_columns
+from sync.errors import ConfigError, ConfigProblem, FatalApiError
+from sync.ledger import Ledger, hold_lock
+from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient
+from sync.mapping import ROW, Mapped, map_rows
+from sync.pacing import Pacer
+from sync.plan import Plan, make_plan
+from sync.report import ProgressReporter, RunReport, write_rejects
+from sync.sender import RequestResult, RetryPolicy, default_concurrency, send_jobs
+from sync.sources import read_source
+
+__all__ = ["Options", "PlanPreview", "plan_sync", "run_sync"]
+
+LEDGER_FILE = "ledger.sqlite"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to run. Everything a test or a notebook may want to change, and nothing else."""
+
+    dry_run: bool = False
+    full: bool = False
+    limit: int | None = None
+    max_duration: float | None = None
+    quiet: bool = False
+    env: Mapping[str, str] | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    handle_signals: bool = False
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    """What `loops-sync plan` shows: counts, rejects by reason, an ETA, sample payloads."""
+
+    report: RunReport
+    plan: Plan
+    rejects_by_reason: dict[str, int]
+    eta_seconds: float
+    samples: list[dict[str, object]]
+
+
+def run_sync(config: Config, options: Options | None = None) -> RunReport:
+    """Make Loops match the source, sending only what the ledger says Loops lacks."""
+    options = options or Options()
+    started = time.monotonic()
+    source, mapped = _read_and_map(config)
+    report = _new_report(config, mapped, dry_run=options.dry_run)
+    if options.dry_run:
+        with _open_ledger(config) as ledger:
+            plan = make_plan(mapped, ledger, full=options.full)
+        _count_plan(report, plan)
+        report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
+    else:
+        api_key = _require_api_key(config, options.env)
+        with hold_lock(config.state_dir, config.name), _open_ledger(config) as ledger:
+            if options.full:
+                ledger.forget_contacts()
+            plan = make_plan(mapped, ledger, full=options.full)
+            _count_plan(report, plan)
+            run_id = ledger.start_run(config.config_hash)
+            try:
+                loops_rejects = _send(config, plan, ledger, report, api_key, options)
+            except FatalApiError:
+                ledger.finish_run(run_id, 3, report.to_json())
+                raise
+            _finish(config, report, source, mapped, loops_rejects, started)
+            ledger.finish_run(run_id, report.exit_code, report.to_json())
+            return report
+    _finish(config, report, source, mapped, [], started)
+    return report
+
+
+def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
+    """What a run would send, without sending anything or taking the lock."""
+    _, mapped = _read_and_map(config)
+    report = _new_report(config, mapped, dry_run=True)
+    with _open_ledger(config) as ledger:
+        plan = make_plan(mapped, ledger, full=full)
+    _count_plan(report, plan)
+    by_reason = (
+        mapped.rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
+        if not mapped.rejects.is_empty()
+        else []
+    )
+    sample = [_request_line(kind, ref, body) for kind, ref, body in plan.requests.select("kind", "ref", "body").head(samples).iter_rows()]
+    return PlanPreview(
+        report=report,
+        plan=plan,
+        rejects_by_reason=dict(by_reason),
+        eta_seconds=plan.size / config.spec.loops.rate_limit,
+        samples=sample,
+    )
+
+
+# --- stages -----------------------------------------------------------------------------------
+
+
+def _read_and_map(config: Config) -> tuple[pl.DataFrame, Mapped]:
+    frame = read_source(config)
+    check_columns(config, frame.schema)
+    frame = frame.with_row_index(ROW, offset=1)
+    return frame, map_rows(config.spec, frame)
+
+
+def _new_report(config: Config, mapped: Mapped, *, dry_run: bool) -> RunReport:
+    return RunReport(
+        sync=config.name,
+        dry_run=dry_run,
+        rows_read=mapped.rows_read,
+        rows_rejected=mapped.rejects.height,
+        duplicates=mapped.duplicates,
+        rate_limit=config.spec.loops.rate_limit,
+    )
+
+
+def _count_plan(report: RunReport, plan: Plan) -> None:
+    counts = plan.counts
+    report.contacts_new = counts["contacts_new"]
+    report.contacts_changed = counts["contacts_changed"]
+    report.contacts_unchanged = counts["contacts_unchanged"]
+    report.contacts_retry = counts["contacts_retry"]
+    report.events_new = counts["events_new"]
+    report.events_retry = counts["events_retry"]
+    report.events_skipped_delivered = counts["events_already_delivered"]
+
+
+def _open_ledger(config: Config) -> _LedgerContext:
+    return _LedgerContext(config.state_dir / LEDGER_FILE, config.name)
+
+
+class _LedgerContext:
+    def __init__(self, path: Path, sync: str) -> None:
+        self.path, self.sync = path, sync
+
+    def __enter__(self) -> Ledger:
+        self.ledger = Ledger(self.path, self.sync)
+        return self.ledger
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.ledger.close()
+
+
+def _require_api_key(config: Config, env: Mapping[str, str] | None) -> str:
+    key = config.api_key(env)
+    if key is None:
+        variable = config.spec.loops.api_key_env
+        raise ConfigError(
+            str(config.file),
+            [ConfigProblem("loops.api_key_env", f"the environment variable {variable} is not set (it holds the Loops API key)")],
+        )
+    return key
+
+
+def _send(
+    config: Config,
+    plan: Plan,
+    ledger: Ledger,
+    report: RunReport,
+    api_key: str,
+    options: Options,
+) -> list[tuple[int, str]]:
+    """Send the plan; record in the ledger only what Loops confirmed. Returns Loops' rejects."""
+    settings = config.spec.loops
+    loops_rejects: list[tuple[int, str]] = []
+    deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
+    stop = _StopFlag(deadline)
+
+    def record(result: RequestResult) -> None:
+        request = result.request
+        progress.advance()
+        match result.status, request.kind:
+            case "delivered", "contact":
+                ledger.contact_delivered(request.identity, request.ref)
+                report.contacts_sent += 1
+            case "delivered", "event":
+                ledger.event_delivered(request.ref, request.identity, request.event or "")
+                report.events_sent += 1
+            case "duplicate", _:
+                ledger.event_delivered(request.ref, request.identity, request.event or "")
+                report.already_delivered += 1
+            case "rejected", _:
+                ledger.request_failed(request.kind, _failure_ref(request.kind, request.identity, request.ref), result.message)
+                loops_rejects.append((request.row, result.message))
+                report.rejected_by_loops += 1
+            case "failed", _:
+                ledger.request_failed(request.kind, _failure_ref(request.kind, request.identity, request.ref), result.message)
+                report.failed += 1
+            case "deferred", _:
+                report.deferred += 1
+            case _:
+                report.not_sent += 1
+
+    async def main() -> None:
+        client = LoopsClient(
+            config.base_url,
+            api_key,
+            timeout=settings.timeout,
+            max_connections=concurrency,
+            transport=options.transport,
+        )
+        fatal: FatalApiError | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                if options.handle_signals:
+                    group.start_soon(_watch_signals, stop, group.cancel_scope)
+                try:
+                    counters = await send_jobs(
+                        plan.jobs(options.limit),
+                        client=client,
+                        pacer=Pacer(settings.rate_limit),
+                        policy=options.retry,
+                        concurrency=concurrency,
+                        on_result=record,
+                        should_stop=stop,
+                    )
+                except FatalApiError as error:
+                    fatal = error
+                group.cancel_scope.cancel()
+            if fatal is not None:
+                raise fatal
+            report.requests, report.retries = counters.requests, counters.retries
+            report.rate_limited = counters.rate_limited
+        finally:
+            await client.aclose()
+            ledger.flush()
+
+    concurrency = settings.concurrency or default_concurrency(settings.rate_limit)
+    if plan.size / settings.rate_limit > (options.max_duration or math.inf):
+        report.warnings.append(
+            f"at {settings.rate_limit:g} requests/s the {plan.size} requests need about "
+            f"{plan.size / settings.rate_limit / 60:.0f} min, more than --max-duration: "
+            "the rest is sent by the next runs"
+        )
+    with ProgressReporter(plan.size, quiet=options.quiet) as progress:
+        anyio.run(main, backend="asyncio")
+    report.stopped = stop.reason
+    return loops_rejects
+
+
+def _failure_ref(kind: str, identity: str, ref: str) -> str:
+    """Failures are keyed as the plan looks them up: contacts by identity, events by key."""
+    return identity if kind == "contact" else ref
+
+
+class _StopFlag:
+    """Asked before each request: has a signal arrived, or the time budget run out?"""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.reason: str | None = None
+
+    def __call__(self) -> bool:
+        if self.reason is None and time.monotonic() >= self.deadline:
+            self.reason = "time budget"
+        return self.reason is not None
+
+
+async def _watch_signals(stop: _StopFlag, scope: anyio.CancelScope) -> None:
+    """First SIGINT/SIGTERM: send nothing new, let requests in flight finish. Second: stop now."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if stop.reason == "signal":
+                scope.cancel()
+                return
+            stop.reason = "signal"
+
+
+def _finish(
+    config: Config,
+    report: RunReport,
+    source: pl.DataFrame,
+    mapped: Mapped,
+    loops_rejects: list[tuple[int, str]],
+    started: float,
+) -> None:
+    rejects = mapped.rejects
+    if loops_rejects:
+        from_loops = pl.DataFrame(
+            {ROW: [row for row, _ in loops_rejects], "column": "", "reason": [m for _, m in loops_rejects]},
+            schema={ROW: pl.UInt32, "column": pl.String, "reason": pl.String},
+        )
+        rejects = pl.concat([rejects, from_loops]).unique(ROW, keep="first", maintain_order=True)
+    path = write_rejects(config.state_dir / f"{config.name}-rejects.csv", source, rejects)
+    report.rejects_file = str(path) if path else None
+    report.wall_seconds = time.monotonic() - started
+    report.requests_per_second = report.requests / report.wall_seconds if report.wall_seconds else 0.0
+    report.exit_code = report.decide_exit_code()
+
+
+def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:
+    path = config.state_dir / f"{config.name}-dry-run.ndjson"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for job in plan.jobs(limit):
+            for request in job.requests:
+                out.write(orjson.dumps(_request_line(request.kind, request.ref, request.body.decode())) + b"\n")
+    return path
+
+
+def _request_line(kind: str, ref: str, body: str) -> dict[str, object]:
+    """A request as the dry run and `plan` show it: method, path, Idempotency-Key, body."""
+    if kind == "contact":
+        return {"method": "PUT", "path": CONTACT_PATH, "body": orjson.loads(body)}
+    return {"method": "POST", "path": EVENT_PATH, "idempotency_key": ref, "body": orjson.loads(body)}
+

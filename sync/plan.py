@@ -1,0 +1,137 @@
+"""Diff the mapped rows against the ledger: only new, changed or previously failed work is sent.
+
+The plan stays a Polars frame (one line per request) until the sender asks for jobs, which come
+out a bounded slice at a time. A job holds one identity's requests, its upsert first, so that an
+email triggered by an event sees the new properties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+from sync.ledger import Ledger
+from sync.mapping import ROW, Mapped
+
+__all__ = ["Job", "Plan", "Request", "make_plan"]
+
+SLICE_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class Request:
+    """One API call: its body is the exact canonical JSON that was hashed."""
+
+    kind: Literal["contact", "event"]
+    row: int
+    identity: str
+    ref: str  # the payload hash of a contact, the Idempotency-Key of an event
+    body: bytes
+    event: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One identity's requests, sent in order by one worker."""
+
+    identity: str
+    requests: tuple[Request, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will send, and why the rest is skipped.
+
+    `requests`: kind, row, identity, ref, body, event, status (new, changed, retry), ordered
+    so that each identity's upsert precedes its events.
+    """
+
+    requests: pl.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.requests.height
+
+    def jobs(self, limit: int | None = None) -> Iterator[Job]:
+        """The plan as jobs, a slice at a time; `limit` caps the number of jobs."""
+        frame = self.requests
+        if limit is not None:
+            identities = frame.get_column("identity").unique(maintain_order=True).head(limit)
+            frame = frame.filter(pl.col("identity").is_in(identities.implode()))
+        current: list[Request] = []
+        for piece in frame.iter_slices(SLICE_ROWS):
+            for kind, row, identity, ref, body, event in piece.select(
+                "kind", ROW, "identity", "ref", "body", "event"
+            ).iter_rows():
+                if current and current[0].identity != identity:
+                    yield Job(current[0].identity, tuple(current))
+                    current = []
+                current.append(Request(kind, row, identity, ref, body.encode(), event))
+        if current:
+            yield Job(current[0].identity, tuple(current))
+
+
+def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> Plan:
+    """Compare with what Loops confirmed before. Without a ledger, everything is new."""
+    delivered = ledger.delivered_contacts() if ledger else _no_contacts()
+    events_done = ledger.delivered_events() if ledger else pl.DataFrame(schema={"key": pl.String})
+    failures = ledger.failures() if ledger else pl.DataFrame(schema={"kind": pl.String, "ref": pl.String})
+    failed_refs = failures.get_column("ref").implode()
+
+    contacts = mapped.contacts.join(
+        delivered.rename({"hash": "delivered_hash"}), on="identity", how="left"
+    ).with_columns(
+        pl.when(pl.col("identity").is_in(failed_refs))
+        .then(pl.lit("retry"))
+        .when(pl.col("delivered_hash").is_null())
+        .then(pl.lit("new"))
+        .when(pl.lit(full) | (pl.col("delivered_hash") != pl.col("hash")))
+        .then(pl.lit("changed"))
+        .otherwise(pl.lit("unchanged"))
+        .alias("status")
+    )
+    events = mapped.events.join(events_done, on="key", how="anti").with_columns(
+        pl.when(pl.col("key").is_in(failed_refs)).then(pl.lit("retry")).otherwise(pl.lit("new")).alias("status")
+    )
+    to_send = pl.concat(
+        [
+            contacts.filter(pl.col("status") != "unchanged").select(
+                pl.lit("contact").alias("kind"),
+                ROW,
+                "identity",
+                pl.col("hash").alias("ref"),
+                "body",
+                pl.lit(None, dtype=pl.String).alias("event"),
+                "status",
+            ),
+            events.select(
+                pl.lit("event").alias("kind"), ROW, "identity", pl.col("key").alias("ref"), "body", "event", "status"
+            ),
+        ]
+    )
+    # Each identity's requests together, upsert first, in source order of the identity's first row.
+    ordered = to_send.with_columns(pl.col(ROW).min().over("identity").alias("__first")).sort(
+        ["__first", "identity", pl.col("kind") != "contact", ROW]
+    ).drop("__first")
+    counts = {
+        "contacts_new": _count(contacts, "new"),
+        "contacts_changed": _count(contacts, "changed"),
+        "contacts_unchanged": _count(contacts, "unchanged"),
+        "contacts_retry": _count(contacts, "retry"),
+        "events_new": _count(events, "new"),
+        "events_retry": _count(events, "retry"),
+        "events_already_delivered": mapped.events.height - events.height,
+    }
+    return Plan(ordered, counts)
+
+
+def _count(frame: pl.DataFrame, status: str) -> int:
+    return frame.filter(pl.col("status") == status).height
+
+
+def _no_contacts() -> pl.DataFrame:
+    return pl.DataFrame(schema={"identity": pl.String, "hash": pl.String})
