@@ -1,0 +1,82 @@
+"""End-to-end: the real CLI in a subprocess against the emulator on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync.emulator.server import EmulatorHandle, running_emulator
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorHandle]:
+    with running_emulator(rate_limit=0, api_key="e2e-key", request_log_size=0) as handle:
+        yield handle
+
+
+@dataclass
+class Project:
+    """A config, its source and its state directory in a temporary folder."""
+
+    root: Path
+    emulator: EmulatorHandle
+
+    @property
+    def config(self) -> Path:
+        return self.root / "sync.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / ".loops-sync"
+
+    def write(self, config: str, csv: str | None = None) -> None:
+        self.config.write_text(textwrap.dedent(config))
+        if csv is not None:
+            (self.root / "people.csv").write_text(textwrap.dedent(csv).lstrip())
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPS_")}
+        env |= {"LOOPS_API_KEY": self.emulator.api_key, "LOOPS_BASE_URL": self.emulator.base_url}
+        return env | extra
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sync", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sync", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def sync(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.run("run", str(self.config), "--quiet", *args, **env)
+
+    def api_requests(self, path_end: str = "") -> list[dict[str, Any]]:
+        return [r for r in self.emulator.requests() if r["path"].endswith(path_end)]
+
+
+@pytest.fixture
+def project(tmp_path: Path, emulator: EmulatorHandle) -> Project:
+    return Project(tmp_path, emulator)

@@ -1,0 +1,141 @@
+"""The ledger remembers only what Loops confirmed, survives reopening, and locks one run at a time."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sync.config import SyncConfig
+from sync.errors import LockedError, SourceError
+from sync.ledger import SCHEMA_VERSION, Ledger, hold_lock
+from sync.mapping import ROW, map_rows
+from sync.plan import make_plan
+
+SPEC = SyncConfig.model_validate(
+    {
+        "name": "t",
+        "source": {"csv": "x.csv"},
+        "contact": {"email": "email", "properties": {"plan": "plan"}},
+        "events": [{"name": "signup", "email": "email"}],
+    }
+)
+
+
+def mapped(rows: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    frame = pl.DataFrame(rows, schema=["email", "plan"], orient="row").with_row_index(ROW, offset=1)
+    return map_rows(SPEC, frame)
+
+
+def deliver_all(ledger: Ledger, plan_frame: pl.DataFrame) -> None:
+    for kind, identity, ref, event in plan_frame.select("kind", "identity", "ref", "event").iter_rows():
+        if kind == "contact":
+            ledger.contact_delivered(identity, ref)
+        else:
+            ledger.event_delivered(ref, identity, event)
+    ledger.flush()
+
+
+def test_plan_sends_only_new_changed_and_failed(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    first = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "free")]), ledger)
+    assert first.counts["contacts_new"] == 2
+    assert first.counts["events_new"] == 2
+    deliver_all(ledger, first.requests)
+
+    second = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "pro"), ("c@x.io", "free")]), ledger)
+    assert second.counts == {
+        "contacts_new": 1,
+        "contacts_changed": 1,
+        "contacts_unchanged": 1,
+        "contacts_retry": 0,
+        "events_new": 1,
+        "events_retry": 0,
+        "events_already_delivered": 2,
+    }
+    sent = second.requests.select("kind", "identity").rows()
+    assert sent == [("contact", "e:b@x.io"), ("contact", "e:c@x.io"), ("event", "e:c@x.io")]
+
+
+def test_a_failed_contact_is_retried_and_then_forgotten(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger.request_failed("contact", "e:a@x.io", "HTTP 500")
+    ledger.flush()
+    plan = make_plan(mapped([("a@x.io", "free")]), ledger)
+    assert plan.counts["contacts_retry"] == 1
+    deliver_all(ledger, plan.requests)
+    assert ledger.failures().is_empty()
+
+
+def test_full_resends_contacts_but_never_events(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger).requests)
+    ledger.forget_contacts()
+    again = make_plan(mapped([("a@x.io", "free")]), ledger, full=True)
+    assert again.requests.get_column("kind").to_list() == ["contact"]
+
+
+def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, "t")
+    ledger.contact_delivered("e:a@x.io", "c1:aaa")
+    other = Ledger(path, "t")
+    assert other.delivered_contacts().is_empty()  # not committed yet: a crash would re-send it
+    ledger.flush()
+    assert other.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa")]
+
+
+def test_syncs_sharing_a_ledger_file_do_not_see_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    one = Ledger(path, "one")
+    one.event_delivered("ls1-x", "e:a@x.io", "signup")
+    one.flush()
+    assert Ledger(path, "two").delivered_events().is_empty()
+    assert Ledger(path, "one").delivered_events().rows() == [("ls1-x",)]
+
+
+def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path, "t").close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),
+    )
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(SourceError, match="newer loops-sync"):
+        Ledger(path, "t")
+
+
+def test_runs_are_recorded_for_history(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    run_id = ledger.start_run("cfg")
+    ledger.finish_run(run_id, 1, {"contacts_sent": 3})
+    [run] = ledger.runs()
+    assert run.exit_code == 1
+    assert run.counts == {"contacts_sent": 3}
+    assert run.ended_at is not None
+
+
+def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:
+    with hold_lock(tmp_path, "t"), pytest.raises(LockedError, match=r"pid \d+") as caught:
+        with hold_lock(tmp_path, "t"):
+            pass
+    assert caught.value.exit_code == 4
+    with hold_lock(tmp_path, "t"):  # released: the next run goes ahead
+        pass
+
+
+def test_a_dead_holders_lock_does_not_block(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; from pathlib import Path; from sync.ledger import hold_lock\n"
+        f"with hold_lock(Path({str(tmp_path)!r}), 't'): os._exit(9)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
+    with hold_lock(tmp_path, "t"):
+        pass

@@ -1,0 +1,79 @@
+"""The pacer never lets more than the limit into any one-second window, and wastes little of it."""
+
+from __future__ import annotations
+
+import bisect
+
+import pytest
+
+from sync.pacing import Pacer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def send_times(pacer: Pacer, clock: FakeClock, count: int) -> list[float]:
+    """Every request asks at once (a pool of eager workers); each goes at its slot."""
+    return [clock.now + pacer.reserve() for _ in range(count)]
+
+
+def most_in_any_second(times: list[float]) -> int:
+    ordered = sorted(times)
+    return max(bisect.bisect_left(ordered, t + 1.0) - i for i, t in enumerate(ordered))
+
+
+@pytest.mark.parametrize("rate", [1, 2.5, 10, 100])
+def test_never_more_than_the_limit_in_any_second_the_first_included(rate: float) -> None:
+    clock = FakeClock()
+    times = send_times(Pacer(rate, clock=clock), clock, int(rate * 5) + 3)
+    assert most_in_any_second(times) <= int(rate)
+    assert times[0] == clock.now  # no needless wait before the first request
+
+
+@pytest.mark.parametrize("rate", [10, 100])
+def test_keeps_close_to_the_limit(rate: float) -> None:
+    clock = FakeClock()
+    count = int(rate * 20)
+    times = send_times(Pacer(rate, clock=clock), clock, count)
+    achieved = (count - 1) / (times[-1] - times[0])
+    assert achieved >= 0.95 * rate
+
+
+def test_a_lower_server_limit_lowers_the_pace() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.observe(limit=4, remaining=3)
+    times = send_times(pacer, clock, 20)
+    assert most_in_any_second(times) <= 4
+    assert pacer.lowered_to == 4
+
+
+def test_pause_after_a_429_delays_the_next_slot() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.reserve()
+    pacer.pause(2.0)
+    assert pacer.reserve() == pytest.approx(2.0)
+
+
+def test_budget_spent_by_another_client_pauses_for_a_window() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.reserve()
+    pacer.observe(limit=10, remaining=0)  # we sent one; someone else spent the other nine
+    assert pacer.reserve() >= 1.0
+
+
+def test_our_own_full_window_does_not_pause() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    times = send_times(pacer, clock, 10)
+    clock.now = times[-1]
+    pacer.observe(limit=10, remaining=0)
+    next_time = clock.now + pacer.reserve()
+    assert next_time - times[0] < 1.1
