@@ -66,10 +66,21 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Write the exact payloads as NDJSON; send nothing.")
 @click.option("--full", is_flag=True, help="Send every contact again (events are never repeated).")
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N contacts' requests.")
-@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report as JSON.")
-@click.option("--max-duration", type=str, help="Stop starting requests after this long (e.g. 50m); exit 5 with work left.")
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run report as JSON.",
+)
+@click.option(
+    "--max-duration",
+    type=str,
+    help="Stop starting requests after this long (e.g. 50m); exit 5 with work left.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show every rejected or failed row.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output; only errors and the exit code.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress output; only errors and the exit code."
+)
 @_errors_to_exit_codes
 def run(
     config: Path,
@@ -144,12 +155,16 @@ def history(config: Path, limit: int, as_json: bool) -> None:
     finally:
         ledger.close()
     if as_json:
-        click.echo(orjson.dumps([run.__dict__ for run in runs], option=orjson.OPT_INDENT_2).decode())
+        click.echo(
+            orjson.dumps([run.__dict__ for run in runs], option=orjson.OPT_INDENT_2).decode()
+        )
         return
     if not runs:
         click.echo(f"no runs of '{loaded.name}' yet")
         return
-    click.echo(f"{'started':<20} {'seconds':>8} {'sent':>7} {'skipped':>8} {'rejected':>9} {'failed':>7} {'exit':>5}")
+    click.echo(
+        f"{'started':<20} {'seconds':>8} {'sent':>7} {'skipped':>8} {'rejected':>9} {'failed':>7} {'exit':>5}"
+    )
     for record in runs:
         counts = record.counts
         sent = counts.get("contacts_sent", 0) + counts.get("events_sent", 0)

@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import polars as pl
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -74,19 +75,28 @@ class PropertyMapping(_Model):
         return "string"
 
 
-Properties = dict[str, Annotated[PropertyMapping, BeforeValidator(_column_shorthand)]]
+def _contact_property_name(name: str) -> str:
+    if name in RESERVED_PROPERTIES:
+        raise ValueError(f"'{name}' is reserved by Loops and cannot be a property")
+    if name in IDENTITY_KEYS:
+        raise ValueError(f"'{name}' is set by the section's own key, not as a property")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"'{name}' is not a valid Loops property name (use camelCase)")
+    return name
 
 
-def _check_property_names(names: Sequence[str]) -> list[str]:
-    problems = []
-    for name in names:
-        if name in RESERVED_PROPERTIES:
-            problems.append(f"'{name}' is reserved by Loops and cannot be a property")
-        elif name in IDENTITY_KEYS:
-            problems.append(f"'{name}' is set by the section's own key, not as a property")
-        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            problems.append(f"'{name}' is not a valid Loops property name (use camelCase)")
-    return problems
+def _event_property_name(name: str) -> str:
+    if name in RESERVED_PROPERTIES:
+        raise ValueError(f"'{name}' is reserved by Loops and cannot be an event property")
+    return name
+
+
+# Names are checked as dict keys, not by a section validator: each bad name is then reported at
+# its own line, together with every other problem of the section (a model validator only runs
+# once the rest of its section is valid).
+_Mapping = Annotated[PropertyMapping, BeforeValidator(_column_shorthand)]
+ContactProperties = dict[Annotated[str, AfterValidator(_contact_property_name)], _Mapping]
+EventProperties = dict[Annotated[str, AfterValidator(_event_property_name)], _Mapping]
 
 
 class ExcelSource(_Model):
@@ -121,7 +131,7 @@ class SourceConfig(_Model):
     def kind(self) -> Literal["csv", "parquet", "excel", "sql"]:
         for kind in ("csv", "parquet", "excel", "sql"):
             if getattr(self, kind):
-                return kind  # type: ignore[return-value]  # one of the four literals
+                return kind
         raise AssertionError("validated: one source kind is set")
 
 
@@ -144,7 +154,7 @@ class LoopsSettings(_Model):
 class ContactSection(_Model):
     email: str | None = None
     user_id: str | None = None
-    properties: Properties = Field(default_factory=dict)
+    properties: ContactProperties = Field(default_factory=dict)
     mailing_lists: dict[str, str] = Field(default_factory=dict)
     empty: Literal["skip", "clear"] = "skip"
 
@@ -152,9 +162,6 @@ class ContactSection(_Model):
     def _valid(self) -> ContactSection:
         if self.email is None and self.user_id is None:
             raise ValueError("give the column of 'email', of 'user_id', or both")
-        problems = _check_property_names(list(self.properties))
-        if problems:
-            raise ValueError("; ".join(problems))
         return self
 
 
@@ -163,21 +170,24 @@ class EventSection(_Model):
     email: str | None = None
     user_id: str | None = None
     when: str | None = None
-    properties: Properties = Field(default_factory=dict)
+    properties: EventProperties = Field(default_factory=dict)
     once_per: list[str] = Field(default_factory=list)
+
+    # A field validator, so a bad condition is reported with the section's other problems.
+    @field_validator("when")
+    @classmethod
+    def _sql_condition(cls, when: str | None) -> str | None:
+        if when is not None:
+            try:
+                pl.sql_expr(when)
+            except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
+                raise ValueError(f"'when' is not a valid SQL condition: {error}") from None
+        return when
 
     @model_validator(mode="after")
     def _valid(self) -> EventSection:
         if self.email is None and self.user_id is None:
             raise ValueError("give the column of 'email', of 'user_id', or both")
-        reserved = [name for name in self.properties if name in RESERVED_PROPERTIES]
-        if reserved:
-            raise ValueError(f"reserved names cannot be event properties: {', '.join(reserved)}")
-        if self.when is not None:
-            try:
-                pl.sql_expr(self.when)
-            except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
-                raise ValueError(f"'when' is not a valid SQL condition: {error}") from None
         return self
 
 
@@ -254,16 +264,36 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         spec = SyncConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(str(file), _problems(error, lines)) from None
-    state = env.get("LOOPS_SYNC_STATE") or spec.state
-    base = file.resolve().parent
-    state_dir = (base / state if state else base / ".loops-sync").resolve()
     return Config(
         file=file.resolve(),
         spec=spec,
-        base_url=(env.get("LOOPS_BASE_URL") or spec.loops.base_url).rstrip("/"),
-        state_dir=state_dir,
+        base_url=_base_url(str(file), spec, env),
+        state_dir=_state_dir(file, spec, env),
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
     )
+
+
+def _state_dir(file: Path, spec: SyncConfig, env: Mapping[str, str]) -> Path:
+    """LOOPS_SYNC_STATE, else `state:`, else `.loops-sync/` beside the config.
+
+    A relative path in the environment is relative to the working directory, as any path typed
+    in a shell is; only paths written in the config are relative to the config file.
+    """
+    if env.get("LOOPS_SYNC_STATE"):
+        return Path(env["LOOPS_SYNC_STATE"]).expanduser().resolve()
+    base = file.resolve().parent
+    return (base / Path(spec.state).expanduser() if spec.state else base / ".loops-sync").resolve()
+
+
+def _base_url(file: str, spec: SyncConfig, env: Mapping[str, str]) -> str:
+    """LOOPS_BASE_URL overrides the file's, and is held to the same rule (the value not echoed)."""
+    override = env.get("LOOPS_BASE_URL")
+    if not override:
+        return spec.loops.base_url
+    if not re.match(r"^https?://[^/\s]+", override):
+        problem = ConfigProblem("LOOPS_BASE_URL", "must start with http:// or https://")
+        raise ConfigError(file, [problem])
+    return override.rstrip("/")
 
 
 def check_columns(config: Config, schema: Mapping[str, pl.DataType]) -> None:
@@ -288,7 +318,7 @@ def check_columns(config: Config, schema: Mapping[str, pl.DataType]) -> None:
 
 
 def _column_references(spec: SyncConfig) -> list[tuple[str, str]]:
-    refs: list[tuple[str, str]] = []
+    refs: list[tuple[str, str | None]] = []
     sections: list[tuple[str, ContactSection | EventSection]] = []
     if spec.contact:
         sections.append(("contact", spec.contact))
@@ -328,7 +358,7 @@ def _parse_yaml(file: str, text: str) -> tuple[Any, dict[tuple[str | int, ...], 
         line = mark.line + 1 if mark is not None else None
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(file, [ConfigProblem("", f"not valid YAML: {problem}", line)]) from None
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or node is None:
         raise ConfigError(file, [ConfigProblem("", "the file must be a YAML mapping of keys")])
     lines: dict[tuple[str | int, ...], int] = {}
     _note_lines(node, (), lines)
@@ -350,7 +380,7 @@ def _note_lines(node: yaml.Node, path: tuple[str | int, ...], lines: dict[Any, i
 def _problems(error: ValidationError, lines: dict[tuple[str | int, ...], int]) -> list[ConfigProblem]:
     problems = []
     for item in error.errors():
-        loc = tuple(part for part in item["loc"] if part not in ("function-before",))
+        loc = tuple(part for part in item["loc"] if part not in ("function-before", "[key]"))
         path = _dotted(loc)
         if item["type"] == "extra_forbidden":
             message = f"unknown key '{loc[-1]}'" + _did_you_mean(str(loc[-1]), _known_keys(loc[:-1]))

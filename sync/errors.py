@@ -91,7 +91,9 @@ class RetryableError(LoopsSyncError):
     `retry_after` is the server's hint in seconds, when it gave one.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after

@@ -84,7 +84,7 @@ class Answer:
 
 
 class LoopsClient:
-    """One `httpx.AsyncClient` for the whole run; the key goes only into the Authorization header."""
+    """One `httpx.AsyncClient` for the whole run; the key goes only in the Authorization header."""
 
     def __init__(
         self,
@@ -130,7 +130,7 @@ class LoopsClient:
         body: bytes | None,
         idempotency_key: str | None,
     ) -> Answer:
-        """One attempt. Raises RetryableError, RejectedRow or FatalApiError; returns OK/DUPLICATE."""
+        """One attempt: OK or DUPLICATE, or RetryableError, RejectedRow, FatalApiError."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         try:
             response = await self._http.request(method, path, content=body, headers=headers)
@@ -157,7 +157,9 @@ def _raise_for(answer: Answer, response: httpx.Response, base_url: str) -> Answe
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         case Outcome.REJECT:
-            raise RejectedRow(f"Loops answered {answer.status}: {answer.message}", status=answer.status)
+            raise RejectedRow(
+                f"Loops answered {answer.status}: {answer.message}", status=answer.status
+            )
         case Outcome.FATAL:
             raise FatalApiError(_fatal_message(answer, base_url))
 

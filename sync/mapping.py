@@ -130,8 +130,8 @@ def _identity_fields(email: str | None, user_id: str | None, schema: pl.Schema) 
 def _email(column: str, schema: pl.Schema) -> _Field:
     text = _text(column, schema).str.to_lowercase()
     bad = text.is_not_null() & ~text.str.contains(EMAIL_PATTERN)
-    error = pl.when(bad).then(pl.format("'{}' is not a valid email address", _raw_text(column)))
-    error = pl.coalesce(error, _too_long(text, column))
+    invalid = pl.when(bad).then(pl.format("'{}' is not a valid email address", _raw_text(column)))
+    error = pl.coalesce(invalid, _too_long(text, column))
     return _Field("email", column, pl.when(~bad).then(text), error, "string")
 
 
@@ -370,7 +370,9 @@ def _payload_builder(fields: list[_Field], *, clear: bool, event_name: str | Non
     """
     plan = []
     for field in fields:
-        group, _, name = field.key.rpartition(".")
+        # Split at the first dot: an event property's own name may hold dots ("plan.tier").
+        group, dot, name = field.key.partition(".")
+        group, name = (group, name) if dot else ("", group)
         nullable = clear and field.key not in ("email", "userId") and group != "mailingLists"
         plan.append((group, name, field.kind == "number", nullable))
 

@@ -7,8 +7,11 @@ because each waiter re-checks on a timer and every late wake-up is lost for good
 requests per second, so both cost: a burst earns 429s, a slow pace wastes the night.
 
 This pacer gives each request a slot at `start + i / R` (late wake-ups do not accumulate) and
-never lets more than floor(R) slots fall within one second (plus a small margin for the jitter
-between here and the server), the first second included.
+never lets more than floor(R) requests fall within one second (plus a small margin for jitter),
+the first second included. What counts is when a request reaches the server, which can be later
+than its slot: a new connection's handshake delays the first requests but not the ones after
+them, squeezing the server's first window. So once a request's answer is in, the pacer moves it
+to its latest likely arrival: the answer's time minus the fastest round trip seen so far.
 """
 
 from __future__ import annotations
@@ -17,15 +20,30 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 
-__all__ = ["Pacer"]
+__all__ = ["Pacer", "Slot"]
 
 WINDOW = 1.0
 # Requests leave in slot order but arrive with a few ms of jitter; the server's window must not see
 # floor(R) + 1 of them. 20 ms costs 2% of the rate.
 WINDOW_MARGIN = 0.02
+
+
+@dataclass
+class Slot:
+    """One request's place in the pace: when it went, and when its answer came back."""
+
+    sent_at: float
+    answered_at: float | None = None
+
+    def counted_at(self, fastest_round_trip: float) -> float:
+        """The latest time the server likely counted this request."""
+        if self.answered_at is None or math.isinf(fastest_round_trip):
+            return self.sent_at
+        return max(self.sent_at, self.answered_at - fastest_round_trip)
 
 
 class Pacer:
@@ -34,24 +52,34 @@ class Pacer:
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.rate = rate
-        self._recent: deque[float] = deque(maxlen=max(1, math.floor(rate)))
+        self._recent: deque[Slot] = deque(maxlen=max(1, math.floor(rate)))
         self._next = 0.0
+        self._fastest_round_trip = math.inf
         self.lowered_to: int | None = None
 
-    def reserve(self) -> float:
-        """Take the next free slot; return how long to wait for it."""
+    def reserve(self) -> Slot:
+        """Take the next free slot (`sent_at - clock()` is how long to wait for it)."""
         now = self._clock()
-        slot = max(now, self._next)
+        at = max(now, self._next)
         if len(self._recent) == self._recent.maxlen:
-            slot = max(slot, self._recent[0] + WINDOW + WINDOW_MARGIN)
+            oldest = self._recent[0].counted_at(self._fastest_round_trip)
+            at = max(at, oldest + WINDOW + WINDOW_MARGIN)
+        slot = Slot(at)
         self._recent.append(slot)
-        self._next = slot + 1.0 / self.rate
-        return slot - now
+        self._next = at + 1.0 / self.rate
+        return slot
 
-    async def wait(self) -> None:
-        delay = self.reserve()
+    async def wait(self) -> Slot:
+        slot = self.reserve()
+        delay = slot.sent_at - self._clock()
         if delay > 0:
             await anyio.sleep(delay)
+        return slot
+
+    def answered(self, slot: Slot) -> None:
+        """The answer to `slot`'s request arrived: note when, to estimate when it was counted."""
+        slot.answered_at = self._clock()
+        self._fastest_round_trip = min(self._fastest_round_trip, slot.answered_at - slot.sent_at)
 
     def pause(self, seconds: float) -> None:
         """Send nothing for a while (after a 429, or when someone else spends the budget)."""
@@ -70,6 +98,6 @@ class Pacer:
             self.lowered_to = limit
         if remaining == 0:
             now = self._clock()
-            ours = sum(1 for slot in self._recent if now - WINDOW < slot <= now)
+            ours = sum(1 for slot in self._recent if now - WINDOW < slot.sent_at <= now)
             if ours < (self._recent.maxlen or 1) - 1:
                 self.pause(WINDOW)

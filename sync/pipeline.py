@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -20,7 +21,7 @@ from sync.ledger import Ledger, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient
 from sync.mapping import ROW, Mapped, map_rows
 from sync.pacing import Pacer
-from sync.plan import Plan, make_plan
+from sync.plan import Plan, Request, make_plan
 from sync.report import ProgressReporter, RunReport, write_rejects
 from sync.sender import RequestResult, RetryPolicy, default_concurrency, send_jobs
 from sync.sources import read_source
@@ -76,14 +77,23 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
             _count_plan(report, plan)
             run_id = ledger.start_run(config.config_hash)
             try:
-                loops_rejects = _send(config, plan, ledger, report, api_key, options)
+                loops_rejects = _send(
+                    config, plan, ledger, report, api_key=api_key, options=options
+                )
             except FatalApiError:
                 ledger.finish_run(run_id, 3, report.to_json())
                 raise
-            _finish(config, report, source, mapped, loops_rejects, started)
+            _finish(
+                config,
+                report=report,
+                source=source,
+                mapped=mapped,
+                loops_rejects=loops_rejects,
+                started=started,
+            )
             ledger.finish_run(run_id, report.exit_code, report.to_json())
             return report
-    _finish(config, report, source, mapped, [], started)
+    _finish(config, report=report, source=source, mapped=mapped, loops_rejects=[], started=started)
     return report
 
 
@@ -99,7 +109,10 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         if not mapped.rejects.is_empty()
         else []
     )
-    sample = [_request_line(kind, ref, body) for kind, ref, body in plan.requests.select("kind", "ref", "body").head(samples).iter_rows()]
+    sample = [
+        _request_line(kind, ref, body)
+        for kind, ref, body in plan.requests.select("kind", "ref", "body").head(samples).iter_rows()
+    ]
     return PlanPreview(
         report=report,
         plan=plan,
@@ -163,7 +176,12 @@ def _require_api_key(config: Config, env: Mapping[str, str] | None) -> str:
         variable = config.spec.loops.api_key_env
         raise ConfigError(
             str(config.file),
-            [ConfigProblem("loops.api_key_env", f"the environment variable {variable} is not set (it holds the Loops API key)")],
+            [
+                ConfigProblem(
+                    "loops.api_key_env",
+                    f"the environment variable {variable} is not set (it holds the Loops API key)",
+                )
+            ],
         )
     return key
 
@@ -173,90 +191,125 @@ def _send(
     plan: Plan,
     ledger: Ledger,
     report: RunReport,
+    *,
     api_key: str,
     options: Options,
 ) -> list[tuple[int, str]]:
     """Send the plan; record in the ledger only what Loops confirmed. Returns Loops' rejects."""
-    settings = config.spec.loops
-    loops_rejects: list[tuple[int, str]] = []
+    rate = config.spec.loops.rate_limit
     deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
     stop = _StopFlag(deadline)
+    if plan.size / rate > (options.max_duration or math.inf):
+        report.warnings.append(
+            f"at {rate:g} requests/s the {plan.size} requests need about "
+            f"{plan.size / rate / 60:.0f} min, more than --max-duration: "
+            "the rest is sent by the next runs"
+        )
+    sending_since = time.monotonic()
+    with ProgressReporter(plan.size, quiet=options.quiet) as progress:
+        recorder = _Recorder(ledger, report, progress)
+        try:
+            send = partial(
+                _send_async,
+                config,
+                plan=plan,
+                recorder=recorder,
+                stop=stop,
+                api_key=api_key,
+                options=options,
+            )
+            anyio.run(send, backend="asyncio")
+        finally:
+            ledger.flush()
+    report.stopped = stop.reason
+    report.send_seconds = time.monotonic() - sending_since
+    if report.send_seconds > 0:
+        report.requests_per_second = report.requests / report.send_seconds
+    return recorder.loops_rejects
 
-    def record(result: RequestResult) -> None:
-        request = result.request
-        progress.advance()
+
+async def _send_async(
+    config: Config,
+    *,
+    plan: Plan,
+    recorder: _Recorder,
+    stop: _StopFlag,
+    api_key: str,
+    options: Options,
+) -> None:
+    settings = config.spec.loops
+    concurrency = settings.concurrency or default_concurrency(settings.rate_limit)
+    client = LoopsClient(
+        config.base_url,
+        api_key,
+        timeout=settings.timeout,
+        max_connections=concurrency,
+        transport=options.transport,
+    )
+    fatal: FatalApiError | None = None
+    try:
+        async with anyio.create_task_group() as group:
+            if options.handle_signals:
+                group.start_soon(_watch_signals, stop, group.cancel_scope)
+            try:
+                counters = await send_jobs(
+                    plan.jobs(options.limit),
+                    client=client,
+                    pacer=Pacer(settings.rate_limit),
+                    policy=options.retry,
+                    concurrency=concurrency,
+                    on_result=recorder,
+                    should_stop=stop,
+                )
+            except FatalApiError as error:
+                fatal = error
+            group.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+    if fatal is not None:
+        raise fatal
+    recorder.report.requests = counters.requests
+    recorder.report.retries = counters.retries
+    recorder.report.rate_limited = counters.rate_limited
+
+
+class _Recorder:
+    """Turns each request's fate into a ledger write, a count in the report, maybe a reject."""
+
+    def __init__(self, ledger: Ledger, report: RunReport, progress: ProgressReporter) -> None:
+        self.ledger = ledger
+        self.report = report
+        self.progress = progress
+        self.loops_rejects: list[tuple[int, str]] = []
+
+    def __call__(self, result: RequestResult) -> None:
+        request, report = result.request, self.report
+        self.progress.advance()
         match result.status, request.kind:
             case "delivered", "contact":
-                ledger.contact_delivered(request.identity, request.ref)
+                self.ledger.contact_delivered(request.identity, request.ref)
                 report.contacts_sent += 1
             case "delivered", "event":
-                ledger.event_delivered(request.ref, request.identity, request.event or "")
+                self.ledger.event_delivered(request.ref, request.identity, request.event or "")
                 report.events_sent += 1
             case "duplicate", _:
-                ledger.event_delivered(request.ref, request.identity, request.event or "")
+                self.ledger.event_delivered(request.ref, request.identity, request.event or "")
                 report.already_delivered += 1
             case "rejected", _:
-                ledger.request_failed(request.kind, _failure_ref(request.kind, request.identity, request.ref), result.message)
-                loops_rejects.append((request.row, result.message))
+                self._failed(request, result.message)
+                self.loops_rejects.append((request.row, result.message))
                 report.rejected_by_loops += 1
             case "failed", _:
-                ledger.request_failed(request.kind, _failure_ref(request.kind, request.identity, request.ref), result.message)
+                self._failed(request, result.message)
                 report.failed += 1
             case "deferred", _:
                 report.deferred += 1
             case _:
                 report.not_sent += 1
 
-    async def main() -> None:
-        client = LoopsClient(
-            config.base_url,
-            api_key,
-            timeout=settings.timeout,
-            max_connections=concurrency,
-            transport=options.transport,
-        )
-        fatal: FatalApiError | None = None
-        try:
-            async with anyio.create_task_group() as group:
-                if options.handle_signals:
-                    group.start_soon(_watch_signals, stop, group.cancel_scope)
-                try:
-                    counters = await send_jobs(
-                        plan.jobs(options.limit),
-                        client=client,
-                        pacer=Pacer(settings.rate_limit),
-                        policy=options.retry,
-                        concurrency=concurrency,
-                        on_result=record,
-                        should_stop=stop,
-                    )
-                except FatalApiError as error:
-                    fatal = error
-                group.cancel_scope.cancel()
-            if fatal is not None:
-                raise fatal
-            report.requests, report.retries = counters.requests, counters.retries
-            report.rate_limited = counters.rate_limited
-        finally:
-            await client.aclose()
-            ledger.flush()
-
-    concurrency = settings.concurrency or default_concurrency(settings.rate_limit)
-    if plan.size / settings.rate_limit > (options.max_duration or math.inf):
-        report.warnings.append(
-            f"at {settings.rate_limit:g} requests/s the {plan.size} requests need about "
-            f"{plan.size / settings.rate_limit / 60:.0f} min, more than --max-duration: "
-            "the rest is sent by the next runs"
-        )
-    with ProgressReporter(plan.size, quiet=options.quiet) as progress:
-        anyio.run(main, backend="asyncio")
-    report.stopped = stop.reason
-    return loops_rejects
-
-
-def _failure_ref(kind: str, identity: str, ref: str) -> str:
-    """Failures are keyed as the plan looks them up: contacts by identity, events by key."""
-    return identity if kind == "contact" else ref
+    def _failed(self, request: Request, message: str) -> None:
+        ref = request.identity if request.kind == "contact" else request.ref
+        self.ledger.request_failed(request.kind, ref, message)
 
 
 class _StopFlag:
@@ -284,6 +337,7 @@ async def _watch_signals(stop: _StopFlag, scope: anyio.CancelScope) -> None:
 
 def _finish(
     config: Config,
+    *,
     report: RunReport,
     source: pl.DataFrame,
     mapped: Mapped,
@@ -293,14 +347,17 @@ def _finish(
     rejects = mapped.rejects
     if loops_rejects:
         from_loops = pl.DataFrame(
-            {ROW: [row for row, _ in loops_rejects], "column": "", "reason": [m for _, m in loops_rejects]},
+            {
+                ROW: [row for row, _ in loops_rejects],
+                "column": "",
+                "reason": [m for _, m in loops_rejects],
+            },
             schema={ROW: pl.UInt32, "column": pl.String, "reason": pl.String},
         )
         rejects = pl.concat([rejects, from_loops]).unique(ROW, keep="first", maintain_order=True)
     path = write_rejects(config.state_dir / f"{config.name}-rejects.csv", source, rejects)
     report.rejects_file = str(path) if path else None
     report.wall_seconds = time.monotonic() - started
-    report.requests_per_second = report.requests / report.wall_seconds if report.wall_seconds else 0.0
     report.exit_code = report.decide_exit_code()
 
 
@@ -310,7 +367,10 @@ def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:
     with path.open("wb") as out:
         for job in plan.jobs(limit):
             for request in job.requests:
-                out.write(orjson.dumps(_request_line(request.kind, request.ref, request.body.decode())) + b"\n")
+                out.write(
+                    orjson.dumps(_request_line(request.kind, request.ref, request.body.decode()))
+                    + b"\n"
+                )
     return path
 
 
@@ -318,5 +378,9 @@ def _request_line(kind: str, ref: str, body: str) -> dict[str, object]:
     """A request as the dry run and `plan` show it: method, path, Idempotency-Key, body."""
     if kind == "contact":
         return {"method": "PUT", "path": CONTACT_PATH, "body": orjson.loads(body)}
-    return {"method": "POST", "path": EVENT_PATH, "idempotency_key": ref, "body": orjson.loads(body)}
-
+    return {
+        "method": "POST",
+        "path": EVENT_PATH,
+        "idempotency_key": ref,
+        "body": orjson.loads(body),
+    }

@@ -79,7 +79,9 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
     """Compare with what Loops confirmed before. Without a ledger, everything is new."""
     delivered = ledger.delivered_contacts() if ledger else _no_contacts()
     events_done = ledger.delivered_events() if ledger else pl.DataFrame(schema={"key": pl.String})
-    failures = ledger.failures() if ledger else pl.DataFrame(schema={"kind": pl.String, "ref": pl.String})
+    failures = (
+        ledger.failures() if ledger else pl.DataFrame(schema={"kind": pl.String, "ref": pl.String})
+    )
     failed_refs = failures.get_column("ref").implode()
 
     contacts = mapped.contacts.join(
@@ -95,7 +97,10 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
         .alias("status")
     )
     events = mapped.events.join(events_done, on="key", how="anti").with_columns(
-        pl.when(pl.col("key").is_in(failed_refs)).then(pl.lit("retry")).otherwise(pl.lit("new")).alias("status")
+        pl.when(pl.col("key").is_in(failed_refs))
+        .then(pl.lit("retry"))
+        .otherwise(pl.lit("new"))
+        .alias("status")
     )
     to_send = pl.concat(
         [
@@ -109,14 +114,22 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
                 "status",
             ),
             events.select(
-                pl.lit("event").alias("kind"), ROW, "identity", pl.col("key").alias("ref"), "body", "event", "status"
+                pl.lit("event").alias("kind"),
+                ROW,
+                "identity",
+                pl.col("key").alias("ref"),
+                "body",
+                "event",
+                "status",
             ),
         ]
     )
     # Each identity's requests together, upsert first, in source order of the identity's first row.
-    ordered = to_send.with_columns(pl.col(ROW).min().over("identity").alias("__first")).sort(
-        ["__first", "identity", pl.col("kind") != "contact", ROW]
-    ).drop("__first")
+    ordered = (
+        to_send.with_columns(pl.col(ROW).min().over("identity").alias("__first"))
+        .sort(["__first", "identity", pl.col("kind") != "contact", ROW])
+        .drop("__first")
+    )
     counts = {
         "contacts_new": _count(contacts, "new"),
         "contacts_changed": _count(contacts, "changed"),

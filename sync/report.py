@@ -65,7 +65,8 @@ class RunReport:
     retries: int = 0
     rate_limited: int = 0
     wall_seconds: float = 0.0
-    requests_per_second: float = 0.0
+    send_seconds: float = 0.0
+    requests_per_second: float = 0.0  # while sending: reading and planning are not counted
     rate_limit: float = 0.0
     rejects_file: str | None = None
     dry_run_file: str | None = None
@@ -111,7 +112,10 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
         ("rows read", report.rows_read),
         ("rejected (bad rows)", report.rows_rejected),
         ("duplicates (last row won)", report.duplicates),
-        ("contacts new / changed / retried", f"{report.contacts_new} / {report.contacts_changed} / {report.contacts_retry}"),
+        (
+            "contacts new / changed / retried",
+            f"{report.contacts_new} / {report.contacts_changed} / {report.contacts_retry}",
+        ),
         ("contacts unchanged (skipped)", report.contacts_unchanged),
         ("events already delivered (skipped)", report.events_skipped_delivered),
         ("contacts sent", report.contacts_sent),
@@ -120,7 +124,10 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
         ("rejected by Loops", report.rejected_by_loops),
         ("failed (retried next run)", report.failed + report.deferred),
         ("left for the next run", report.not_sent),
-        ("requests / retries / 429s", f"{report.requests} / {report.retries} / {report.rate_limited}"),
+        (
+            "requests / retries / 429s",
+            f"{report.requests} / {report.retries} / {report.rate_limited}",
+        ),
         ("wall time", f"{report.wall_seconds:.1f} s"),
         ("requests per second", f"{report.requests_per_second:.2f} (limit {report.rate_limit:g})"),
     ]
@@ -134,7 +141,9 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
     if report.dry_run_file:
         console.print(f"payloads (nothing sent): {report.dry_run_file}")
     if report.stopped:
-        console.print(f"stopped early ({report.stopped}); the next run continues where this one left off")
+        console.print(
+            f"stopped early ({report.stopped}); the next run continues where this one left off"
+        )
     console.print(f"exit code {report.exit_code}")
 
 
@@ -148,6 +157,9 @@ def write_rejects(path: Path, source: pl.DataFrame, rejects: pl.DataFrame) -> Pa
         path.unlink(missing_ok=True)
         return None
     original = source.join(rejects.select(ROW), on=ROW, how="semi")
+    # A source column may itself be called row, column or reason: it keeps its data, renamed.
+    clashes = {name: f"{name} (source)" for name in ("row", "column", "reason") if name in source}
+    original = original.rename(clashes)
     rows = rejects.join(original, on=ROW, how="left").rename({ROW: "row"})
     text_columns = [name for name, dtype in rows.schema.items() if dtype == pl.String]
     safe = rows.with_columns(
@@ -165,7 +177,9 @@ def write_rejects(path: Path, source: pl.DataFrame, rejects: pl.DataFrame) -> Pa
 class ProgressReporter:
     """A progress bar on a terminal; a plain line every `every` seconds otherwise (cron, CI)."""
 
-    def __init__(self, total: int, *, out: TextIO | None = None, every: float = 10.0, quiet: bool = False):
+    def __init__(
+        self, total: int, *, out: TextIO | None = None, every: float = 10.0, quiet: bool = False
+    ):
         self.total = total
         self.done = 0
         self.quiet = quiet
@@ -203,4 +217,8 @@ class ProgressReporter:
         if not self.quiet and now - self._last >= self.every:
             self._last = now
             rate = self.done / max(now - self._started, 1e-9)
-            print(f"progress: {self.done}/{self.total} requests, {rate:.1f}/s", file=self.out, flush=True)
+            print(
+                f"progress: {self.done}/{self.total} requests, {rate:.1f}/s",
+                file=self.out,
+                flush=True,
+            )

@@ -21,7 +21,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from sync.errors import FatalApiError, RejectedRow, RetryableError
@@ -53,10 +54,9 @@ class RetryPolicy:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, RetryableError) and error.retry_after is not None:
             return min(error.retry_after, self.max_wait)
-        backoff = wait_exponential_jitter(
-            initial=self.initial_wait, max=self.max_wait, jitter=self.jitter
-        )
-        return float(backoff(state))
+        backoff = wait_exponential(multiplier=self.initial_wait, max=self.max_wait)
+        jitter = wait_random(0, self.jitter)
+        return min(float(backoff(state) + jitter(state)), self.max_wait + self.jitter)
 
 
 @dataclass(frozen=True)
@@ -153,12 +153,15 @@ class _Sender:
             self._report(result)
             if request.kind == "contact" and result.status != "delivered":
                 rest = job.requests[index + 1 :]
-                self._settle(rest, "deferred", "waits for its contact's upsert, which did not succeed")
+                self._settle(
+                    rest, "deferred", "waits for its contact's upsert, which did not succeed"
+                )
                 return
 
     async def deliver(self, request: Request) -> RequestResult:
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.policy.attempts) | stop_after_delay(self.policy.max_seconds),
+            stop=stop_after_attempt(self.policy.attempts)
+            | stop_after_delay(self.policy.max_seconds),
             wait=self.policy.wait,
             retry=retry_if_exception_type(RetryableError),
             sleep=anyio.sleep,
@@ -177,18 +180,21 @@ class _Sender:
         return RequestResult(request, status)
 
     async def _attempt(self, request: Request) -> Answer:
-        await self.pacer.wait()
+        slot = await self.pacer.wait()
         self.counters.requests += 1
         try:
             if request.kind == "contact":
                 answer = await self.client.upsert_contact(request.body)
             else:
                 answer = await self.client.send_event(request.body, request.ref)
-        except RetryableError as error:
+        except (RetryableError, RejectedRow) as error:
+            if error.status is not None:  # an HTTP answer came back (not a timeout or a drop)
+                self.pacer.answered(slot)
             if error.status == 429:
                 self.counters.rate_limited += 1
-                self.pacer.pause(error.retry_after or 1.0)
+                self.pacer.pause(getattr(error, "retry_after", None) or 1.0)
             raise
+        self.pacer.answered(slot)
         self.pacer.observe(answer.limit, answer.remaining)
         return answer
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -36,6 +37,9 @@ def read_source(config: Config) -> pl.DataFrame:
 def _expand(config: Config, key: str, pattern: str) -> list[Path]:
     """A path or a glob, relative to the config file; no match is an error, not zero rows."""
     resolved = config.resolve(pattern)
+    if resolved.is_file():
+        # An existing file is read as named, even when its name has glob characters ("[2024]").
+        return [resolved]
     files = sorted(Path(p) for p in glob.glob(str(resolved)))
     if not files:
         raise SourceError(f"source.{key}: no file matches '{pattern}' (looked for {resolved})")
@@ -65,11 +69,13 @@ def _read_csv(config: Config, source: SourceConfig) -> pl.DataFrame:
     return _read_each(config, "csv", source.csv or "", read)
 
 
-def _read_each(config: Config, key: str, pattern: str, reader: object) -> pl.DataFrame:
-    frames = []
+def _read_each(
+    config: Config, key: str, pattern: str, reader: Callable[[Path], pl.DataFrame]
+) -> pl.DataFrame:
+    frames: list[pl.DataFrame] = []
     for path in _expand(config, key, pattern):
         try:
-            frames.append(reader(path))  # type: ignore[operator]  # a Polars reader
+            frames.append(reader(path))
         except SourceError:
             raise
         except pl.exceptions.NoDataError:

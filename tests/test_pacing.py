@@ -19,7 +19,7 @@ class FakeClock:
 
 def send_times(pacer: Pacer, clock: FakeClock, count: int) -> list[float]:
     """Every request asks at once (a pool of eager workers); each goes at its slot."""
-    return [clock.now + pacer.reserve() for _ in range(count)]
+    return [pacer.reserve().sent_at for _ in range(count)]
 
 
 def most_in_any_second(times: list[float]) -> int:
@@ -58,7 +58,7 @@ def test_pause_after_a_429_delays_the_next_slot() -> None:
     pacer = Pacer(10, clock=clock)
     pacer.reserve()
     pacer.pause(2.0)
-    assert pacer.reserve() == pytest.approx(2.0)
+    assert pacer.reserve().sent_at - clock.now == pytest.approx(2.0)
 
 
 def test_budget_spent_by_another_client_pauses_for_a_window() -> None:
@@ -66,7 +66,7 @@ def test_budget_spent_by_another_client_pauses_for_a_window() -> None:
     pacer = Pacer(10, clock=clock)
     pacer.reserve()
     pacer.observe(limit=10, remaining=0)  # we sent one; someone else spent the other nine
-    assert pacer.reserve() >= 1.0
+    assert pacer.reserve().sent_at - clock.now >= 1.0
 
 
 def test_our_own_full_window_does_not_pause() -> None:
@@ -75,5 +75,33 @@ def test_our_own_full_window_does_not_pause() -> None:
     times = send_times(pacer, clock, 10)
     clock.now = times[-1]
     pacer.observe(limit=10, remaining=0)
-    next_time = clock.now + pacer.reserve()
+    next_time = pacer.reserve().sent_at
     assert next_time - times[0] < 1.1
+
+
+def test_a_request_that_reached_the_server_late_holds_back_the_window() -> None:
+    """The first request's handshake delays it at the server: the 11th must wait for that."""
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    first = pacer.reserve()
+    others = [pacer.reserve() for _ in range(9)]
+    clock.now = first.sent_at + 0.090  # the first answer took 90 ms (a new connection)
+    pacer.answered(first)
+    for slot in others:
+        clock.now = slot.sent_at + 0.040  # the rest took 40 ms on warm connections
+        pacer.answered(slot)
+    eleventh = pacer.reserve()
+    assert eleventh.sent_at >= first.sent_at + 0.050 + 1.0
+
+
+def test_steady_round_trips_cost_no_pace() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    times = []
+    for _ in range(50):
+        slot = pacer.reserve()
+        clock.now = slot.sent_at + 0.150
+        pacer.answered(slot)
+        clock.now = slot.sent_at
+        times.append(slot.sent_at)
+    assert (len(times) - 1) / (times[-1] - times[0]) >= 0.95 * 10
