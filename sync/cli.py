@@ -134,7 +134,7 @@ def plan(config: Path, full: bool) -> None:
         click.echo(f"    {count:>6}  {reason}")
     minutes, seconds = divmod(round(preview.eta_seconds), 60)
     click.echo(
-        f"  requests: {preview.plan.size}, about {minutes} min {seconds} s "
+        f"  requests: {preview.plan.request_count}, about {minutes} min {seconds} s "
         f"at {report.rate_limit:g} requests/s"
     )
     for sample in preview.samples:

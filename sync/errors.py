@@ -49,7 +49,8 @@ class ConfigProblem:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{self.path} (line {self.line})" if self.line else self.path
+        line = f"line {self.line}" if self.line else ""
+        where = f"{self.path} ({line})" if self.path and line else self.path or line
         return f"{where}: {self.message}" if where else self.message
 
 

@@ -109,15 +109,15 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         if not mapped.rejects.is_empty()
         else []
     )
+    first_requests = (r for job in plan.jobs(samples) for r in job.requests)
     sample = [
-        _request_line(kind, ref, body)
-        for kind, ref, body in plan.requests.select("kind", "ref", "body").head(samples).iter_rows()
+        _request_line(r.kind, r.ref, r.body.decode()) for _, r in zip(range(samples), first_requests)
     ]
     return PlanPreview(
         report=report,
         plan=plan,
         rejects_by_reason=dict(by_reason),
-        eta_seconds=plan.size / config.spec.loops.rate_limit,
+        eta_seconds=plan.request_count / config.spec.loops.rate_limit,
         samples=sample,
     )
 
@@ -199,10 +199,10 @@ def _send(
     rate = config.spec.loops.rate_limit
     deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
     stop = _StopFlag(deadline)
-    if plan.size / rate > (options.max_duration or math.inf):
+    if plan.request_count / rate > (options.max_duration or math.inf):
         report.warnings.append(
-            f"at {rate:g} requests/s the {plan.size} requests need about "
-            f"{plan.size / rate / 60:.0f} min, more than --max-duration: "
+            f"at {rate:g} requests/s the {plan.request_count} requests need about "
+            f"{plan.request_count / rate / 60:.0f} min, more than --max-duration: "
             "the rest is sent by the next runs"
         )
     sending_since = time.monotonic()

@@ -3,16 +3,25 @@
 The plan stays a Polars frame (one line per request) until the sender asks for jobs, which come
 out a bounded slice at a time. A job holds one identity's requests, its upsert first, so that an
 email triggered by an event sees the new properties.
+
+Loops counts requests, so the one way past N / rate is to send fewer: `events/send` also takes a
+contact's properties and mailing lists and updates (or creates) the contact with them. When an
+identity needs both an upsert and a new event and has an email, the upsert is folded into its
+first event: one request instead of two. Not folded: contacts with only a userId (Loops wants an
+event's userId to exist already), bodies with a null (`empty: clear`) or `subscribed`, whose
+meaning on an event Loops does not document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 import polars as pl
 
+from sync.keys import canonical_json
 from sync.ledger import Ledger
 from sync.mapping import ROW, Mapped
 
@@ -31,6 +40,7 @@ class Request:
     ref: str  # the payload hash of a contact, the Idempotency-Key of an event
     body: bytes
     event: str | None = None
+    folded: Request | None = None  # the contact upsert this event carries, if any
 
 
 @dataclass(frozen=True)
@@ -52,9 +62,17 @@ class Plan:
     requests: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
 
+    fold: bool = True
+
     @property
     def size(self) -> int:
+        """Planned requests before folding: what the progress and the counts speak of."""
         return self.requests.height
+
+    @property
+    def request_count(self) -> int:
+        """Requests a run will make, after folding upserts into events."""
+        return self.size - (self.counts.get("folded", 0) if self.fold else 0)
 
     def jobs(self, limit: int | None = None) -> Iterator[Job]:
         """The plan as jobs, a slice at a time; `limit` caps the number of jobs."""
@@ -68,11 +86,47 @@ class Plan:
                 "kind", ROW, "identity", "ref", "body", "event"
             ).iter_rows():
                 if current and current[0].identity != identity:
-                    yield Job(current[0].identity, tuple(current))
+                    yield self._job(current)
                     current = []
                 current.append(Request(kind, row, identity, ref, body.encode(), event))
         if current:
-            yield Job(current[0].identity, tuple(current))
+            yield self._job(current)
+
+    def _job(self, requests: list[Request]) -> Job:
+        return Job(requests[0].identity, fold(requests) if self.fold else tuple(requests))
+
+
+def fold(requests: list[Request]) -> tuple[Request, ...]:
+    """Fold an identity's upsert into its first event, when that is safe (see the module doc)."""
+    if len(requests) < 2 or requests[0].kind != "contact" or requests[1].kind != "event":
+        return tuple(requests)
+    contact, event = requests[0], requests[1]
+    contact_body: dict[str, Any] = orjson.loads(contact.body)
+    event_body: dict[str, Any] = orjson.loads(event.body)
+    if not _foldable(contact_body, event_body):
+        return tuple(requests)
+    merged = contact_body | event_body
+    carrier = Request(
+        "event",
+        event.row,
+        event.identity,
+        event.ref,
+        canonical_json(merged),
+        event.event,
+        folded=contact,
+    )
+    return (carrier, *requests[2:])
+
+
+def _foldable(contact: dict[str, Any], event: dict[str, Any]) -> bool:
+    return (
+        "email" in contact
+        and event.get("email") == contact["email"]
+        and event.get("userId") == contact.get("userId")
+        and "subscribed" not in contact
+        and None not in contact.values()
+        and not {"eventName", "eventProperties"} & contact.keys()
+    )
 
 
 def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> Plan:
@@ -138,6 +192,7 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
         "events_new": _count(events, "new"),
         "events_retry": _count(events, "retry"),
         "events_already_delivered": mapped.events.height - events.height,
+        "folded": _foldable_count(ordered),
     }
     return Plan(ordered, counts)
 
@@ -148,3 +203,23 @@ def _count(frame: pl.DataFrame, status: str) -> int:
 
 def _no_contacts() -> pl.DataFrame:
     return pl.DataFrame(schema={"identity": pl.String, "hash": pl.String})
+
+
+def _foldable_count(requests: pl.DataFrame) -> int:
+    """How many identities `fold` will merge, counted without building a Request per row."""
+    email = pl.col("body").str.json_path_match("$.email")
+    first_event = requests.filter(pl.col("kind") == "event").group_by("identity").first()
+    contacts = requests.filter(
+        (pl.col("kind") == "contact")
+        & pl.col("body").str.contains('"email":', literal=True)
+        & ~pl.col("body").str.contains('"subscribed":', literal=True)
+        & ~pl.col("body").str.contains(r'":null[,}]')
+    )
+    pairs = contacts.join(first_event, on="identity", suffix="_event")
+    same_person = pairs.filter(
+        email.eq_missing(pl.col("body_event").str.json_path_match("$.email"))
+        & pl.col("body").str.json_path_match("$.userId").eq_missing(
+            pl.col("body_event").str.json_path_match("$.userId")
+        )
+    )
+    return same_person.height

@@ -144,19 +144,41 @@ class _Sender:
                 self._settle(job.requests[index:], "not_sent", "the run stopped before sending it")
                 return
             try:
-                result = await self.deliver(request)
+                results = await self._deliver_with_contact(request)
             except FatalApiError as error:
                 self.fatal = error
                 if self.cancel_scope is not None:
                     self.cancel_scope.cancel()
                 return
-            self._report(result)
-            if request.kind == "contact" and result.status != "delivered":
+            for result in results:
+                self._report(result)
+            contact = next((r for r in results if r.request.kind == "contact"), None)
+            if contact is not None and contact.status != "delivered":
                 rest = job.requests[index + 1 :]
-                self._settle(
-                    rest, "deferred", "waits for its contact's upsert, which did not succeed"
-                )
+                self._settle(rest, "deferred", "waits for its contact's upsert, which did not succeed")
                 return
+
+    async def _deliver_with_contact(self, request: Request) -> list[RequestResult]:
+        """Send a request; for an event carrying its contact's upsert, account for both.
+
+        A 409 on the carrier means its event was delivered before (by a run that crashed, say)
+        and Loops ignored the whole body: the plain upsert is sent so the properties still land.
+        """
+        result = await self.deliver(request)
+        contact = request.folded
+        if contact is None:
+            return [result]
+        match result.status:
+            case "delivered":
+                return [RequestResult(contact, "delivered"), result]
+            case "duplicate":
+                return [await self.deliver(contact), result]
+            case _:
+                waiting = "waits for its contact's upsert, which did not succeed"
+                return [
+                    RequestResult(contact, result.status, result.message),
+                    RequestResult(request, "deferred", waiting),
+                ]
 
     async def deliver(self, request: Request) -> RequestResult:
         retrying = AsyncRetrying(

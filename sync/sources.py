@@ -27,7 +27,7 @@ def read_source(config: Config) -> pl.DataFrame:
         case "csv":
             return _read_csv(config, source)
         case "parquet":
-            return _read_each(config, "parquet", source.parquet or "", pl.read_parquet)
+            return _read_each(config, "parquet", source.parquet or "", _read_parquet)
         case "excel":
             return _read_excel(config, source)
         case "sql":
@@ -57,6 +57,7 @@ def _read_csv(config: Config, source: SourceConfig) -> pl.DataFrame:
                 infer_schema=False,
                 separator=source.separator,
                 encoding="utf8" if utf8 else encoding,
+                glob=False,  # `_expand` already did: a name with "[" is a name here
             )
         except pl.exceptions.ComputeError as error:
             if "utf-8" in str(error).lower() or "utf8" in str(error).lower():
@@ -89,6 +90,10 @@ def _read_each(
         return pl.concat(frames, how="diagonal_relaxed")
     except pl.exceptions.PolarsError as error:
         raise SourceError(f"source.{key}: the files matching '{pattern}' differ: {error}") from None
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(path, glob=False)  # `_expand` already did the globbing
 
 
 def _read_excel(config: Config, source: SourceConfig) -> pl.DataFrame:

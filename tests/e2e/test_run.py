@@ -48,7 +48,7 @@ def test_a_run_puts_contacts_and_events_into_loops(project: Project) -> None:
     assert contacts["ada@example.com"]["signedUpAt"] == 1767571200000
     assert contacts["ada@example.com"]["mailingLists"] == {"cm06f5v0e45nf0ml5754o9cix": True}
     assert not contacts["linus@example.com"]["mailingLists"].get("cm06f5v0e45nf0ml5754o9cix")
-    linus = [r["body"] for r in project.api_requests("/contacts/update") if "linus" in r["body"]["email"]]
+    linus = [r["body"] for r in project.api_requests() if "linus" in r["body"]["email"]]
     assert linus[0]["mailingLists"] == {"cm06f5v0e45nf0ml5754o9cix": False}
     assert "seats" not in contacts["grace@example.com"]  # an empty cell is not sent
 
@@ -64,13 +64,21 @@ def test_a_run_puts_contacts_and_events_into_loops(project: Project) -> None:
             assert request["idempotency_key"].startswith("ls1-")
 
 
-def test_upserts_precede_their_contacts_events(project: Project) -> None:
-    project.write(CONFIG, CSV)
-    project.sync()
-    first_seen: dict[str, str] = {}
+def test_a_contacts_properties_reach_loops_before_its_events(project: Project) -> None:
+    """The first request for each person carries its properties: an upsert, or an event that
+    carries them (one request instead of two); a second event comes after."""
+    second_event = "      - name: welcome\n        email: Email\n"
+    project.write(CONFIG + second_event, CSV)
+    assert project.sync().returncode == 0
+    first_seen: dict[str, dict[str, object]] = {}
+    order: dict[str, list[str]] = {}
     for request in project.api_requests():
-        first_seen.setdefault(request["body"]["email"], request["path"])
-    assert set(first_seen.values()) == {"/v1/contacts/update"}
+        email = str(request["body"]["email"])
+        first_seen.setdefault(email, request["body"])
+        order.setdefault(email, []).append(str(request["body"].get("eventName", "upsert")))
+    assert all("firstName" in body for body in first_seen.values())
+    assert all(names == ["signup", "welcome"] for names in order.values())
+    assert len(project.emulator.events()) == 6
 
 
 def test_a_second_run_sends_nothing_and_five_changes_send_five(project: Project) -> None:
@@ -80,7 +88,7 @@ def test_a_second_run_sends_nothing_and_five_changes_send_five(project: Project)
     project.write(CONFIG, "\n".join(rows) + "\n")
     assert project.sync().returncode == 0
     sent_first = project.emulator.counters()["requests"]
-    assert sent_first == 60
+    assert sent_first == 30  # each upsert rides on its contact's signup event
 
     second = project.sync("--report", "second.json")
     assert second.returncode == 0
@@ -142,8 +150,9 @@ def test_dry_run_writes_the_payloads_and_sends_nothing(project: Project) -> None
     assert project.emulator.counters()["requests"] == 0
     lines = (project.state / "people-dry-run.ndjson").read_text().splitlines()
     payloads = [json.loads(line) for line in lines]
-    assert [p["path"] for p in payloads].count("/v1/contacts/update") == 3
-    assert all(p["idempotency_key"].startswith("ls1-") for p in payloads if "events" in p["path"])
+    assert [p["path"] for p in payloads] == ["/v1/events/send"] * 3  # upserts ride on events
+    assert all(p["idempotency_key"].startswith("ls1-") for p in payloads)
+    assert {p["body"]["firstName"] for p in payloads} == {"Ada", "Grace", "Linus"}
 
 
 def test_a_wrong_api_key_stops_the_run_with_exit_3_and_never_shows_the_key(project: Project) -> None:

@@ -1,0 +1,169 @@
+"""Keys: the same payload gives the same bytes and the same key on any machine, any day."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync.keys import canonical_json, contact_hash, event_key, payload_hash
+
+# What a body can hold: JSON scalars (no NaN/inf), nested in lists and objects.
+texts = st.text(max_size=20)
+scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | texts
+scalars |= st.floats(allow_nan=False, allow_infinity=False)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+objects = st.dictionaries(texts, json_values, max_size=6)
+names = st.text(min_size=1, max_size=40)
+
+
+def rebuilt(value: Any, order: random.Random) -> Any:
+    """The same value, every dict rebuilt with its keys inserted in a shuffled order."""
+    if isinstance(value, dict):
+        items = list(value.items())
+        order.shuffle(items)
+        return {key: rebuilt(item, order) for key, item in items}
+    if isinstance(value, list):
+        return [rebuilt(item, order) for item in value]
+    return value
+
+
+# --- canonical JSON -------------------------------------------------------------------------------
+
+
+@given(value=objects, order=st.randoms())
+def test_canonical_json_and_contact_hash_do_not_depend_on_key_order(
+    value: dict[str, Any], order: random.Random
+) -> None:
+    shuffled = rebuilt(value, order)
+    assert shuffled == value
+    assert canonical_json(shuffled) == canonical_json(value)
+    assert contact_hash(shuffled) == contact_hash(value)
+
+
+@given(value=objects)
+def test_canonical_json_is_the_same_bytes_for_the_same_input(value: dict[str, Any]) -> None:
+    encoded = canonical_json(value)
+    assert canonical_json(copy.deepcopy(value)) == encoded
+    assert orjson.loads(encoded) == value
+    assert canonical_json(orjson.loads(encoded)) == encoded
+
+
+@given(text=st.text())
+def test_canonical_json_writes_any_unicode_as_utf8(text: str) -> None:
+    encoded = canonical_json({"value": text})
+    assert orjson.loads(encoded) == {"value": text}
+    decoded = encoded.decode("utf-8")
+    # Non-ASCII text is written as itself, not as \u escapes: one form for each string.
+    assert all(c in decoded for c in text if c >= " " and c not in '"\\')
+
+
+def test_canonical_json_sorts_keys_at_every_depth_and_has_no_spaces() -> None:
+    value = {"b": {"z": 1, "a": [2, {"y": True, "x": None}]}, "a": "é ü 😀"}
+    assert (
+        canonical_json(value) == '{"a":"é ü 😀","b":{"a":[2,{"x":null,"y":true}],"z":1}}'.encode()
+    )
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("place", ["top", "nested dict", "nested list"])
+def test_canonical_json_refuses_nan_and_infinity(bad: float, place: str) -> None:
+    value: Any = {
+        "top": {"x": bad},
+        "nested dict": {"a": {"b": bad}},
+        "nested list": {"a": [1, [bad]]},
+    }[place]
+    with pytest.raises(ValueError, match="no JSON form"):
+        canonical_json(value)
+
+
+# --- contact hashes -------------------------------------------------------------------------------
+
+
+@given(payload=objects.filter(bool), order=st.data())
+def test_contact_hash_changes_when_any_value_changes(payload: dict[str, Any], order: Any) -> None:
+    key = order.draw(st.sampled_from(sorted(payload)))
+    new_value = order.draw(
+        json_values.filter(lambda v: canonical_json(v) != canonical_json(payload[key]))
+    )
+    changed = {**payload, key: new_value}
+    assert contact_hash(changed) != contact_hash(payload)
+
+
+def test_contact_hash_is_the_payload_hash_of_the_canonical_body() -> None:
+    payload = {"email": "ada@example.com", "firstName": "Ada"}
+    assert contact_hash(payload) == payload_hash(canonical_json(payload))
+
+
+# --- event keys -----------------------------------------------------------------------------------
+
+
+@given(sync=names, event=names, identity=names, once_per=st.lists(st.text(), max_size=3))
+def test_event_keys_are_deterministic_and_fit_the_header(
+    sync: str, event: str, identity: str, once_per: list[str]
+) -> None:
+    key = event_key(sync, event, identity, once_per)
+    assert key == event_key(sync, event, identity, list(once_per))
+    assert key.startswith("ls1-")
+    assert len(key) <= 100
+    assert key.isascii()
+
+
+@given(
+    parts=st.lists(names, min_size=3, max_size=3),
+    other=names,
+    index=st.integers(0, 2),
+)
+def test_event_keys_depend_on_sync_event_and_identity(
+    parts: list[str], other: str, index: int
+) -> None:
+    changed = list(parts)
+    changed[index] = other
+    same = changed == parts
+    assert (event_key(*changed) == event_key(*parts)) == same
+
+
+@given(base=st.lists(st.text(), max_size=3), other=st.lists(st.text(), max_size=3))
+def test_event_keys_depend_on_once_per_values(base: list[str], other: list[str]) -> None:
+    same = base == other
+    assert (event_key("s", "e", "e:a@b.co", base) == event_key("s", "e", "e:a@b.co", other)) == same
+
+
+def test_event_key_parts_cannot_run_into_each_other() -> None:
+    assert event_key("ab", "c", "id") != event_key("a", "bc", "id")
+    assert event_key("s", "e", "id", ["ab"]) != event_key("s", "e", "id", ["a", "b"])
+    assert event_key("s", "e", "id", []) != event_key("s", "e", "id", [""])
+
+
+def test_an_event_key_never_equals_a_contact_hash() -> None:
+    assert event_key("s", "e", "id").split("-", 1)[0] != contact_hash({}).split(":", 1)[0]
+
+
+# --- known answers: a change of scheme must be made on purpose ------------------------------------
+
+
+def test_the_event_key_scheme_is_pinned() -> None:
+    # Delivered events are remembered by this key forever: a new scheme re-sends every event.
+    assert event_key("clay-leads", "paidPlanLead", "e:ada@example.com") == (
+        "ls1-92773ddd64f3d7517485cb2ba7b0733f507c74c49503a7eccb89c812aa2b5bb7"
+    )
+    assert event_key("shop-customers", "orderPlaced", "u:42", ["1001"]) == (
+        "ls1-0ef165c33dd34e72129382bf1695cfdd2244c6cbbe180884258ca20d20ce4e1b"
+    )
+
+
+def test_the_contact_hash_scheme_is_pinned() -> None:
+    payload = {"email": "ada@example.com", "firstName": "Ada", "seats": 5, "vip": True}
+    assert contact_hash(payload) == (
+        "c1:1be11451d5ab5f326f1899cf8ad8d1659e49e8dfcdda9f2c9394ba8bb942aec3"
+    )

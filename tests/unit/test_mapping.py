@@ -1,0 +1,618 @@
+"""Mapping: source rows become exactly the bodies Loops should get, or rejects with a reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import polars as pl
+import pytest
+
+from sync.config import SyncConfig
+from sync.keys import canonical_json
+from sync.mapping import ROW, Mapped, map_rows
+
+# 2024-01-02T03:04:05Z in Unix milliseconds.
+MOMENT_MS = 1_704_164_645_000
+DAY_MS = 1_704_153_600_000  # 2024-01-02T00:00:00Z
+
+
+def spec(
+    contact: dict[str, Any] | None = None, events: list[dict[str, Any]] | None = None
+) -> SyncConfig:
+    raw: dict[str, Any] = {"name": "test-sync", "source": {"csv": "unused.csv"}}
+    if contact is not None:
+        raw["contact"] = contact
+    if events:
+        raw["events"] = events
+    return SyncConfig.model_validate(raw)
+
+
+def run(config: SyncConfig, data: dict[str, list[Any]], schema: Any = None) -> Mapped:
+    frame = pl.DataFrame(data, schema=schema).with_row_index(ROW, offset=1)
+    return map_rows(config, frame)
+
+
+def bodies(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    return [json.loads(body) for body in frame["body"]]
+
+
+def rejects(mapped: Mapped) -> list[dict[str, Any]]:
+    return [
+        {"row": row[ROW], "column": row["column"], "reason": row["reason"]}
+        for row in mapped.rejects.iter_rows(named=True)
+    ]
+
+
+def one_property(kind: str, cells: list[Any], dtype: Any = None) -> Mapped:
+    """Map `cells` as property `p` of the given type, one contact per cell."""
+    emails = [f"person{i}@example.com" for i in range(len(cells))]
+    schema = {"Email": pl.String, "P": dtype} if dtype is not None else None
+    config = spec({"email": "Email", "properties": {"p": {"column": "P", "type": kind}}})
+    return run(config, {"Email": emails, "P": cells}, schema)
+
+
+def values_of(mapped: Mapped) -> list[Any]:
+    """The `p` value of each contact body, by row; a missing key is the string '<absent>'."""
+    return [body.get("p", "<absent>") for body in bodies(mapped.contacts)]
+
+
+# --- bodies ---------------------------------------------------------------------------------------
+
+
+def test_bodies_are_canonical_json_text() -> None:
+    config = spec(
+        {"email": "Email", "properties": {"lastName": "Last", "firstName": "First"}},
+        [{"name": "signup", "email": "Email", "properties": {"zeta": "Last", "alpha": "First"}}],
+    )
+    mapped = run(config, {"Email": ["ada@example.com"], "First": ["Ada"], "Last": ["Lovelace"]})
+
+    for body in [*mapped.contacts["body"], *mapped.events["body"]]:
+        assert body == canonical_json(json.loads(body)).decode()
+    assert mapped.contacts["body"][0] == (
+        '{"email":"ada@example.com","firstName":"Ada","lastName":"Lovelace"}'
+    )
+
+
+def test_rows_read_counts_every_source_row() -> None:
+    config = spec({"email": "Email"})
+    mapped = run(config, {"Email": ["a@example.com", "bad", "a@example.com"]})
+    assert mapped.rows_read == 3
+
+
+# --- emails and identities ------------------------------------------------------------------------
+
+
+def test_emails_are_trimmed_and_lower_cased() -> None:
+    mapped = run(spec({"email": "Email"}), {"Email": ["  Ada.Lovelace@Example.COM \t"]})
+    assert bodies(mapped.contacts) == [{"email": "ada.lovelace@example.com"}]
+    assert mapped.contacts["identity"].to_list() == ["e:ada.lovelace@example.com"]
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["frances.allen(at)hooli.xyz", "no-at-sign", "a@b", "two@@example.com", "a b@example.com"],
+)
+def test_a_malformed_email_is_rejected_with_row_column_and_reason(email: str) -> None:
+    mapped = run(spec({"email": "Email"}), {"Email": ["ok@example.com", email]})
+
+    assert rejects(mapped) == [
+        {"row": 2, "column": "Email", "reason": f"'{email}' is not a valid email address"}
+    ]
+    assert bodies(mapped.contacts) == [{"email": "ok@example.com"}]
+
+
+def test_an_empty_identifier_is_left_out_never_null() -> None:
+    config = spec({"email": "Email", "user_id": "Id", "empty": "clear"})
+    mapped = run(config, {"Email": ["ada@example.com", "", None], "Id": ["", "u2", "u3"]})
+
+    assert bodies(mapped.contacts) == [
+        {"email": "ada@example.com"},
+        {"userId": "u2"},
+        {"userId": "u3"},
+    ]
+    assert mapped.rejects.is_empty()
+
+
+def test_a_row_with_neither_identity_is_rejected() -> None:
+    config = spec({"email": "Email", "user_id": "Id", "properties": {"firstName": "First"}})
+    mapped = run(config, {"Email": ["", "a@example.com"], "Id": [" ", ""], "First": ["Ada", "Bo"]})
+
+    [reject] = rejects(mapped)
+    assert reject["row"] == 1
+    assert "no identity" in reject["reason"]
+    assert bodies(mapped.contacts) == [{"email": "a@example.com", "firstName": "Bo"}]
+
+
+def test_the_identity_is_the_user_id_where_there_is_one() -> None:
+    config = spec({"email": "Email", "user_id": "Id"})
+    mapped = run(config, {"Email": ["a@example.com", "b@example.com"], "Id": ["u1", ""]})
+    assert mapped.contacts["identity"].to_list() == ["u:u1", "e:b@example.com"]
+
+
+# --- numbers --------------------------------------------------------------------------------------
+
+
+def test_numbers_are_coerced_and_whole_numbers_sent_as_integers() -> None:
+    mapped = one_property("number", ["5", "2.5", " 7 ", "-3", "5.0", "1e3", ""])
+
+    values = values_of(mapped)
+    assert values == [5, 2.5, 7, -3, 5, 1000, "<absent>"]
+    assert [type(value) for value in values[:6]] == [int, float, int, int, int, int]
+    assert '"p":5}' in mapped.contacts["body"][0]
+
+
+@pytest.mark.parametrize("cell", ["abc", "inf", "-inf", "nan", "NaN", "1,000", "5 apples"])
+def test_a_cell_that_is_not_a_finite_number_is_rejected(cell: str) -> None:
+    mapped = one_property("number", [cell])
+    assert mapped.contacts.is_empty()
+    assert rejects(mapped) == [{"row": 1, "column": "P", "reason": f"'{cell}' is not a number"}]
+
+
+# --- booleans -------------------------------------------------------------------------------------
+
+
+def test_boolean_words_in_any_case_are_coerced() -> None:
+    truthy = ["true", "TRUE", "Yes", "y", "Y", "1", "t", "T", " yes "]
+    falsy = ["false", "False", "NO", "n", "N", "0", "f", "F"]
+    mapped = one_property("boolean", [*truthy, *falsy])
+
+    assert values_of(mapped) == [True] * len(truthy) + [False] * len(falsy)
+    assert mapped.rejects.is_empty()
+
+
+@pytest.mark.parametrize("cell", ["maybe", "2", "oui", "truthy"])
+def test_a_cell_that_is_not_a_boolean_is_rejected(cell: str) -> None:
+    mapped = one_property("boolean", [cell])
+    [reject] = rejects(mapped)
+    assert reject["column"] == "P"
+    assert reject["reason"].startswith(f"'{cell}' is not a boolean")
+    assert mapped.contacts.is_empty()
+
+
+# --- dates ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("2024-01-02T03:04:05Z", MOMENT_MS),
+        ("2024-01-02T03:04:05z", MOMENT_MS),
+        ("2024-01-02T05:04:05+02:00", MOMENT_MS),
+        ("2024-01-01T22:04:05-05:00", MOMENT_MS),
+        ("2024-01-02T03:04:05", MOMENT_MS),
+        ("2024-01-02 03:04:05", MOMENT_MS),
+        ("2024-01-02T03:04:05.123Z", MOMENT_MS + 123),
+        ("2024-01-02T03:04", MOMENT_MS - 5_000),
+        ("2024-01-02", DAY_MS),
+        ("1704164645", MOMENT_MS),
+        ("1704164645000", MOMENT_MS),
+    ],
+)
+def test_dates_become_unix_milliseconds(cell: str, expected: int) -> None:
+    mapped = one_property("date", [cell])
+    assert mapped.rejects.is_empty()
+    assert values_of(mapped) == [expected]
+
+
+@pytest.mark.parametrize("cell", ["last tuesday", "2024-13-45", "02/01/2024", "tomorrow"])
+def test_a_cell_that_is_not_a_date_is_rejected(cell: str) -> None:
+    mapped = one_property("date", [cell])
+    [reject] = rejects(mapped)
+    assert reject["reason"].startswith(f"'{cell}' is not a date")
+    assert mapped.contacts.is_empty()
+
+
+# --- native dtypes (Parquet, SQL) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype", "cell", "expected"),
+    [
+        ("number", pl.Int64, 5, 5),
+        ("number", pl.Float64, 2.5, 2.5),
+        ("number", pl.Float64, 3.0, 3),
+        ("number", pl.Int32, -7, -7),
+        ("boolean", pl.Boolean, True, True),
+        ("boolean", pl.Boolean, False, False),
+        ("boolean", pl.Int64, 1, True),
+        ("boolean", pl.Int64, 0, False),
+        ("date", pl.Datetime("us"), dt.datetime(2024, 1, 2, 3, 4, 5), MOMENT_MS),
+        ("date", pl.Datetime("ns"), dt.datetime(2024, 1, 2, 3, 4, 5), MOMENT_MS),
+        (
+            "date",
+            pl.Datetime("us", "UTC"),
+            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+            MOMENT_MS,
+        ),
+        (
+            "date",
+            pl.Datetime("ms", "Europe/Berlin"),
+            dt.datetime(2024, 1, 2, 4, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+            MOMENT_MS,
+        ),
+        ("date", pl.Date, dt.date(2024, 1, 2), DAY_MS),
+        ("date", pl.Int64, 1_704_164_645, MOMENT_MS),
+        ("date", pl.Int64, MOMENT_MS, MOMENT_MS),
+        ("string", pl.Int64, 7, "7"),
+    ],
+)
+def test_native_dtypes_are_coerced(kind: str, dtype: Any, cell: Any, expected: Any) -> None:
+    mapped = one_property(kind, [cell, None], dtype)
+
+    assert mapped.rejects.is_empty()
+    assert values_of(mapped) == [expected, "<absent>"]
+    assert type(values_of(mapped)[0]) is type(expected)
+
+
+@pytest.mark.parametrize("cell", [float("nan"), float("inf")])
+def test_a_native_float_that_is_not_finite_is_rejected(cell: float) -> None:
+    mapped = one_property("number", [cell], pl.Float64)
+    assert mapped.contacts.is_empty()
+    assert len(rejects(mapped)) == 1
+
+
+def test_a_native_integer_user_id_is_sent_as_text() -> None:
+    config = spec({"user_id": "id"})
+    mapped = run(config, {"id": [42]}, {"id": pl.Int64})
+    assert bodies(mapped.contacts) == [{"userId": "42"}]
+
+
+# --- constants ------------------------------------------------------------------------------------
+
+
+def test_constants_go_into_every_body_with_their_type() -> None:
+    config = spec(
+        {
+            "email": "Email",
+            "properties": {
+                "source": {"value": "clay"},
+                "seats": {"value": 5},
+                "vip": {"value": True},
+                "since": {"value": "2024-01-02", "type": "date"},
+            },
+        }
+    )
+    mapped = run(config, {"Email": ["a@example.com", "b@example.com"]})
+
+    assert [body["source"] for body in bodies(mapped.contacts)] == ["clay", "clay"]
+    first = bodies(mapped.contacts)[0]
+    assert first["seats"] == 5
+    assert type(first["seats"]) is int
+    assert first["vip"] is True
+    assert first["since"] == DAY_MS
+
+
+# --- mailing lists --------------------------------------------------------------------------------
+
+
+def test_mailing_lists_come_from_boolean_columns() -> None:
+    config = spec({"email": "Email", "mailing_lists": {"list1": "News", "list2": "Beta"}})
+    data = {
+        "Email": ["a@example.com", "b@example.com", "c@example.com"],
+        "News": ["yes", "FALSE", ""],
+        "Beta": ["1", "", None],
+    }
+    mapped = run(config, data)
+
+    assert [body.get("mailingLists") for body in bodies(mapped.contacts)] == [
+        {"list1": True, "list2": True},
+        {"list1": False},
+        None,
+    ]
+
+
+def test_a_mailing_list_cell_that_is_not_a_boolean_rejects_the_row() -> None:
+    config = spec({"email": "Email", "mailing_lists": {"list1": "News"}})
+    mapped = run(config, {"Email": ["a@example.com", "b@example.com"], "News": ["maybe", "yes"]})
+
+    [reject] = rejects(mapped)
+    assert reject["row"] == 1
+    assert reject["column"] == "News"
+    assert "'maybe' is not a boolean" in reject["reason"]
+    assert mapped.contacts["identity"].to_list() == ["e:b@example.com"]
+
+
+def test_native_boolean_mailing_lists() -> None:
+    config = spec({"email": "Email", "mailing_lists": {"list1": "News"}})
+    data = {
+        "Email": ["a@example.com", "b@example.com", "c@example.com"],
+        "News": [True, False, None],
+    }
+    mapped = run(config, data, {"Email": pl.String, "News": pl.Boolean})
+    assert [body.get("mailingLists") for body in bodies(mapped.contacts)] == [
+        {"list1": True},
+        {"list1": False},
+        None,
+    ]
+
+
+# --- empty cells ----------------------------------------------------------------------------------
+
+
+def test_empty_skip_leaves_empty_cells_out() -> None:
+    config = spec(
+        {
+            "email": "Email",
+            "properties": {"firstName": "First", "n": {"column": "N", "type": "number"}},
+        }
+    )
+    mapped = run(
+        config, {"Email": ["a@example.com", "b@example.com"], "First": ["", None], "N": [" ", None]}
+    )
+    assert bodies(mapped.contacts) == [{"email": "a@example.com"}, {"email": "b@example.com"}]
+
+
+def test_empty_clear_sends_null_for_properties_only() -> None:
+    config = spec(
+        {
+            "email": "Email",
+            "user_id": "Id",
+            "properties": {"firstName": "First", "n": {"column": "N", "type": "number"}},
+            "mailing_lists": {"list1": "News"},
+            "empty": "clear",
+        }
+    )
+    data = {
+        "Email": ["a@example.com", ""],
+        "Id": ["", "u2"],
+        "First": ["", "Bo"],
+        "N": [None, "3"],
+        "News": ["", ""],
+    }
+    mapped = run(config, data)
+
+    assert bodies(mapped.contacts) == [
+        {"email": "a@example.com", "firstName": None, "n": None},
+        {"userId": "u2", "firstName": "Bo", "n": 3},
+    ]
+
+
+def test_events_never_send_null_even_with_empty_clear() -> None:
+    config = spec(
+        {"email": "Email", "empty": "clear"},
+        [{"name": "signup", "email": "Email", "properties": {"plan": "Plan"}}],
+    )
+    mapped = run(config, {"Email": ["a@example.com"], "Plan": [""]})
+    assert bodies(mapped.events) == [{"eventName": "signup", "email": "a@example.com"}]
+
+
+# --- subscribed -----------------------------------------------------------------------------------
+
+
+def test_subscribed_is_never_sent_unless_mapped() -> None:
+    data = {"Email": ["a@example.com"], "subscribed": ["true"], "First": ["Ada"]}
+    for empty in ("skip", "clear"):
+        config = spec(
+            {"email": "Email", "properties": {"firstName": "First"}, "empty": empty},
+            [{"name": "signup", "email": "Email"}],
+        )
+        mapped = run(config, data)
+        for body in [*mapped.contacts["body"], *mapped.events["body"]]:
+            assert "subscribed" not in body
+
+    mapped_on_purpose = spec(
+        {
+            "email": "Email",
+            "properties": {"subscribed": {"column": "subscribed", "type": "boolean"}},
+        }
+    )
+    assert bodies(run(mapped_on_purpose, data).contacts) == [
+        {"email": "a@example.com", "subscribed": True}
+    ]
+
+
+# --- the 500-character limit ----------------------------------------------------------------------
+
+
+def test_a_value_of_500_json_characters_passes_whole_and_501_is_rejected() -> None:
+    config = spec({"email": "Email", "properties": {"note": "Note"}})
+    fits = "x" * 498  # 498 + 2 quotes = 500
+    over = "x" * 499  # 499 + 2 quotes = 501
+    mapped = run(config, {"Email": ["a@example.com", "b@example.com"], "Note": [fits, over]})
+
+    assert bodies(mapped.contacts) == [{"email": "a@example.com", "note": fits}]
+    assert rejects(mapped) == [
+        {
+            "row": 2,
+            "column": "Note",
+            "reason": "value of 501 characters is over Loops' limit of 500",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "json_length"),
+    [
+        ("x" * 496 + '""', 502),  # 498 characters, but each quote is escaped as \"
+        ("x" * 497 + "\\", 501),  # a backslash is escaped too
+        ("x" * 248 + "\n" + "x" * 249, 501),  # a newline inside the text becomes \n
+        ("x" * 493 + "\x01", 501),  # a control character becomes \u0001 (6 characters)
+        ("x" * 497 + "😀", 501),  # outside the BMP: two UTF-16 units, as Loops counts
+    ],
+)
+def test_escaping_counts_towards_the_limit(value: str, json_length: int) -> None:
+    config = spec({"email": "Email", "properties": {"note": "Note"}})
+    mapped = run(config, {"Email": ["a@example.com"], "Note": [value]})
+
+    assert mapped.contacts.is_empty()
+    [reject] = rejects(mapped)
+    assert reject["reason"] == f"value of {json_length} characters is over Loops' limit of 500"
+
+
+def test_quotes_under_the_limit_pass_unchanged() -> None:
+    value = '"' * 249  # 249 escaped quotes: 498 + 2 = 500
+    config = spec(
+        {"email": "Email"}, [{"name": "e", "email": "Email", "properties": {"note": "Note"}}]
+    )
+    mapped = run(config, {"Email": ["a@example.com"], "Note": [value]})
+    assert bodies(mapped.events)[0]["eventProperties"] == {"note": value}
+
+
+def test_an_over_long_event_property_rejects_the_row() -> None:
+    config = spec(
+        {"email": "Email"}, [{"name": "e", "email": "Email", "properties": {"note": "Note"}}]
+    )
+    mapped = run(config, {"Email": ["a@example.com"], "Note": ["y" * 600]})
+    assert mapped.contacts.is_empty()
+    assert mapped.events.is_empty()
+    assert rejects(mapped)[0]["column"] == "Note"
+
+
+# --- duplicates and rejected rows -----------------------------------------------------------------
+
+
+def test_the_last_row_of_an_identity_wins_and_the_others_are_counted() -> None:
+    config = spec({"email": "Email", "properties": {"firstName": "First"}})
+    data = {
+        "Email": ["ada@example.com", "bo@example.com", " ADA@example.com", "Ada@Example.com"],
+        "First": ["first", "Bo", "second", "third"],
+    }
+    mapped = run(config, data)
+
+    assert mapped.duplicates == 2
+    assert bodies(mapped.contacts) == [
+        {"email": "bo@example.com", "firstName": "Bo"},
+        {"email": "ada@example.com", "firstName": "third"},
+    ]
+    assert mapped.contacts[ROW].to_list() == [2, 4]
+
+
+def test_a_rejected_row_sends_nothing() -> None:
+    config = spec(
+        {"email": "Email", "properties": {"seats": {"column": "Seats", "type": "number"}}},
+        [{"name": "signup", "email": "Email", "properties": {"plan": "Plan"}}],
+    )
+    data = {
+        "Email": ["a@example.com", "b@example.com"],
+        "Seats": ["lots", "3"],
+        "Plan": ["pro", "pro"],
+    }
+    mapped = run(config, data)
+
+    assert mapped.contacts["identity"].to_list() == ["e:b@example.com"]
+    assert mapped.events["identity"].to_list() == ["e:b@example.com"]
+    assert rejects(mapped) == [{"row": 1, "column": "Seats", "reason": "'lots' is not a number"}]
+
+
+def test_every_problem_of_a_row_is_in_its_reject() -> None:
+    config = spec(
+        {
+            "email": "Email",
+            "properties": {
+                "n": {"column": "N", "type": "number"},
+                "d": {"column": "D", "type": "date"},
+            },
+        }
+    )
+    mapped = run(config, {"Email": ["bad"], "N": ["x"], "D": ["never"]})
+
+    [reject] = rejects(mapped)
+    assert reject["column"] == "Email; N; D"
+    assert "not a valid email" in reject["reason"]
+    assert "'x' is not a number" in reject["reason"]
+    assert "'never' is not a date" in reject["reason"]
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+def test_event_bodies_have_name_identity_and_properties() -> None:
+    config = spec(
+        None,
+        [
+            {
+                "name": "orderPlaced",
+                "email": "Email",
+                "user_id": "Id",
+                "properties": {
+                    "total": {"column": "Total", "type": "number"},
+                    "sku": "Sku",
+                    "plan.tier": "Sku",
+                },
+            }
+        ],
+    )
+    mapped = run(
+        config, {"Email": ["A@Example.com"], "Id": ["u1"], "Total": ["9.5"], "Sku": ["x-1"]}
+    )
+
+    assert bodies(mapped.events) == [
+        {
+            "eventName": "orderPlaced",
+            "email": "a@example.com",
+            "userId": "u1",
+            "eventProperties": {"total": 9.5, "sku": "x-1", "plan.tier": "x-1"},
+        }
+    ]
+    assert mapped.events["event"].to_list() == ["orderPlaced"]
+    assert mapped.contacts.is_empty()
+
+
+def test_when_filters_the_rows_that_get_an_event() -> None:
+    config = spec(
+        {"email": "Email"},
+        [{"name": "paid", "email": "Email", "when": "\"Plan\" = 'pro'"}],
+    )
+    data = {
+        "Email": ["a@example.com", "b@example.com", "c@example.com"],
+        "Plan": ["pro", "free", None],
+    }
+    mapped = run(config, data)
+
+    assert mapped.events["identity"].to_list() == ["e:a@example.com"]
+    assert mapped.contacts.height == 3
+
+
+def test_a_bad_cell_in_an_event_that_does_not_apply_rejects_nothing() -> None:
+    config = spec(
+        {"email": "Email"},
+        [
+            {
+                "name": "paid",
+                "email": "Email",
+                "when": "\"Plan\" = 'pro'",
+                "properties": {"n": {"column": "N", "type": "number"}},
+            }
+        ],
+    )
+    mapped = run(
+        config,
+        {"Email": ["a@example.com", "b@example.com"], "Plan": ["free", "pro"], "N": ["x", "y"]},
+    )
+
+    assert [reject["row"] for reject in rejects(mapped)] == [2]
+    assert mapped.contacts["identity"].to_list() == ["e:a@example.com"]
+
+
+def signup_keys(data: dict[str, list[Any]], once_per: list[str] | None = None) -> list[str]:
+    event: dict[str, Any] = {"name": "signup", "email": "Email", "properties": {"plan": "Plan"}}
+    if once_per:
+        event["once_per"] = once_per
+    return run(spec(None, [event]), data).events["key"].to_list()
+
+
+def test_event_keys_do_not_change_with_event_properties() -> None:
+    before = {"Email": ["a@example.com", "b@example.com"], "Plan": ["free", "pro"]}
+    after = {"Email": ["a@example.com", "b@example.com"], "Plan": ["team", "enterprise"]}
+    assert signup_keys(before) == signup_keys(after)
+    assert len(set(signup_keys(before))) == 2
+
+
+def test_event_keys_change_with_once_per_values() -> None:
+    first = {"Email": ["a@example.com"], "Plan": ["pro"], "Order": ["o-1"]}
+    second = {"Email": ["a@example.com"], "Plan": ["pro"], "Order": ["o-2"]}
+    assert signup_keys(first, ["Order"]) != signup_keys(second, ["Order"])
+    assert signup_keys(first, ["Order"]) != signup_keys(first)
+
+
+def test_once_per_makes_each_value_a_new_event_and_repeats_one() -> None:
+    data = {"Email": ["a@example.com"] * 3, "Plan": ["pro"] * 3, "Order": ["o-1", "o-2", "o-1"]}
+    config = spec(None, [{"name": "order", "email": "Email", "once_per": ["Order"]}])
+    mapped = run(config, data)
+
+    assert mapped.events[ROW].to_list() == [2, 3]
+    assert "Order" not in mapped.events["body"][0]
+    # Without once_per: one event per contact.
+    assert len(signup_keys(data)) == 1

@@ -1,0 +1,135 @@
+"""The rejects file: the rows a person must fix, safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from sync.config import SyncConfig
+from sync.mapping import ROW, map_rows
+from sync.report import write_rejects
+
+REJECTS_SCHEMA = {ROW: pl.UInt32, "column": pl.String, "reason": pl.String}
+
+
+def source(data: dict[str, list[Any]]) -> pl.DataFrame:
+    return pl.DataFrame(data).with_row_index(ROW, offset=1)
+
+
+def rejected(rows: list[tuple[int, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=REJECTS_SCHEMA, orient="row")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The file as a spreadsheet sees it: every cell as written."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_file_has_the_original_columns_plus_row_column_and_reason(tmp_path: Path) -> None:
+    frame = source(
+        {
+            "Email": ["ok@example.com", "bad", "also-ok@example.com", "x@y"],
+            "Seats": ["1", "2", "3", "many"],
+        }
+    )
+    path = tmp_path / "state" / "test-rejects.csv"
+
+    written = write_rejects(
+        path,
+        frame,
+        rejected([(4, "Email; Seats", "bad email; not a number"), (2, "Email", "bad email")]),
+    )
+
+    assert written == path
+    rows = read_rows(path)
+    assert list(rows[0]) == ["row", "column", "reason", "Email", "Seats"]
+    assert rows == [
+        {"row": "2", "column": "Email", "reason": "bad email", "Email": "bad", "Seats": "2"},
+        {
+            "row": "4",
+            "column": "Email; Seats",
+            "reason": "bad email; not a number",
+            "Email": "x@y",
+            "Seats": "many",
+        },
+    ]
+
+
+@pytest.mark.parametrize("cell", ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1:A2)", "\t=1"])
+def test_a_cell_a_spreadsheet_would_run_gets_a_leading_quote(tmp_path: Path, cell: str) -> None:
+    frame = source({"Email": [cell], "Note": ["plain text"]})
+    path = tmp_path / "rejects.csv"
+
+    write_rejects(path, frame, rejected([(1, "Email", f"'{cell}' is not a valid email address")]))
+
+    [row] = read_rows(path)
+    assert row["Email"] == "'" + cell
+    assert row["Note"] == "plain text"
+    assert row["reason"] == f"'{cell}' is not a valid email address"
+
+
+def test_safe_cells_are_written_unchanged(tmp_path: Path) -> None:
+    frame = source({"Email": ["a@example.com"], "Name": ["Ann-Marie"], "Seats": [-3]})
+    path = tmp_path / "rejects.csv"
+    write_rejects(path, frame, rejected([(1, "Seats", "negative")]))
+
+    [row] = read_rows(path)
+    assert (row["Email"], row["Name"], row["Seats"]) == ("a@example.com", "Ann-Marie", "-3")
+
+
+def test_no_rejects_means_no_file_and_an_old_one_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "rejects.csv"
+    frame = source({"Email": ["a@example.com"]})
+    assert write_rejects(path, frame, rejected([])) is None
+    assert not path.exists()
+
+    path.write_text("row,column,reason\n1,Email,from an earlier run\n")
+    assert write_rejects(path, frame, rejected([])) is None
+    assert not path.exists()
+
+
+def test_a_source_column_named_like_ours_keeps_its_data(tmp_path: Path) -> None:
+    frame = source({"Email": ["bad"], "row": ["r-7"], "reason": ["churned"], "column": ["B"]})
+    path = tmp_path / "rejects.csv"
+
+    write_rejects(path, frame, rejected([(1, "Email", "bad email")]))
+
+    [row] = read_rows(path)
+    assert row["row"] == "1"
+    assert row["reason"] == "bad email"
+    assert row["row (source)"] == "r-7"
+    assert row["reason (source)"] == "churned"
+    assert row["column (source)"] == "B"
+
+
+def test_the_rejects_of_a_mapping_go_into_the_file(tmp_path: Path) -> None:
+    spec = SyncConfig.model_validate(
+        {
+            "name": "t",
+            "source": {"csv": "unused.csv"},
+            "contact": {"email": "Email", "properties": {"n": {"column": "N", "type": "number"}}},
+        }
+    )
+    frame = source(
+        {"Email": ["a@example.com", "=cmd|' /C calc'!A0", "c@example.com"], "N": ["1", "2", "x"]}
+    )
+    mapped = map_rows(spec, frame)
+    path = tmp_path / "rejects.csv"
+
+    write_rejects(path, frame, mapped.rejects)
+
+    rows = read_rows(path)
+    assert [row["row"] for row in rows] == ["2", "3"]
+    assert rows[0]["Email"] == "'=cmd|' /C calc'!A0"
+    assert rows[1] == {
+        "row": "3",
+        "column": "N",
+        "reason": "'x' is not a number",
+        "Email": "c@example.com",
+        "N": "x",
+    }
