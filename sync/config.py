@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -296,10 +296,18 @@ def _base_url(file: str, spec: SyncConfig, env: Mapping[str, str]) -> str:
     return override.rstrip("/")
 
 
-def check_columns(config: Config, schema: Mapping[str, pl.DataType]) -> None:
-    """Every mapped column must exist in the source, and every `when` must run on it."""
+def check_columns(
+    config: Config,
+    schema: Mapping[str, pl.DataType],
+    *,
+    extra: Sequence[ConfigProblem] = (),
+) -> None:
+    """Every mapped column must exist in the source, and every `when` must run on it.
+
+    `extra`: problems found elsewhere once the source is known, reported in the same error.
+    """
     available = list(schema)
-    problems = [
+    problems = [*extra] + [
         ConfigProblem(path, _missing_column(column, available))
         for path, column in _column_references(config.spec)
         if column not in schema
@@ -377,13 +385,17 @@ def _note_lines(node: yaml.Node, path: tuple[str | int, ...], lines: dict[Any, i
             _note_lines(item, (*path, index), lines)
 
 
-def _problems(error: ValidationError, lines: dict[tuple[str | int, ...], int]) -> list[ConfigProblem]:
+def _problems(
+    error: ValidationError, lines: dict[tuple[str | int, ...], int]
+) -> list[ConfigProblem]:
     problems = []
     for item in error.errors():
         loc = tuple(part for part in item["loc"] if part not in ("function-before", "[key]"))
         path = _dotted(loc)
         if item["type"] == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}'" + _did_you_mean(str(loc[-1]), _known_keys(loc[:-1]))
+            message = f"unknown key '{loc[-1]}'" + _did_you_mean(
+                str(loc[-1]), _known_keys(loc[:-1])
+            )
         else:
             message = item["msg"].removeprefix("Value error, ")
         problems.append(ConfigProblem(path, message, _line_of(loc, lines)))

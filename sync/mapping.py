@@ -15,9 +15,10 @@ from typing import Any
 import polars as pl
 
 from sync.config import ContactSection, EventSection, PropertyMapping, PropertyType, SyncConfig
+from sync.errors import ConfigProblem
 from sync.keys import canonical_json, event_key, payload_hash
 
-__all__ = ["ROW", "Mapped", "map_rows"]
+__all__ = ["ROW", "Mapped", "constant_problems", "map_rows"]
 
 ROW = "__row"
 MAX_JSON_CHARS = 500
@@ -27,7 +28,11 @@ TRUE_WORDS = ["true", "yes", "1", "t", "y"]
 FALSE_WORDS = ["false", "no", "0", "f", "n"]
 # Epoch values below this are seconds (this is 5138 AD in seconds, 1973 in milliseconds).
 EPOCH_MS_THRESHOLD = 100_000_000_000
-DATE_FORMATS_WITH_OFFSET = ["%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M:%S%.f%:z"]
+DATE_FORMATS_WITH_OFFSET = [
+    "%Y-%m-%dT%H:%M:%S%.f%:z",
+    "%Y-%m-%dT%H:%M%:z",
+    "%Y-%m-%d %H:%M:%S%.f%:z",
+]
 DATE_FORMATS = [
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%dT%H:%M",
@@ -73,8 +78,7 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame) -> Mapped:
         errors += [_labelled(field) for field in contact_fields]
     event_fields = [_event_fields(event, frame.schema) for event in spec.events]
     for event, fields in zip(spec.events, event_fields, strict=True):
-        applies = _applies(event)
-        errors += [pl.when(applies).then(_labelled(field)) for field in fields]
+        errors += [pl.when(_applies(event, fields)).then(_labelled(field)) for field in fields]
 
     checked = frame.with_columns(
         _row_problems(errors).alias("__problems"),
@@ -84,13 +88,33 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame) -> Mapped:
             for i, fields in enumerate(event_fields)
             for f in fields
         ],
-        *[_applies(event).alias(f"__e{i}") for i, event in enumerate(spec.events)],
+        *[
+            _applies(event, f).alias(f"__e{i}")
+            for i, (event, f) in enumerate(zip(spec.events, event_fields, strict=True))
+        ],
     )
     rejects = _rejects(checked)
+    contacts, duplicates = _contacts(spec, checked, contact_fields)
     valid = checked.filter(pl.col("__problems").is_null())
-    contacts, duplicates = _contacts(spec, valid, contact_fields)
     events = _events(spec, valid, event_fields)
     return Mapped(frame.height, contacts, events, rejects, duplicates)
+
+
+def constant_problems(spec: SyncConfig) -> list[ConfigProblem]:
+    """Constants that their declared type refuses: a config error, not a reject on every row."""
+    sections: list[tuple[str, dict[str, PropertyMapping]]] = []
+    if spec.contact:
+        sections.append(("contact.properties", spec.contact.properties))
+    sections += [(f"events[{i}].properties", e.properties) for i, e in enumerate(spec.events)]
+    problems = []
+    for prefix, properties in sections:
+        for name, mapping in properties.items():
+            if mapping.column is None:
+                error = _property(name, mapping, pl.Schema()).error
+                reason = pl.select(error).item()
+                if reason is not None:
+                    problems.append(ConfigProblem(f"{prefix}.{name}.value", str(reason)))
+    return problems
 
 
 # --- coercion -------------------------------------------------------------------------------
@@ -109,7 +133,8 @@ def _contact_fields(section: ContactSection, schema: pl.Schema) -> list[_Field]:
 def _event_fields(event: EventSection, schema: pl.Schema) -> list[_Field]:
     fields = _identity_fields(event.email, event.user_id, schema)
     fields += [_property(f"eventProperties.{k}", m, schema) for k, m in event.properties.items()]
-    fields += [_coerce(f"once_per.{c}", c, schema, "string") for c in event.once_per]
+    # once_per values are hashed into the key, never sent: no length limit applies to them.
+    fields += [_Field(f"once_per.{c}", c, *_string(c, schema), "string") for c in event.once_per]
     return fields
 
 
@@ -159,9 +184,13 @@ def _raw_text(column: str) -> pl.Expr:
 
 def _text(column: str, schema: pl.Schema) -> pl.Expr:
     """The cell as trimmed text; an empty cell is null."""
+    dtype = schema[column]
     text = _raw_text(column)
-    if schema[column] == pl.Datetime or schema[column] == pl.Date:
-        text = pl.col(column).dt.to_string("iso")
+    if dtype == pl.Date:
+        text = pl.col(column).dt.to_string("%Y-%m-%d")
+    elif dtype == pl.Datetime:
+        offset = "%:z" if getattr(dtype, "time_zone", None) else ""
+        text = pl.col(column).dt.to_string(f"%Y-%m-%dT%H:%M:%S%.3f{offset}")
     return pl.when(text != "").then(text)
 
 
@@ -171,9 +200,7 @@ def _string(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
 
 def _number(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
     dtype = schema[column]
-    if dtype.is_numeric():
-        value = pl.col(column).cast(pl.Float64)
-    elif dtype == pl.Boolean:
+    if dtype.is_numeric() or dtype == pl.Boolean:
         value = pl.col(column).cast(pl.Float64)
     else:
         value = _text(column, schema).cast(pl.Float64, strict=False)
@@ -186,6 +213,11 @@ def _number(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
 def _boolean(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
     if schema[column] == pl.Boolean:
         return pl.col(column), pl.lit(None, dtype=pl.String)
+    if schema[column].is_numeric():
+        number = pl.col(column)
+        value = pl.when(number == 1).then(pl.lit(True)).when(number == 0).then(pl.lit(False))
+        bad = number.is_not_null() & value.is_null()
+        return value, pl.when(bad).then(pl.format("'{}' is not a boolean (1 or 0)", number))
     word = _text(column, schema).str.to_lowercase()
     value = (
         pl.when(word.is_in(TRUE_WORDS))
@@ -194,12 +226,14 @@ def _boolean(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
         .then(pl.lit(False))
     )
     bad = word.is_not_null() & value.is_null()
-    error = pl.when(bad).then(pl.format("'{}' is not a boolean (true/false, yes/no, 1/0)", _raw_text(column)))
+    error = pl.when(bad).then(
+        pl.format("'{}' is not a boolean (true/false, yes/no, 1/0)", _raw_text(column))
+    )
     return value, error
 
 
 def _date(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
-    """Any accepted date becomes Unix milliseconds (UTC), the one form Loops takes for every date."""
+    """Any accepted date becomes Unix milliseconds (UTC): one form, taken by Loops for any date."""
     dtype = schema[column]
     if dtype == pl.Date:
         return pl.col(column).cast(pl.Datetime("ms")).dt.epoch("ms"), pl.lit(None, dtype=pl.String)
@@ -220,12 +254,17 @@ def _date(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
             iso.str.to_datetime(f, time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
             for f in DATE_FORMATS_WITH_OFFSET
         ],
-        *[iso.str.to_datetime(f, strict=False, time_unit="ms").dt.epoch("ms") for f in DATE_FORMATS],
+        *[
+            iso.str.to_datetime(f, strict=False, time_unit="ms").dt.epoch("ms")
+            for f in DATE_FORMATS
+        ],
     ]
     value = pl.coalesce(candidates)
     bad = text.is_not_null() & value.is_null()
     error = pl.when(bad).then(
-        pl.format("'{}' is not a date (ISO 8601, YYYY-MM-DD, or epoch seconds/ms)", _raw_text(column))
+        pl.format(
+            "'{}' is not a date (ISO 8601, YYYY-MM-DD, or epoch seconds/ms)", _raw_text(column)
+        )
     )
     return pl.when(~bad).then(value), error
 
@@ -251,9 +290,12 @@ def _too_long(text: pl.Expr, column: str) -> pl.Expr:
 # --- rows, rejects, payloads ----------------------------------------------------------------
 
 
-def _applies(event: EventSection) -> pl.Expr:
-    """Whether the event's `when` holds for the row (a null comparison does not)."""
-    return pl.sql_expr(event.when).fill_null(False) if event.when else pl.lit(True)
+def _applies(event: EventSection, fields: list[_Field]) -> pl.Expr:
+    """Whether the row makes this event: its `when` holds (a null comparison does not), and
+    every `once_per` cell is filled (an order id that is empty is no order)."""
+    applies = pl.sql_expr(event.when).fill_null(False) if event.when else pl.lit(True)
+    occurrences = [f.value.is_not_null() for f in fields if f.key.startswith("once_per.")]
+    return pl.all_horizontal(applies, *occurrences)
 
 
 def _value_column(name: str, field: _Field) -> pl.Expr:
@@ -294,7 +336,7 @@ def _rejects(checked: pl.DataFrame) -> pl.DataFrame:
 
 
 def _identity(prefix: str, has_email: bool, has_user_id: bool) -> pl.Expr:
-    """A contact's ledger identity: its userId where the config maps one (emails change), else its email."""
+    """A contact's ledger identity: its userId where mapped (emails change), else its email."""
     by_email = pl.lit("e:") + pl.col(f"{prefix}email") if has_email else pl.lit(None, pl.String)
     if not has_user_id:
         return by_email
@@ -302,19 +344,28 @@ def _identity(prefix: str, has_email: bool, has_user_id: bool) -> pl.Expr:
     return pl.when(pl.col(f"{prefix}userId").is_not_null()).then(by_user_id).otherwise(by_email)
 
 
-def _contacts(spec: SyncConfig, valid: pl.DataFrame, fields: list[_Field]) -> tuple[pl.DataFrame, int]:
-    empty = pl.DataFrame(schema={ROW: pl.UInt32, "identity": pl.String, "body": pl.String, "hash": pl.String})
+def _contacts(
+    spec: SyncConfig, checked: pl.DataFrame, fields: list[_Field]
+) -> tuple[pl.DataFrame, int]:
+    """One body per identity, from its last row. A rejected last row wins too: the identity is
+    then sent nothing, rather than the older values of an earlier row."""
+    empty = pl.DataFrame(
+        schema={ROW: pl.UInt32, "identity": pl.String, "body": pl.String, "hash": pl.String}
+    )
     if spec.contact is None:
         return empty, 0
     section = spec.contact
     fields = [f for f in fields if f.key != "__identity"]
-    ranked = valid.select(
+    identity = _identity("__c.", section.email is not None, section.user_id is not None)
+    ranked = checked.select(
         ROW,
-        _identity("__c.", section.email is not None, section.user_id is not None).alias("identity"),
+        identity.alias("identity"),
+        pl.col("__problems").is_null().alias("__valid"),
         *[pl.col(f"__c.{f.key}") for f in fields],
-    )
-    keep = ranked.filter(pl.col("identity").is_last_distinct())
-    duplicates = ranked.height - keep.height
+    ).filter(pl.col("identity").is_not_null())
+    ranked = ranked.with_columns(pl.col("identity").is_last_distinct().alias("__last"))
+    duplicates = ranked.filter(pl.col("__valid") & ~pl.col("__last")).height
+    keep = ranked.filter(pl.col("__valid") & pl.col("__last")).drop("__valid", "__last")
     build = _payload_builder(fields, clear=section.empty == "clear")
     bodies = [build(values) for values in _rows(keep.drop(ROW, "identity"))]
     return (
@@ -327,12 +378,22 @@ def _contacts(spec: SyncConfig, valid: pl.DataFrame, fields: list[_Field]) -> tu
 
 
 def _events(spec: SyncConfig, valid: pl.DataFrame, all_fields: list[list[_Field]]) -> pl.DataFrame:
-    frames = [pl.DataFrame(schema={ROW: pl.UInt32, "identity": pl.String, "event": pl.String, "key": pl.String, "body": pl.String})]
+    frames = [
+        pl.DataFrame(
+            schema={
+                ROW: pl.UInt32,
+                "identity": pl.String,
+                "event": pl.String,
+                "key": pl.String,
+                "body": pl.String,
+            }
+        )
+    ]
     for index, (event, fields) in enumerate(zip(spec.events, all_fields, strict=True)):
         prefix = f"__e{index}."
-        fields = [f for f in fields if f.key != "__identity"]
-        payload_fields = [f for f in fields if not f.key.startswith("once_per.")]
-        once_per = [f for f in fields if f.key.startswith("once_per.")]
+        sent = [f for f in fields if f.key != "__identity"]
+        payload_fields = [f for f in sent if not f.key.startswith("once_per.")]
+        once_per = [f for f in sent if f.key.startswith("once_per.")]
         rows = valid.filter(pl.col(f"__e{index}")).select(
             ROW,
             _identity(prefix, event.email is not None, event.user_id is not None).alias("identity"),
@@ -373,7 +434,11 @@ def _payload_builder(fields: list[_Field], *, clear: bool, event_name: str | Non
         # Split at the first dot: an event property's own name may hold dots ("plan.tier").
         group, dot, name = field.key.partition(".")
         group, name = (group, name) if dot else ("", group)
-        nullable = clear and field.key not in ("email", "userId") and group != "mailingLists"
+        # Null erases a value in Loops; for these keys it would erase who the contact is or
+        # whether they may be mailed, so an empty cell is left out even with `empty: clear`.
+        nullable = (
+            clear and field.key not in ("email", "userId", "subscribed") and group != "mailingLists"
+        )
         plan.append((group, name, field.kind == "number", nullable))
 
     def build(values: tuple[Any, ...]) -> str:
@@ -381,9 +446,8 @@ def _payload_builder(fields: list[_Field], *, clear: bool, event_name: str | Non
         for (group, name, is_number, nullable), value in zip(plan, values, strict=True):
             if value is None and not nullable:
                 continue
-            if is_number and value is not None and value.is_integer() and abs(value) < 2**53:
-                value = int(value)
-            (body.setdefault(group, {}) if group else body)[name] = value
+            whole = is_number and value is not None and value.is_integer() and abs(value) < 2**53
+            (body.setdefault(group, {}) if group else body)[name] = int(value) if whole else value
         return canonical_json(body).decode()
 
     return build

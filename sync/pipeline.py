@@ -19,7 +19,7 @@ from sync.config import Config, check_columns
 from sync.errors import ConfigError, ConfigProblem, FatalApiError
 from sync.ledger import Ledger, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient
-from sync.mapping import ROW, Mapped, map_rows
+from sync.mapping import ROW, Mapped, constant_problems, map_rows
 from sync.pacing import Pacer
 from sync.plan import Plan, Request, make_plan
 from sync.report import ProgressReporter, RunReport, write_rejects
@@ -111,7 +111,8 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
     )
     first_requests = (r for job in plan.jobs(samples) for r in job.requests)
     sample = [
-        _request_line(r.kind, r.ref, r.body.decode()) for _, r in zip(range(samples), first_requests)
+        _request_line(r.kind, r.ref, r.body.decode())
+        for _, r in zip(range(samples), first_requests, strict=False)
     ]
     return PlanPreview(
         report=report,
@@ -127,7 +128,7 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
 
 def _read_and_map(config: Config) -> tuple[pl.DataFrame, Mapped]:
     frame = read_source(config)
-    check_columns(config, frame.schema)
+    check_columns(config, frame.schema, extra=constant_problems(config.spec))
     frame = frame.with_row_index(ROW, offset=1)
     return frame, map_rows(config.spec, frame)
 

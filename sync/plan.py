@@ -218,8 +218,8 @@ def _foldable_count(requests: pl.DataFrame) -> int:
     pairs = contacts.join(first_event, on="identity", suffix="_event")
     same_person = pairs.filter(
         email.eq_missing(pl.col("body_event").str.json_path_match("$.email"))
-        & pl.col("body").str.json_path_match("$.userId").eq_missing(
-            pl.col("body_event").str.json_path_match("$.userId")
-        )
+        & pl.col("body")
+        .str.json_path_match("$.userId")
+        .eq_missing(pl.col("body_event").str.json_path_match("$.userId"))
     )
     return same_person.height

@@ -155,7 +155,9 @@ class _Sender:
             contact = next((r for r in results if r.request.kind == "contact"), None)
             if contact is not None and contact.status != "delivered":
                 rest = job.requests[index + 1 :]
-                self._settle(rest, "deferred", "waits for its contact's upsert, which did not succeed")
+                self._settle(
+                    rest, "deferred", "waits for its contact's upsert, which did not succeed"
+                )
                 return
 
     async def _deliver_with_contact(self, request: Request) -> list[RequestResult]:

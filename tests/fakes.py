@@ -32,7 +32,9 @@ class ScriptedLoops:
         if isinstance(answer, httpx.Response):
             return answer
         ok = 200 <= answer < 300
-        body: dict[str, Any] = {"success": ok} if ok else {"success": False, "message": f"scripted {answer}"}
+        body: dict[str, Any] = {"success": True}
+        if not ok:
+            body = {"success": False, "message": f"scripted {answer}"}
         return httpx.Response(answer, json=body)
 
     @property

@@ -1,4 +1,4 @@
-"""The ledger remembers only what Loops confirmed, survives reopening, and locks one run at a time."""
+"""The ledger keeps only what Loops confirmed, survives reopening, and locks one run at a time."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def mapped(rows: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
 
 
 def deliver_all(ledger: Ledger, plan_frame: pl.DataFrame) -> None:
-    for kind, identity, ref, event in plan_frame.select("kind", "identity", "ref", "event").iter_rows():
+    columns = plan_frame.select("kind", "identity", "ref", "event")
+    for kind, identity, ref, event in columns.iter_rows():
         if kind == "contact":
             ledger.contact_delivered(identity, ref)
         else:
@@ -124,9 +125,12 @@ def test_runs_are_recorded_for_history(tmp_path: Path) -> None:
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:
-    with hold_lock(tmp_path, "t"), pytest.raises(LockedError, match=r"pid \d+") as caught:
-        with hold_lock(tmp_path, "t"):
-            pass
+    with (
+        hold_lock(tmp_path, "t"),
+        pytest.raises(LockedError, match=r"pid \d+") as caught,
+        hold_lock(tmp_path, "t"),
+    ):
+        pass
     assert caught.value.exit_code == 4
     with hold_lock(tmp_path, "t"):  # released: the next run goes ahead
         pass

@@ -41,16 +41,17 @@ def test_classify(kind: str, status: int, expected: Outcome) -> None:
 
 def _concrete_httpx_errors() -> set[type[httpx.HTTPError]]:
     found = set()
-    for _, value in inspect.getmembers(httpx):
-        if inspect.isclass(value) and issubclass(value, httpx.HTTPError) and value is not httpx.HTTPStatusError:
-            if not value.__subclasses__():
-                found.add(value)
+    for _, value in inspect.getmembers(httpx, inspect.isclass):
+        is_error = issubclass(value, httpx.HTTPError) and value is not httpx.HTTPStatusError
+        if is_error and not value.__subclasses__():
+            found.add(value)
     return found
 
 
 def test_every_httpx_transport_error_is_translated() -> None:
     """A new httpx exception must be given a meaning here before it can surprise a run."""
-    missing = {error.__name__ for error in _concrete_httpx_errors()} - {e.__name__ for e in TRANSPORT_ERRORS}
+    mapped = {error.__name__ for error in TRANSPORT_ERRORS}
+    missing = {error.__name__ for error in _concrete_httpx_errors()} - mapped
     assert not missing
 
 

@@ -20,7 +20,8 @@ EVENT = "/api/v1/events/send"
 
 def job(n: int, *, events: int = 1) -> Job:
     identity = f"e:p{n}@example.com"
-    contact = Request("contact", n, identity, f"c1:{n}", orjson.dumps({"email": f"p{n}@example.com"}))
+    body = orjson.dumps({"email": f"p{n}@example.com"})
+    contact = Request("contact", n, identity, f"c1:{n}", body)
     sends = tuple(
         Request(
             "event",
@@ -113,7 +114,8 @@ def test_retries_are_capped_and_the_failure_reported() -> None:
 
 
 def test_400_rejects_the_row_with_loops_message_and_is_not_retried() -> None:
-    loops = ScriptedLoops({UPSERT: [httpx.Response(400, json={"success": False, "message": "Invalid email"})]})
+    refusal = httpx.Response(400, json={"success": False, "message": "Invalid email"})
+    loops = ScriptedLoops({UPSERT: [refusal]})
     results, counters = send([job(1), job(2)], loops)
     rejected = [r for r in results if r.status == "rejected"]
     assert len(rejected) == 1

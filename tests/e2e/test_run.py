@@ -155,7 +155,7 @@ def test_dry_run_writes_the_payloads_and_sends_nothing(project: Project) -> None
     assert {p["body"]["firstName"] for p in payloads} == {"Ada", "Grace", "Linus"}
 
 
-def test_a_wrong_api_key_stops_the_run_with_exit_3_and_never_shows_the_key(project: Project) -> None:
+def test_a_wrong_api_key_stops_the_run_with_exit_3_and_hides_the_key(project: Project) -> None:
     project.write(CONFIG, CSV)
     result = project.sync(LOOPS_API_KEY="sk-wrong-secret")
     assert result.returncode == 3
@@ -174,7 +174,8 @@ def test_a_missing_api_key_is_a_usage_error_naming_the_variable(project: Project
 
 
 def test_a_config_mistake_is_one_clear_screen_with_exit_2(project: Project) -> None:
-    project.write(CONFIG.replace("First Name", "First name").replace("email: Email\n    properties", "emial: Email\n    properties"), CSV)
+    mistaken = CONFIG.replace("First Name", "First name")
+    project.write(mistaken, CSV)
     result = project.sync()
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

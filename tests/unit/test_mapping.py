@@ -11,7 +11,7 @@ import pytest
 
 from sync.config import SyncConfig
 from sync.keys import canonical_json
-from sync.mapping import ROW, Mapped, map_rows
+from sync.mapping import ROW, Mapped, constant_problems, map_rows
 
 # 2024-01-02T03:04:05Z in Unix milliseconds.
 MOMENT_MS = 1_704_164_645_000
@@ -616,3 +616,76 @@ def test_once_per_makes_each_value_a_new_event_and_repeats_one() -> None:
     assert "Order" not in mapped.events["body"][0]
     # Without once_per: one event per contact.
     assert len(signup_keys(data)) == 1
+
+
+# --- cases found in review ---------------------------------------------------------------------
+
+
+def test_an_empty_once_per_cell_makes_no_event() -> None:
+    """A users LEFT JOIN orders query: a user without orders has placed no order."""
+    config = spec(
+        {"email": "Email"},
+        [{"name": "orderPlaced", "email": "Email", "once_per": ["order_id"]}],
+    )
+    mapped = run(config, {"Email": ["a@x.io", "b@x.io", "b@x.io"], "order_id": [None, "1", "2"]})
+    assert [b["email"] for b in bodies(mapped.events)] == ["b@x.io", "b@x.io"]
+    assert mapped.rejects.is_empty()
+
+
+def test_once_per_values_are_not_held_to_the_length_limit() -> None:
+    config = spec(None, [{"name": "seen", "email": "Email", "once_per": ["url"]}])
+    mapped = run(config, {"Email": ["a@x.io"], "url": ["https://example.com/" + "x" * 600]})
+    assert mapped.events.height == 1
+
+
+@pytest.mark.parametrize(("cell", "expected"), [(1.0, True), (0.0, False), (1, True), (0, False)])
+def test_numeric_booleans_from_parquet(cell: float, expected: bool) -> None:
+    assert values_of(
+        one_property("boolean", [cell], pl.Float64 if isinstance(cell, float) else pl.Int64)
+    ) == [expected]
+
+
+def test_a_numeric_boolean_other_than_1_or_0_rejects_the_row() -> None:
+    mapped = one_property("boolean", [2.0], pl.Float64)
+    assert mapped.contacts.is_empty()
+    assert "not a boolean" in rejects(mapped)[0]["reason"]
+
+
+def test_a_rejected_last_row_wins_over_an_earlier_valid_one() -> None:
+    """Sending the earlier row would put outdated values into Loops; the fix is the bad row."""
+    config = spec(
+        {"email": "Email", "properties": {"seats": {"column": "Seats", "type": "number"}}}
+    )
+    mapped = run(config, {"Email": ["a@x.io", "A@x.io"], "Seats": ["3", "three"]})
+    assert mapped.contacts.is_empty()
+    assert [r["row"] for r in rejects(mapped)] == [2]
+    assert mapped.duplicates == 1
+
+
+def test_subscribed_is_never_sent_as_null_even_with_empty_clear() -> None:
+    config = spec(
+        {
+            "email": "Email",
+            "properties": {"subscribed": {"column": "Sub", "type": "boolean"}, "plan": "Plan"},
+            "empty": "clear",
+        }
+    )
+    mapped = run(
+        config,
+        {"Email": ["a@x.io"], "Sub": [None], "Plan": [None]},
+        {"Email": pl.String, "Sub": pl.String, "Plan": pl.String},
+    )
+    assert bodies(mapped.contacts) == [{"email": "a@x.io", "plan": None}]
+
+
+def test_a_datetime_column_mapped_as_text_is_iso_8601() -> None:
+    moment = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    mapped = one_property("string", [moment], pl.Datetime("us", "UTC"))
+    assert values_of(mapped) == ["2024-01-02T03:04:05.000+00:00"]
+
+
+def test_a_constant_its_type_refuses_is_a_config_problem() -> None:
+    config = spec({"email": "Email", "properties": {"seats": {"value": "many", "type": "number"}}})
+    [problem] = constant_problems(config)
+    assert problem.path == "contact.properties.seats.value"
+    assert "not a number" in problem.message

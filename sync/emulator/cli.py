@@ -1,0 +1,126 @@
+"""`loops-sync emulator`: run the Loops API emulator in the foreground.
+
+Registered on the main command group by `sync.cli`; kept here so the emulator package stays
+self-contained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sync.emulator.app import DEV_API_KEY, EmulatorOptions
+from sync.emulator.server import serve
+
+_RATE = click.FloatRange(0, 1)
+
+
+@click.command(
+    "emulator",
+    epilog=(
+        "Point a Loops client at the printed base URL instead of https://app.loops.so/api. "
+        "Inspection API, without auth: GET /_emulator/contacts, /events, /requests, "
+        "/counters, /faults; POST /_emulator/faults, /clock, /reset."
+    ),
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    default=8787,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 picks a free one).",
+)
+@click.option(
+    "--api-key",
+    envvar="LOOPS_API_KEY",
+    default=DEV_API_KEY,
+    show_default=False,
+    help=(
+        "The API key clients must send. Default: $LOOPS_API_KEY if set, else the development "
+        f"key '{DEV_API_KEY}'. Never printed."
+    ),
+)
+@click.option(
+    "--rate-limit",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Requests per second before 429s (sliding window); 0 = unlimited.",
+)
+@click.option(
+    "--latency-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Delay added to every API answer.",
+)
+@click.option(
+    "--fail-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of requests answered 500 without being applied.",
+)
+@click.option(
+    "--drop-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of connections closed without an answer (not applied).",
+)
+@click.option(
+    "--hang-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of requests left waiting --hang-seconds before an answer.",
+)
+@click.option(
+    "--hang-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="How long a hanging request waits.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seed of the fault draws (same seed, same faults).",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite file keeping contacts, events and idempotency keys across restarts.",
+)
+def emulator_command(
+    *,
+    host: str,
+    port: int,
+    api_key: str,
+    rate_limit: int,
+    latency_ms: float,
+    fail_rate: float,
+    drop_rate: float,
+    hang_rate: float,
+    hang_seconds: float,
+    seed: int,
+    db: Path | None,
+) -> None:
+    """Run a local emulator of the Loops API v1 (prints its base URL, Ctrl-C to stop)."""
+    options = EmulatorOptions(
+        api_key=api_key,
+        rate_limit=rate_limit,
+        latency_ms=latency_ms,
+        fail_rate=fail_rate,
+        drop_rate=drop_rate,
+        hang_rate=hang_rate,
+        hang_seconds=hang_seconds,
+        seed=seed,
+        db=db,
+    )
+    serve(options, host=host, port=port)
