@@ -165,10 +165,15 @@ def _fits_type(value: object, kind: str | None) -> bool:
 
 
 def _too_long(text: str) -> bool:
-    # Loops counts a value's JSON form, quotes included. json.dumps escapes non-ASCII characters
-    # (é is \u00e9), so this count is at least Loops' whatever unit it uses: stricter, never laxer.
-    # Strings of up to 83 characters can't exceed 500 even fully escaped (6 * 83 + 2).
-    return len(text) > 83 and len(json.dumps(text)) > MAX_VALUE_CHARS
+    """Loops counts a value's JSON form, quotes included. Loops runs on Node, so this counts as
+    `JSON.stringify(value).length` does: escapes lengthen it, non-ASCII stays one character,
+    and a character outside the BMP counts twice (UTF-16). The docs name no unit; this is the
+    one Loops' runtime uses.
+    """
+    if len(text) <= 83:  # even fully escaped (\u0000: 6 characters each), 83 fit in 500
+        return False
+    encoded = json.dumps(text, ensure_ascii=False)
+    return len(encoded.encode("utf-16-le")) // 2 > MAX_VALUE_CHARS
 
 
 def _check_lengths(value: object) -> None:

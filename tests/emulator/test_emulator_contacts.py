@@ -244,9 +244,13 @@ def test_body_must_be_a_json_object(emu: EmulatorHandle, api: httpx.Client, cont
 def test_length_limit_counts_json_quotes(emu: EmulatorHandle, api: httpx.Client) -> None:
     assert len(json.dumps(LONGEST_ASCII)) == 500
     assert upsert(api, email="ann@example.com", firstName=LONGEST_ASCII).status_code == 200
-    # Non-ASCII characters count as their \\uXXXX escapes (stricter than counting characters).
-    assert upsert(api, email="ann@example.com", lastName="é" * 83).status_code == 200
-    assert upsert(api, email="ann@example.com", lastName="é" * 84).status_code == 400
+    # Counted as JavaScript's JSON.stringify(value).length: é is one, an emoji two, \n two.
+    assert upsert(api, email="ann@example.com", lastName="é" * 498).status_code == 200
+    assert upsert(api, email="ann@example.com", lastName="é" * 499).status_code == 400
+    assert upsert(api, email="ann@example.com", lastName="😀" * 249).status_code == 200
+    assert upsert(api, email="ann@example.com", lastName="😀" * 250).status_code == 400
+    assert upsert(api, email="ann@example.com", lastName="\n" * 249).status_code == 200
+    assert upsert(api, email="ann@example.com", lastName="\n" * 250).status_code == 400
     # Nested values too.
     response = api.post(
         "/v1/events/send",

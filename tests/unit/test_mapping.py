@@ -8,8 +8,11 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync.config import SyncConfig
+from sync.emulator.api import _too_long as emulator_refuses
 from sync.keys import canonical_json
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
 
@@ -689,3 +692,12 @@ def test_a_constant_its_type_refuses_is_a_config_problem() -> None:
     [problem] = constant_problems(config)
     assert problem.path == "contact.properties.seats.value"
     assert "not a number" in problem.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=80, max_size=520))
+def test_the_length_limit_agrees_with_the_emulator(text: str) -> None:
+    """What the mapping lets through, the emulator (and so Loops' counting) accepts, and back."""
+    cell = text.strip()
+    mapped = one_property("string", [cell or "x"])
+    assert mapped.contacts.is_empty() == emulator_refuses(cell or "x")
