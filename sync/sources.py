@@ -8,7 +8,9 @@ becomes a `SourceError` that names the file or database and says what to change.
 from __future__ import annotations
 
 import glob
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,7 +119,8 @@ def _read_excel(config: Config, source: SourceConfig) -> pl.DataFrame:
 
 def _read_sql(config: Config, source: SourceConfig) -> pl.DataFrame:
     assert source.sql is not None  # noqa: S101  # the config validated that this kind is set
-    url, query = source.sql.url, source.sql.query
+    # `url: ${DATABASE_URL}` keeps a database password out of the config file.
+    url, query = os.path.expandvars(source.sql.url), source.sql.query
     if url.startswith("sqlite:///"):
         return _read_sqlite(config, url.removeprefix("sqlite:///"), query)
     scheme = url.split(":", 1)[0]
@@ -133,7 +136,8 @@ def _read_sql(config: Config, source: SourceConfig) -> pl.DataFrame:
             f"source.sql.url: reading {scheme} needs connectorx: pip install 'loops-sync[sql]'"
         ) from None
     except Exception as error:  # noqa: BLE001  # connectorx raises bare RuntimeErrors
-        raise SourceError(f"source.sql: the query failed on {_redact(url)}: {error}") from None
+        message = _without_password(str(error), url)
+        raise SourceError(f"source.sql: the query failed on {_redact(url)}: {message}") from None
 
 
 def _read_sqlite(config: Config, path: str, query: str) -> pl.DataFrame:
@@ -147,6 +151,11 @@ def _read_sqlite(config: Config, path: str, query: str) -> pl.DataFrame:
         raise SourceError(f"source.sql.query failed on {database}: {error}") from None
     finally:
         connection.close()
+
+
+def _without_password(text: str, url: str) -> str:
+    password = urllib.parse.urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 def _redact(url: str) -> str:
