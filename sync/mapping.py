@@ -8,37 +8,32 @@ Python steps left (a dict and canonical JSON per surviving row) run over bounded
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
+import orjson
 import polars as pl
 
 from sync.config import ContactSection, EventSection, PropertyMapping, PropertyType, SyncConfig
 from sync.errors import ConfigProblem
-from sync.keys import canonical_json, event_key, payload_hash
+from sync.keys import event_keys, hash_event_keys, json_object, json_value, payload_hashes
 
 __all__ = ["ROW", "Mapped", "constant_problems", "map_rows"]
 
 ROW = "__row"
 MAX_JSON_CHARS = 500
-SLICE_ROWS = 50_000
+SLICE_ROWS = 100_000
 EMAIL_PATTERN = r"^[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\]+$"
 TRUE_WORDS = ["true", "yes", "1", "t", "y"]
 FALSE_WORDS = ["false", "no", "0", "f", "n"]
 # Epoch values below this are seconds (this is 5138 AD in seconds, 1973 in milliseconds).
 EPOCH_MS_THRESHOLD = 100_000_000_000
-DATE_FORMATS_WITH_OFFSET = [
-    "%Y-%m-%dT%H:%M:%S%.f%:z",
-    "%Y-%m-%dT%H:%M%:z",
-    "%Y-%m-%d %H:%M:%S%.f%:z",
-]
-DATE_FORMATS = [
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
+# The other ISO 8601 shapes, rewritten into RFC 3339 step by step (no offset means UTC).
+ISO_REWRITES = [
+    (r"^(\d{4}-\d{2}-\d{2})$", "${1}T00:00"),
+    (r"^(\d{4}-\d{2}-\d{2}) ", "${1}T"),
+    (r"T(\d{2}:\d{2})($|[+-]|[zZ])", "T${1}:00${2}"),
+    (r"(T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)$", "${1}+00:00"),
+    (r"([+-]\d{2})(\d{2})$", "${1}:${2}"),
 ]
 
 
@@ -70,34 +65,74 @@ class _Field:
 
 
 def map_rows(spec: SyncConfig, frame: pl.DataFrame) -> Mapped:
-    """Coerce, validate, deduplicate and serialise every row of `frame` (which has ROW)."""
-    errors: list[pl.Expr] = []
-    contact_fields: list[_Field] = []
-    if spec.contact:
-        contact_fields = _contact_fields(spec.contact, frame.schema)
-        errors += [_labelled(field) for field in contact_fields]
-    event_fields = [_event_fields(event, frame.schema) for event in spec.events]
-    for event, fields in zip(spec.events, event_fields, strict=True):
-        errors += [pl.when(_applies(event, fields)).then(_labelled(field)) for field in fields]
+    """Coerce, validate, deduplicate and serialise every row of `frame` (which has ROW).
 
-    checked = frame.with_columns(
-        _row_problems(errors).alias("__problems"),
-        *[_value_column(f"__c.{f.key}", f) for f in contact_fields],
-        *[
-            _value_column(f"__e{i}.{f.key}", f)
-            for i, fields in enumerate(event_fields)
-            for f in fields
-        ],
-        *[
-            _applies(event, f).alias(f"__e{i}")
-            for i, (event, f) in enumerate(zip(spec.events, event_fields, strict=True))
-        ],
+    A bounded slice at a time, in two steps: coerce each mapped column once (value and reason),
+    then build each row's problems, identities, bodies and event keys from those columns. Only
+    that compact result is kept for the whole source; deduplication then runs over it.
+    """
+    contact_fields = _contact_fields(spec.contact, frame.schema) if spec.contact else []
+    event_fields = [_event_fields(event, frame.schema) for event in spec.events]
+    coerce: list[pl.Expr] = [pl.col(ROW)]
+    contact_columns = _coerced(contact_fields, "__c.", None, coerce)
+    build: list[pl.Expr] = []
+    for index, (event, fields) in enumerate(zip(spec.events, event_fields, strict=True)):
+        prefix = f"__e{index}."
+        applies = _applies(event, fields)
+        coerce.append(applies.alias(prefix + "applies"))
+        coerced = _coerced(fields, prefix, applies, coerce)
+        build += _event_columns(spec.name, event, coerced, prefix=prefix)
+    every = contact_columns + [f for i in range(len(spec.events)) for f in _fields_of(coerce, i)]
+    build = [
+        pl.col(ROW),
+        _row_problems([field.error for field in every]).alias("__problems"),
+        *(_contact_columns(spec.contact, contact_columns) if spec.contact else []),
+        *build,
+    ]
+    pieces = [
+        piece.lazy().select(coerce).collect().select(build)
+        for piece in frame.iter_slices(SLICE_ROWS)
+    ]
+    checked = (
+        pl.concat(pieces, rechunk=False) if pieces else frame.head(0).select(coerce).select(build)
     )
     rejects = _rejects(checked)
-    contacts, duplicates = _contacts(spec, checked, contact_fields)
+    contacts, duplicates = _contacts(spec, checked)
     valid = checked.filter(pl.col("__problems").is_null())
-    events = _events(spec, valid, event_fields)
+    events = _events(spec, valid)
     return Mapped(frame.height, contacts, events, rejects, duplicates)
+
+
+def _coerced(
+    fields: list[_Field], prefix: str, applies: pl.Expr | None, into: list[pl.Expr]
+) -> list[_Field]:
+    """Add each field's value and labelled reason to `into`; return the fields as those columns.
+
+    An event's reasons count only on rows where the event `applies`.
+    """
+    columns = []
+    for field in fields:
+        value_name, error_name = f"{prefix}{field.key}", f"{prefix}!{field.key}"
+        error = _labelled(field)
+        into += [
+            field.value.alias(value_name),
+            (error if applies is None else pl.when(applies).then(error)).alias(error_name),
+        ]
+        columns.append(
+            _Field(field.key, field.column, pl.col(value_name), pl.col(error_name), field.kind)
+        )
+    return columns
+
+
+def _fields_of(coerce: list[pl.Expr], index: int) -> list[_Field]:
+    """The coerced error columns of event `index`, found by name among the coerce step's."""
+    prefix = f"__e{index}.!"
+    names = [e.meta.output_name() for e in coerce]
+    return [
+        _Field(name, None, pl.lit(None), pl.col(name), "string")
+        for name in names
+        if name.startswith(prefix)
+    ]
 
 
 def constant_problems(spec: SyncConfig) -> list[ConfigProblem]:
@@ -247,17 +282,18 @@ def _date(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
         number = pl.col(column).cast(pl.Int64)
     else:
         number = pl.when(text.str.contains(r"^\d{1,15}$")).then(text.cast(pl.Int64, strict=False))
-    iso = text.str.replace(r"[zZ]$", "+00:00")
+    epoch = pl.when(number < EPOCH_MS_THRESHOLD).then(number * 1000).otherwise(number)
+    # RFC 3339 (a date, a time and an offset or Z: what exports mostly hold) parses fast; the
+    # other ISO shapes are normalised into it first, only on the rows it did not parse.
+    rfc3339 = text.str.to_datetime("%+", time_zone="UTC", strict=False, time_unit="ms")
+    rest = pl.when(rfc3339.is_null() & epoch.is_null()).then(text)
+    iso: pl.Expr = rest
+    for pattern, replacement in ISO_REWRITES:
+        iso = iso.str.replace(pattern, replacement)
     candidates = [
-        pl.when(number < EPOCH_MS_THRESHOLD).then(number * 1000).otherwise(number),
-        *[
-            iso.str.to_datetime(f, time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
-            for f in DATE_FORMATS_WITH_OFFSET
-        ],
-        *[
-            iso.str.to_datetime(f, strict=False, time_unit="ms").dt.epoch("ms")
-            for f in DATE_FORMATS
-        ],
+        epoch,
+        rfc3339.dt.epoch("ms"),
+        iso.str.to_datetime("%+", time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms"),
     ]
     value = pl.coalesce(candidates)
     bad = text.is_not_null() & value.is_null()
@@ -275,12 +311,14 @@ def _too_long(text: pl.Expr, column: str) -> pl.Expr:
     Counted as JavaScript's JSON.stringify(value).length: escapes add characters, and a
     character outside the BMP counts twice (UTF-16).
     """
+    # Up to 83 characters fit even if every one is escaped (\u0000 is 6): count only longer ones.
+    long = pl.when(text.str.len_bytes() > 83).then(text)
     length = (
-        text.str.len_chars()
+        long.str.len_chars()
         + 2
-        + text.str.count_matches(r'["\\\n\r\t\x08\x0c]')
-        + 5 * text.str.count_matches(r"[\x00-\x07\x0b\x0e-\x1f]")
-        + text.str.count_matches(r"[\x{10000}-\x{10FFFF}]")
+        + long.str.count_matches(r'["\\\n\r\t\x08\x0c]')
+        + 5 * long.str.count_matches(r"[\x00-\x07\x0b\x0e-\x1f]")
+        + long.str.count_matches(r"[\x{10000}-\x{10FFFF}]")
     )
     return pl.when(length > MAX_JSON_CHARS).then(
         pl.format(f"value of {{}} characters is over Loops' limit of {MAX_JSON_CHARS}", length)
@@ -296,10 +334,6 @@ def _applies(event: EventSection, fields: list[_Field]) -> pl.Expr:
     applies = pl.sql_expr(event.when).fill_null(False) if event.when else pl.lit(True)
     occurrences = [f.value.is_not_null() for f in fields if f.key.startswith("once_per.")]
     return pl.all_horizontal(applies, *occurrences)
-
-
-def _value_column(name: str, field: _Field) -> pl.Expr:
-    return field.value.alias(name)
 
 
 def _row_problems(errors: list[pl.Expr]) -> pl.Expr:
@@ -335,119 +369,135 @@ def _rejects(checked: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _identity(prefix: str, has_email: bool, has_user_id: bool) -> pl.Expr:
+def _identity(fields: list[_Field]) -> pl.Expr:
     """A contact's ledger identity: its userId where mapped (emails change), else its email."""
-    by_email = pl.lit("e:") + pl.col(f"{prefix}email") if has_email else pl.lit(None, pl.String)
-    if not has_user_id:
+    values = {f.key: f.value for f in fields}
+    email, user_id = values.get("email"), values.get("userId")
+    by_email = pl.lit("e:") + email if email is not None else pl.lit(None, pl.String)
+    if user_id is None:
         return by_email
-    by_user_id = pl.lit("u:") + pl.col(f"{prefix}userId")
-    return pl.when(pl.col(f"{prefix}userId").is_not_null()).then(by_user_id).otherwise(by_email)
+    return pl.when(user_id.is_not_null()).then(pl.lit("u:") + user_id).otherwise(by_email)
 
 
-def _contacts(
-    spec: SyncConfig, checked: pl.DataFrame, fields: list[_Field]
-) -> tuple[pl.DataFrame, int]:
+def _identifiers(fields: list[_Field], prefix: str) -> list[pl.Expr]:
+    """The email and userId sent, beside the body: the planner compares them without parsing."""
+    values = {f.key: f.value for f in fields}
+    return [
+        values.get(key, pl.lit(None, pl.String)).cast(pl.String).alias(prefix + key)
+        for key in ("email", "userId")
+    ]
+
+
+def _contact_columns(section: ContactSection, fields: list[_Field]) -> list[pl.Expr]:
+    sent = [f for f in fields if f.key != "__identity"]
+    return [
+        _identity(sent).alias("__c.identity"),
+        _body(sent, clear=section.empty == "clear").alias("__c.body"),
+        *_identifiers(sent, "__c."),
+    ]
+
+
+def _event_columns(
+    sync_name: str, event: EventSection, fields: list[_Field], *, prefix: str
+) -> list[pl.Expr]:
+    sent = [f for f in fields if f.key != "__identity"]
+    payload = [f for f in sent if not f.key.startswith("once_per.")]
+    once_per = [f.value for f in sent if f.key.startswith("once_per.")]
+    identity = _identity(sent)
+    return [
+        pl.col(prefix + "applies"),
+        identity.alias(prefix + "identity"),
+        event_keys(sync_name, event.name, identity, once_per).alias(prefix + "key"),
+        _body(payload, clear=False, event_name=event.name).alias(prefix + "body"),
+        *_identifiers(sent, prefix),
+    ]
+
+
+def _contacts(spec: SyncConfig, checked: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """One body per identity, from its last row. A rejected last row wins too: the identity is
-    then sent nothing, rather than the older values of an earlier row."""
-    empty = pl.DataFrame(
-        schema={ROW: pl.UInt32, "identity": pl.String, "body": pl.String, "hash": pl.String}
-    )
+    then sent nothing, rather than the older values of an earlier row.
+
+    `foldable`: whether this upsert may ride on an event (see `plan`): it has an email, and
+    its body holds neither a null (`empty: clear`) nor `subscribed`, whose meaning on an event
+    Loops does not document.
+    """
     if spec.contact is None:
-        return empty, 0
+        return _empty_contacts(), 0
     section = spec.contact
-    fields = [f for f in fields if f.key != "__identity"]
-    identity = _identity("__c.", section.email is not None, section.user_id is not None)
+    plain = section.empty == "skip" and "subscribed" not in section.properties
     ranked = checked.select(
         ROW,
-        identity.alias("identity"),
+        pl.col("__c.identity").alias("identity"),
         pl.col("__problems").is_null().alias("__valid"),
-        *[pl.col(f"__c.{f.key}") for f in fields],
+        pl.col("__c.body").alias("body"),
+        pl.col("__c.email").alias("email"),
+        pl.col("__c.userId").alias("userId"),
+        (pl.col("__c.email").is_not_null() & pl.lit(plain)).alias("foldable"),
     ).filter(pl.col("identity").is_not_null())
     ranked = ranked.with_columns(pl.col("identity").is_last_distinct().alias("__last"))
     duplicates = ranked.filter(pl.col("__valid") & ~pl.col("__last")).height
     keep = ranked.filter(pl.col("__valid") & pl.col("__last")).drop("__valid", "__last")
-    build = _payload_builder(fields, clear=section.empty == "clear")
-    bodies = [build(values) for values in _rows(keep.drop(ROW, "identity"))]
-    return (
-        keep.select(ROW, "identity").with_columns(
-            pl.Series("body", bodies, dtype=pl.String),
-            pl.Series("hash", [payload_hash(b.encode()) for b in bodies], dtype=pl.String),
-        ),
-        duplicates,
+    return keep.with_columns(payload_hashes(keep.get_column("body")).alias("hash")), duplicates
+
+
+def _empty_contacts() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            ROW: pl.UInt32,
+            "identity": pl.String,
+            "body": pl.String,
+            "email": pl.String,
+            "userId": pl.String,
+            "foldable": pl.Boolean,
+            "hash": pl.String,
+        }
     )
 
 
-def _events(spec: SyncConfig, valid: pl.DataFrame, all_fields: list[list[_Field]]) -> pl.DataFrame:
-    frames = [
-        pl.DataFrame(
-            schema={
-                ROW: pl.UInt32,
-                "identity": pl.String,
-                "event": pl.String,
-                "key": pl.String,
-                "body": pl.String,
-            }
-        )
-    ]
-    for index, (event, fields) in enumerate(zip(spec.events, all_fields, strict=True)):
+def _events(spec: SyncConfig, valid: pl.DataFrame) -> pl.DataFrame:
+    schema = {
+        ROW: pl.UInt32,
+        "identity": pl.String,
+        "event": pl.String,
+        "key": pl.String,
+        "body": pl.String,
+        "email": pl.String,
+        "userId": pl.String,
+    }
+    frames = [pl.DataFrame(schema=schema)]
+    for index, event in enumerate(spec.events):
         prefix = f"__e{index}."
-        sent = [f for f in fields if f.key != "__identity"]
-        payload_fields = [f for f in sent if not f.key.startswith("once_per.")]
-        once_per = [f for f in sent if f.key.startswith("once_per.")]
-        rows = valid.filter(pl.col(f"__e{index}")).select(
+        rows = valid.filter(pl.col(prefix + "applies")).select(
             ROW,
-            _identity(prefix, event.email is not None, event.user_id is not None).alias("identity"),
-            pl.concat_list([pl.col(prefix + f.key) for f in once_per]).alias("once_per")
-            if once_per
-            else pl.lit(None, dtype=pl.List(pl.String)).alias("once_per"),
-            *[pl.col(prefix + f.key) for f in payload_fields],
-        )
-        build = _payload_builder(payload_fields, clear=False, event_name=event.name)
-        keys = [
-            event_key(spec.name, event.name, identity, once or [])
-            for identity, once in rows.select("identity", "once_per").iter_rows()
-        ]
-        bodies = [build(values) for values in _rows(rows.drop(ROW, "identity", "once_per"))]
-        frame = rows.select(ROW, "identity").with_columns(
+            *[pl.col(prefix + name).alias(name) for name in ("identity", "key", "body")],
             pl.lit(event.name).alias("event"),
-            pl.Series("key", keys, dtype=pl.String),
-            pl.Series("body", bodies, dtype=pl.String),
+            *[pl.col(prefix + name).alias(name) for name in ("email", "userId")],
         )
-        frames.append(frame.filter(pl.col("key").is_last_distinct()))
-    return pl.concat(frames).sort(ROW, maintain_order=True)
+        rows = rows.with_columns(hash_event_keys(rows.get_column("key")))
+        frames.append(rows.filter(pl.col("key").is_last_distinct()).select(list(schema)))
+    return pl.concat(frames, rechunk=False).sort(ROW, maintain_order=True)
 
 
-def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
-    """Rows as tuples, a bounded slice at a time."""
-    for piece in frame.iter_slices(SLICE_ROWS):
-        yield from piece.iter_rows()
+def _body(fields: list[_Field], *, clear: bool, event_name: str | None = None) -> pl.Expr:
+    """Each row's request body as canonical JSON, built by Polars for the whole column.
 
-
-def _payload_builder(fields: list[_Field], *, clear: bool, event_name: str | None = None) -> Any:
-    """A function from one row's values to its canonical JSON body.
-
-    Empty cells are left out, or sent as null when `clear` asks for it; identities and
-    mailing lists are never sent as null. Whole numbers go as integers, so 5 and 5.0 hash alike.
+    Empty cells are left out, or sent as null when `clear` asks for it. Null erases a value in
+    Loops; for an identifier, `subscribed` or a mailing list it would erase who the contact is or
+    whether they may be mailed, so those are left out even with `empty: clear`.
     """
-    plan = []
+    top: dict[str, pl.Expr | None] = {}
+    groups: dict[str, dict[str, pl.Expr | None]] = {}
     for field in fields:
         # Split at the first dot: an event property's own name may hold dots ("plan.tier").
         group, dot, name = field.key.partition(".")
         group, name = (group, name) if dot else ("", group)
-        # Null erases a value in Loops; for these keys it would erase who the contact is or
-        # whether they may be mailed, so an empty cell is left out even with `empty: clear`.
-        nullable = (
-            clear and field.key not in ("email", "userId", "subscribed") and group != "mailingLists"
-        )
-        plan.append((group, name, field.kind == "number", nullable))
-
-    def build(values: tuple[Any, ...]) -> str:
-        body: dict[str, Any] = {} if event_name is None else {"eventName": event_name}
-        for (group, name, is_number, nullable), value in zip(plan, values, strict=True):
-            if value is None and not nullable:
-                continue
-            whole = is_number and value is not None and value.is_integer() and abs(value) < 2**53
-            (body.setdefault(group, {}) if group else body)[name] = int(value) if whole else value
-        return canonical_json(body).decode()
-
-    return build
+        text = json_value(field.value, number=field.kind == "number")
+        nullable = clear and not group and name not in ("email", "userId", "subscribed")
+        member = text if nullable else pl.when(field.value.is_not_null()).then(text)
+        (groups.setdefault(group, {}) if group else top)[name] = member
+    for group, members in groups.items():
+        inner = json_object(members)
+        top[group] = pl.when(inner != "{}").then(inner)
+    if event_name is not None:
+        top["eventName"] = pl.lit(orjson.dumps(event_name).decode())
+    return json_object(top)

@@ -52,7 +52,10 @@ class Pacer:
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.rate = rate
-        self._recent: deque[Slot] = deque(maxlen=max(1, math.floor(rate)))
+        self._cap = max(1, math.floor(rate))  # requests allowed in any one-second window
+        # Enough history for the window guard and for counting ours in the server's window, with
+        # the slots already handed out for the future.
+        self._recent: deque[Slot] = deque(maxlen=4 * self._cap)
         self._next = 0.0
         self._fastest_round_trip = math.inf
         self.lowered_to: int | None = None
@@ -61,8 +64,8 @@ class Pacer:
         """Take the next free slot (`sent_at - clock()` is how long to wait for it)."""
         now = self._clock()
         at = max(now, self._next)
-        if len(self._recent) == self._recent.maxlen:
-            oldest = self._recent[0].counted_at(self._fastest_round_trip)
+        if len(self._recent) >= self._cap:
+            oldest = self._recent[-self._cap].counted_at(self._fastest_round_trip)
             at = max(at, oldest + WINDOW + WINDOW_MARGIN)
         slot = Slot(at)
         self._recent.append(slot)
@@ -76,28 +79,34 @@ class Pacer:
             await anyio.sleep(delay)
         return slot
 
-    def answered(self, slot: Slot) -> None:
-        """The answer to `slot`'s request arrived: note when, to estimate when it was counted."""
-        slot.answered_at = self._clock()
-        self._fastest_round_trip = min(self._fastest_round_trip, slot.answered_at - slot.sent_at)
-
     def pause(self, seconds: float) -> None:
         """Send nothing for a while (after a 429, or when someone else spends the budget)."""
         self._next = max(self._next, self._clock() + seconds)
 
-    def observe(self, limit: int | None, remaining: int | None) -> None:
-        """Follow the server's `x-ratelimit-*` headers.
+    def answered(
+        self, slot: Slot, *, limit: int | None = None, remaining: int | None = None
+    ) -> None:
+        """The answer to `slot`'s request arrived, with the server's `x-ratelimit-*` headers.
 
-        A limit below the configured rate lowers the pace for the rest of the run. A remaining
-        budget of zero while this run itself sent fewer than the limit in the last second means
-        another client of the same team is spending it: wait for the window to pass.
+        The answer's time refines when the server counted the request. A limit below the
+        configured rate lowers the pace for the rest of the run. No budget left while this run
+        sent fewer than the limit in the server's window means another client of the same team
+        is spending it: wait for that window to pass.
         """
+        slot.answered_at = self._clock()
+        self._fastest_round_trip = min(self._fastest_round_trip, slot.answered_at - slot.sent_at)
         if limit is not None and 0 < limit < self.rate:
             self.rate = float(limit)
-            self._recent = deque(self._recent, maxlen=max(1, limit))
+            self._cap = limit
             self.lowered_to = limit
-        if remaining == 0:
-            now = self._clock()
-            ours = sum(1 for slot in self._recent if now - WINDOW < slot.sent_at <= now)
-            if ours < (self._recent.maxlen or 1) - 1:
-                self.pause(WINDOW)
+        if remaining == 0 and self._ours_in_window(slot) < (limit or self.rate) - 1:
+            self.pause(WINDOW)
+
+    def _ours_in_window(self, slot: Slot) -> int:
+        """How many of this run's requests the server's window held when it counted `slot`."""
+        counted = slot.counted_at(self._fastest_round_trip)
+        return sum(
+            1
+            for other in self._recent
+            if counted - WINDOW < other.counted_at(self._fastest_round_trip) <= counted
+        )

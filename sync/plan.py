@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from itertools import islice
+from typing import Literal
 
 import orjson
 import polars as pl
@@ -76,57 +77,43 @@ class Plan:
 
     def jobs(self, limit: int | None = None) -> Iterator[Job]:
         """The plan as jobs, a slice at a time; `limit` caps the number of jobs."""
-        frame = self.requests
         if limit is not None:
-            identities = frame.get_column("identity").unique(maintain_order=True).head(limit)
-            frame = frame.filter(pl.col("identity").is_in(identities.implode()))
+            yield from islice(self.jobs(), limit)
+            return
         current: list[Request] = []
-        for piece in frame.iter_slices(SLICE_ROWS):
-            for kind, row, identity, ref, body, event in piece.select(
-                "kind", ROW, "identity", "ref", "body", "event"
-            ).iter_rows():
+        folds = False
+        columns = ("kind", ROW, "identity", "ref", "body", "event", "fold")
+        for piece in self.requests.iter_slices(SLICE_ROWS):
+            for kind, row, identity, ref, body, event, fold in piece.select(columns).iter_rows():
                 if current and current[0].identity != identity:
-                    yield self._job(current)
+                    yield self._job(current, folds)
                     current = []
+                if kind == "contact":
+                    folds = bool(fold)
                 current.append(Request(kind, row, identity, ref, body.encode(), event))
         if current:
-            yield self._job(current)
+            yield self._job(current, folds)
 
-    def _job(self, requests: list[Request]) -> Job:
-        return Job(requests[0].identity, fold(requests) if self.fold else tuple(requests))
+    def _job(self, requests: list[Request], folds: bool) -> Job:
+        if self.fold and folds:
+            return Job(requests[0].identity, carry(requests[0], requests[1:]))
+        return Job(requests[0].identity, tuple(requests))
 
 
-def fold(requests: list[Request]) -> tuple[Request, ...]:
-    """Fold an identity's upsert into its first event, when that is safe (see the module doc)."""
-    if len(requests) < 2 or requests[0].kind != "contact" or requests[1].kind != "event":
-        return tuple(requests)
-    contact, event = requests[0], requests[1]
-    contact_body: dict[str, Any] = orjson.loads(contact.body)
-    event_body: dict[str, Any] = orjson.loads(event.body)
-    if not _foldable(contact_body, event_body):
-        return tuple(requests)
-    merged = contact_body | event_body
+def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
+    """The first event carries the contact's properties; the other events follow it."""
+    first = events[0]
+    merged = orjson.loads(contact.body) | orjson.loads(first.body)
     carrier = Request(
         "event",
-        event.row,
-        event.identity,
-        event.ref,
+        first.row,
+        first.identity,
+        first.ref,
         canonical_json(merged),
-        event.event,
+        first.event,
         folded=contact,
     )
-    return (carrier, *requests[2:])
-
-
-def _foldable(contact: dict[str, Any], event: dict[str, Any]) -> bool:
-    return (
-        "email" in contact
-        and event.get("email") == contact["email"]
-        and event.get("userId") == contact.get("userId")
-        and "subscribed" not in contact
-        and None not in contact.values()
-        and not {"eventName", "eventProperties"} & contact.keys()
-    )
+    return (carrier, *events[1:])
 
 
 def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> Plan:
@@ -166,6 +153,9 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
                 "body",
                 pl.lit(None, dtype=pl.String).alias("event"),
                 "status",
+                "email",
+                "userId",
+                "foldable",
             ),
             events.select(
                 pl.lit("event").alias("kind"),
@@ -175,14 +165,19 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
                 "body",
                 "event",
                 "status",
+                "email",
+                "userId",
+                pl.lit(False).alias("foldable"),
             ),
-        ]
+        ],
+        rechunk=False,
     )
     # Each identity's requests together, upsert first, in source order of the identity's first row.
     ordered = (
         to_send.with_columns(pl.col(ROW).min().over("identity").alias("__first"))
         .sort(["__first", "identity", pl.col("kind") != "contact", ROW])
-        .drop("__first")
+        .with_columns(_folds().alias("fold"))
+        .drop("__first", "email", "userId", "foldable")
     )
     counts = {
         "contacts_new": _count(contacts, "new"),
@@ -192,7 +187,7 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
         "events_new": _count(events, "new"),
         "events_retry": _count(events, "retry"),
         "events_already_delivered": mapped.events.height - events.height,
-        "folded": _foldable_count(ordered),
+        "folded": int(ordered.get_column("fold").sum()),
     }
     return Plan(ordered, counts)
 
@@ -205,21 +200,17 @@ def _no_contacts() -> pl.DataFrame:
     return pl.DataFrame(schema={"identity": pl.String, "hash": pl.String})
 
 
-def _foldable_count(requests: pl.DataFrame) -> int:
-    """How many identities `fold` will merge, counted without building a Request per row."""
-    email = pl.col("body").str.json_path_match("$.email")
-    first_event = requests.filter(pl.col("kind") == "event").group_by("identity").first()
-    contacts = requests.filter(
+def _folds() -> pl.Expr:
+    """On an upsert row: whether it rides on the next row, its identity's first event.
+
+    Only with the same email and userId on both, so the merged body names one person.
+    """
+    following = {name: pl.col(name).shift(-1) for name in ("identity", "kind", "email", "userId")}
+    return (
         (pl.col("kind") == "contact")
-        & pl.col("body").str.contains('"email":', literal=True)
-        & ~pl.col("body").str.contains('"subscribed":', literal=True)
-        & ~pl.col("body").str.contains(r'":null[,}]')
-    )
-    pairs = contacts.join(first_event, on="identity", suffix="_event")
-    same_person = pairs.filter(
-        email.eq_missing(pl.col("body_event").str.json_path_match("$.email"))
-        & pl.col("body")
-        .str.json_path_match("$.userId")
-        .eq_missing(pl.col("body_event").str.json_path_match("$.userId"))
-    )
-    return same_person.height
+        & pl.col("foldable")
+        & (following["identity"] == pl.col("identity"))
+        & (following["kind"] == "event")
+        & (following["email"] == pl.col("email"))
+        & following["userId"].eq_missing(pl.col("userId"))
+    ).fill_null(False)

@@ -218,8 +218,7 @@ class _Sender:
                 self.counters.rate_limited += 1
                 self.pacer.pause(getattr(error, "retry_after", None) or 1.0)
             raise
-        self.pacer.answered(slot)
-        self.pacer.observe(answer.limit, answer.remaining)
+        self.pacer.answered(slot, limit=answer.limit, remaining=answer.remaining)
         return answer
 
     def _count_retry(self, state: RetryCallState) -> None:

@@ -47,7 +47,7 @@ def test_keeps_close_to_the_limit(rate: float) -> None:
 def test_a_lower_server_limit_lowers_the_pace() -> None:
     clock = FakeClock()
     pacer = Pacer(10, clock=clock)
-    pacer.observe(limit=4, remaining=3)
+    pacer.answered(pacer.reserve(), limit=4, remaining=3)
     times = send_times(pacer, clock, 20)
     assert most_in_any_second(times) <= 4
     assert pacer.lowered_to == 4
@@ -64,19 +64,23 @@ def test_pause_after_a_429_delays_the_next_slot() -> None:
 def test_budget_spent_by_another_client_pauses_for_a_window() -> None:
     clock = FakeClock()
     pacer = Pacer(10, clock=clock)
-    pacer.reserve()
-    pacer.observe(limit=10, remaining=0)  # we sent one; someone else spent the other nine
-    assert pacer.reserve().sent_at - clock.now >= 1.0
+    slot = pacer.reserve()
+    clock.now += 0.15
+    pacer.answered(slot, limit=10, remaining=0)  # we sent one; someone else spent the other nine
+    assert pacer.reserve().sent_at - clock.now >= 0.9
 
 
 def test_our_own_full_window_does_not_pause() -> None:
+    """The server's last answer of a full window says 0 left: that is us, at full pace."""
     clock = FakeClock()
     pacer = Pacer(10, clock=clock)
-    times = send_times(pacer, clock, 10)
-    clock.now = times[-1]
-    pacer.observe(limit=10, remaining=0)
-    next_time = pacer.reserve().sent_at
-    assert next_time - times[0] < 1.1
+    slots = [pacer.reserve() for _ in range(30)]
+    for index, slot in enumerate(slots):
+        clock.now = slot.sent_at + 0.150  # each answer 150 ms after its request
+        in_window = min(index + 1, 10)
+        pacer.answered(slot, limit=10, remaining=10 - in_window)
+    clock.now = slots[-1].sent_at + 0.150
+    assert pacer.reserve().sent_at - slots[-1].sent_at < 0.15
 
 
 def test_a_request_that_reached_the_server_late_holds_back_the_window() -> None:

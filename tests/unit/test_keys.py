@@ -8,11 +8,21 @@ import random
 from typing import Any
 
 import orjson
+import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.keys import canonical_json, contact_hash, event_key, payload_hash
+from sync.keys import (
+    canonical_json,
+    contact_hash,
+    event_key,
+    event_keys,
+    hash_event_keys,
+    json_object,
+    json_value,
+    payload_hash,
+)
 
 # What a body can hold: JSON scalars (no NaN/inf), nested in lists and objects.
 texts = st.text(max_size=20)
@@ -167,3 +177,55 @@ def test_the_contact_hash_scheme_is_pinned() -> None:
     assert contact_hash(payload) == (
         "c1:1be11451d5ab5f326f1899cf8ad8d1659e49e8dfcdda9f2c9394ba8bb942aec3"
     )
+
+
+# --- the vectorised form agrees with the reference, byte for byte --------------------------------
+
+cells = st.one_of(st.none(), st.text(max_size=30))
+numbers = st.one_of(
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**60), max_value=2**60).map(float),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(cells, numbers, st.one_of(st.none(), st.booleans())), min_size=1, max_size=20
+    ),
+    st.sampled_from(["b", "é", "z", "A", "\\u00e9x", "😀"]),
+)
+def test_json_object_writes_exactly_the_canonical_json(
+    rows: list[tuple[str | None, float | None, bool | None]], key: str
+) -> None:
+    frame = pl.DataFrame(
+        rows, schema={"s": pl.String, "n": pl.Float64, "b": pl.Boolean}, orient="row"
+    )
+    nested = json_object({"flag": json_value(pl.col("b")), key: json_value(pl.col("s"))})
+    body = json_object(
+        {
+            key: pl.when(pl.col("s").is_not_null()).then(json_value(pl.col("s"))),
+            "n": json_value(pl.col("n"), number=True),
+            "nested": nested,
+        }
+    )
+    for text in frame.select(body).to_series().to_list():
+        parsed = orjson.loads(text)
+        assert canonical_json(parsed).decode() == text
+        if parsed["n"] is not None and float(parsed["n"]).is_integer() and abs(parsed["n"]) < 2**53:
+            assert isinstance(parsed["n"], int)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.text(max_size=40),
+    st.text(min_size=1, max_size=20),
+    st.lists(st.text(max_size=10), max_size=3),
+)
+def test_event_keys_of_a_column_equal_event_key(identity: str, event: str, once: list[str]) -> None:
+    frame = pl.DataFrame({"id": [identity], **{f"o{i}": [v] for i, v in enumerate(once)}})
+    materials = frame.select(
+        event_keys("sync-ä", event, pl.col("id"), [pl.col(f"o{i}") for i in range(len(once))])
+    ).to_series()
+    assert hash_event_keys(materials).to_list() == [event_key("sync-ä", event, identity, once)]
