@@ -111,7 +111,8 @@ def payload_hashes(bodies: pl.Series) -> pl.Series:
 
 def _sha256_hex(texts: pl.Series, prefix: str) -> pl.Series:
     sha256 = hashlib.sha256
-    digests = pl.Series([sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()])
+    hexes = [sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()]
+    digests = pl.Series(hexes, dtype=pl.String)
     return pl.select((pl.lit(prefix) + digests).alias(texts.name)).to_series()
 
 

@@ -24,7 +24,7 @@ import polars as pl
 
 from sync.errors import LockedError, SourceError
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "RunRecord", "hold_lock"]
+__all__ = ["SCHEMA_VERSION", "Ledger", "RunRecord", "Snapshot", "hold_lock"]
 
 SCHEMA_VERSION = 1
 FLUSH_EVERY = 500
@@ -50,6 +50,37 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_sync ON runs (sync, started_at);
     """,
 ]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What Loops has confirmed for one sync, as the plan compares against it.
+
+    `contacts`: identity, hash. `events`: key. `failures`: kind, ref, attempts, last_error.
+    """
+
+    contacts: pl.DataFrame
+    events: pl.DataFrame
+    failures: pl.DataFrame
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(
+            pl.DataFrame(schema={"identity": pl.String, "hash": pl.String}),
+            pl.DataFrame(schema={"key": pl.String}),
+            pl.DataFrame(
+                schema={
+                    "kind": pl.String,
+                    "ref": pl.String,
+                    "attempts": pl.Int64,
+                    "last_error": pl.String,
+                }
+            ),
+        )
+
+    def without_contacts(self) -> Snapshot:
+        """For `--full`: every contact counts as unsent; events stay delivered, never repeated."""
+        return Snapshot(Snapshot.empty().contacts, self.events, self.failures)
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,9 @@ class Ledger:
 
     # --- reading, for the plan ----------------------------------------------------------------
 
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.delivered_contacts(), self.delivered_events(), self.failures())
+
     def delivered_contacts(self) -> pl.DataFrame:
         return self._frame(
             "SELECT identity, hash FROM contacts WHERE sync = ?",
@@ -147,10 +181,6 @@ class Ledger:
                last_error = excluded.last_error, updated_at = excluded.updated_at""",
             (self.sync, kind, ref, error[:500], time.time()),
         )
-
-    def forget_contacts(self) -> None:
-        """For `--full`: every contact is sent again. Event keys are kept: never sent twice."""
-        self._db.execute("DELETE FROM contacts WHERE sync = ?", (self.sync,))
 
     def _queue(self, statement: str, params: tuple[Any, ...]) -> None:
         self._pending.append((statement, params))

@@ -16,6 +16,7 @@ import polars as pl
 from sync.config import ContactSection, EventSection, PropertyMapping, PropertyType, SyncConfig
 from sync.errors import ConfigProblem
 from sync.keys import event_keys, hash_event_keys, json_object, json_value, payload_hashes
+from sync.ledger import Snapshot
 
 __all__ = ["ROW", "Mapped", "constant_problems", "map_rows"]
 
@@ -64,12 +65,14 @@ class _Field:
     kind: PropertyType
 
 
-def map_rows(spec: SyncConfig, frame: pl.DataFrame) -> Mapped:
+def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | None = None) -> Mapped:
     """Coerce, validate, deduplicate and serialise every row of `frame` (which has ROW).
 
     A bounded slice at a time, in two steps: coerce each mapped column once (value and reason),
     then build each row's problems, identities, bodies and event keys from those columns. Only
-    that compact result is kept for the whole source; deduplication then runs over it.
+    that compact result is kept for the whole source; deduplication then runs over it. A body
+    that Loops already `confirmed` (same hash, same event key) is dropped at once: it will not
+    be sent, and a nightly run over a big table should not hold a million bodies it won't send.
     """
     contact_fields = _contact_fields(spec.contact, frame.schema) if spec.contact else []
     event_fields = [_event_fields(event, frame.schema) for event in spec.events]
@@ -90,17 +93,42 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame) -> Mapped:
         *build,
     ]
     pieces = [
-        piece.lazy().select(coerce).collect().select(build)
+        _hashed(spec, piece.lazy().select(coerce).collect().select(build), confirmed)
         for piece in frame.iter_slices(SLICE_ROWS)
     ]
-    checked = (
-        pl.concat(pieces, rechunk=False) if pieces else frame.head(0).select(coerce).select(build)
-    )
+    if not pieces:
+        pieces = [_hashed(spec, frame.head(0).select(coerce).select(build), confirmed)]
+    checked = pl.concat(pieces, rechunk=False)
     rejects = _rejects(checked)
     contacts, duplicates = _contacts(spec, checked)
     valid = checked.filter(pl.col("__problems").is_null())
     events = _events(spec, valid)
     return Mapped(frame.height, contacts, events, rejects, duplicates)
+
+
+def _hashed(spec: SyncConfig, piece: pl.DataFrame, confirmed: Snapshot | None) -> pl.DataFrame:
+    """Hash a slice's bodies and event keys while it is small (sha256 runs in Python), and drop
+    the bodies Loops already holds. A body whose request failed before is kept: it is retried."""
+    hashes = []
+    if spec.contact:
+        hashes.append(payload_hashes(piece.get_column("__c.body")).alias("__c.hash"))
+    for index in range(len(spec.events)):
+        hashes.append(hash_event_keys(piece.get_column(f"__e{index}.key")))
+    piece = piece.with_columns(hashes)
+    if confirmed is None:
+        return piece
+    retried = confirmed.failures.get_column("ref").implode()
+    held = confirmed.contacts.get_column("hash").implode()
+    sent = confirmed.events.get_column("key").implode()
+    drops = []
+    if spec.contact:
+        known = pl.col("__c.hash").is_in(held) & ~pl.col("__c.identity").is_in(retried)
+        drops.append(pl.when(~known).then(pl.col("__c.body")).alias("__c.body"))
+    for index in range(len(spec.events)):
+        key, body = f"__e{index}.key", f"__e{index}.body"
+        known = pl.col(key).is_in(sent) & ~pl.col(key).is_in(retried)
+        drops.append(pl.when(~known).then(pl.col(body)).alias(body))
+    return piece.with_columns(drops)
 
 
 def _coerced(
@@ -433,11 +461,12 @@ def _contacts(spec: SyncConfig, checked: pl.DataFrame) -> tuple[pl.DataFrame, in
         pl.col("__c.email").alias("email"),
         pl.col("__c.userId").alias("userId"),
         (pl.col("__c.email").is_not_null() & pl.lit(plain)).alias("foldable"),
+        pl.col("__c.hash").alias("hash"),
     ).filter(pl.col("identity").is_not_null())
     ranked = ranked.with_columns(pl.col("identity").is_last_distinct().alias("__last"))
     duplicates = ranked.filter(pl.col("__valid") & ~pl.col("__last")).height
     keep = ranked.filter(pl.col("__valid") & pl.col("__last")).drop("__valid", "__last")
-    return keep.with_columns(payload_hashes(keep.get_column("body")).alias("hash")), duplicates
+    return keep, duplicates
 
 
 def _empty_contacts() -> pl.DataFrame:
@@ -473,7 +502,6 @@ def _events(spec: SyncConfig, valid: pl.DataFrame) -> pl.DataFrame:
             pl.lit(event.name).alias("event"),
             *[pl.col(prefix + name).alias(name) for name in ("email", "userId")],
         )
-        rows = rows.with_columns(hash_event_keys(rows.get_column("key")))
         frames.append(rows.filter(pl.col("key").is_last_distinct()).select(list(schema)))
     return pl.concat(frames, rechunk=False).sort(ROW, maintain_order=True)
 

@@ -17,7 +17,7 @@ import polars as pl
 
 from sync.config import Config, check_columns
 from sync.errors import ConfigError, ConfigProblem, FatalApiError
-from sync.ledger import Ledger, hold_lock
+from sync.ledger import Ledger, Snapshot, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
 from sync.pacing import Pacer
@@ -61,49 +61,44 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
     """Make Loops match the source, sending only what the ledger says Loops lacks."""
     options = options or Options()
     started = time.monotonic()
-    source, mapped = _read_and_map(config)
-    report = _new_report(config, mapped, dry_run=options.dry_run)
+    source = _read(config)
     if options.dry_run:
         with _open_ledger(config) as ledger:
-            plan = make_plan(mapped, ledger, full=options.full)
-        _count_plan(report, plan)
+            mapped, plan = _map_and_plan(config, source, ledger.snapshot(), full=options.full)
+        report = _new_report(config, mapped, plan, dry_run=True)
         report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
-    else:
-        api_key = _require_api_key(config, options.env)
-        with hold_lock(config.state_dir, config.name), _open_ledger(config) as ledger:
-            if options.full:
-                ledger.forget_contacts()
-            plan = make_plan(mapped, ledger, full=options.full)
-            _count_plan(report, plan)
-            run_id = ledger.start_run(config.config_hash)
-            try:
-                loops_rejects = _send(
-                    config, plan, ledger, report, api_key=api_key, options=options
-                )
-            except FatalApiError:
-                ledger.finish_run(run_id, 3, report.to_json())
-                raise
-            _finish(
-                config,
-                report=report,
-                source=source,
-                mapped=mapped,
-                loops_rejects=loops_rejects,
-                started=started,
-            )
-            ledger.finish_run(run_id, report.exit_code, report.to_json())
-            return report
-    _finish(config, report=report, source=source, mapped=mapped, loops_rejects=[], started=started)
-    return report
+        _finish(
+            config, report=report, source=source, mapped=mapped, loops_rejects=[], started=started
+        )
+        return report
+    api_key = _require_api_key(config, options.env)
+    with hold_lock(config.state_dir, config.name), _open_ledger(config) as ledger:
+        mapped, plan = _map_and_plan(config, source, ledger.snapshot(), full=options.full)
+        report = _new_report(config, mapped, plan, dry_run=False)
+        run_id = ledger.start_run(config.config_hash)
+        try:
+            loops_rejects = _send(config, plan, ledger, report, api_key=api_key, options=options)
+        except FatalApiError:
+            ledger.finish_run(run_id, 3, report.to_json())
+            raise
+        _finish(
+            config,
+            report=report,
+            source=source,
+            mapped=mapped,
+            loops_rejects=loops_rejects,
+            started=started,
+        )
+        ledger.finish_run(run_id, report.exit_code, report.to_json())
+        return report
 
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
     """What a run would send, without sending anything or taking the lock."""
-    _, mapped = _read_and_map(config)
-    report = _new_report(config, mapped, dry_run=True)
+    source = _read(config)
     with _open_ledger(config) as ledger:
-        plan = make_plan(mapped, ledger, full=full)
-    _count_plan(report, plan)
+        mapped, plan = _map_and_plan(config, source, ledger.snapshot(), full=full)
+    report = _new_report(config, mapped, plan, dry_run=True)
     by_reason = (
         mapped.rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
         if not mapped.rejects.is_empty()
@@ -126,15 +121,22 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
 # --- stages -----------------------------------------------------------------------------------
 
 
-def _read_and_map(config: Config) -> tuple[pl.DataFrame, Mapped]:
+def _read(config: Config) -> pl.DataFrame:
     frame = read_source(config)
     check_columns(config, frame.schema, extra=constant_problems(config.spec))
-    frame = frame.with_row_index(ROW, offset=1)
-    return frame, map_rows(config.spec, frame)
+    return frame.with_row_index(ROW, offset=1)
 
 
-def _new_report(config: Config, mapped: Mapped, *, dry_run: bool) -> RunReport:
-    return RunReport(
+def _map_and_plan(
+    config: Config, source: pl.DataFrame, confirmed: Snapshot, *, full: bool
+) -> tuple[Mapped, Plan]:
+    skip = confirmed.without_contacts() if full else confirmed
+    mapped = map_rows(config.spec, source, confirmed=skip)
+    return mapped, make_plan(mapped, confirmed, full=full)
+
+
+def _new_report(config: Config, mapped: Mapped, plan: Plan, *, dry_run: bool) -> RunReport:
+    report = RunReport(
         sync=config.name,
         dry_run=dry_run,
         rows_read=mapped.rows_read,
@@ -142,6 +144,8 @@ def _new_report(config: Config, mapped: Mapped, *, dry_run: bool) -> RunReport:
         duplicates=mapped.duplicates,
         rate_limit=config.spec.loops.rate_limit,
     )
+    _count_plan(report, plan)
+    return report
 
 
 def _count_plan(report: RunReport, plan: Plan) -> None:

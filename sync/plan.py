@@ -23,7 +23,7 @@ import orjson
 import polars as pl
 
 from sync.keys import canonical_json
-from sync.ledger import Ledger
+from sync.ledger import Snapshot
 from sync.mapping import ROW, Mapped
 
 __all__ = ["Job", "Plan", "Request", "make_plan"]
@@ -116,14 +116,10 @@ def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
     return (carrier, *events[1:])
 
 
-def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> Plan:
-    """Compare with what Loops confirmed before. Without a ledger, everything is new."""
-    delivered = ledger.delivered_contacts() if ledger else _no_contacts()
-    events_done = ledger.delivered_events() if ledger else pl.DataFrame(schema={"key": pl.String})
-    failures = (
-        ledger.failures() if ledger else pl.DataFrame(schema={"kind": pl.String, "ref": pl.String})
-    )
-    failed_refs = failures.get_column("ref").implode()
+def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Plan:
+    """Compare with what Loops confirmed before; `full` sends every contact again."""
+    delivered, events_done = confirmed.contacts, confirmed.events
+    failed_refs = confirmed.failures.get_column("ref").implode()
 
     contacts = mapped.contacts.join(
         delivered.rename({"hash": "delivered_hash"}), on="identity", how="left"
@@ -194,10 +190,6 @@ def make_plan(mapped: Mapped, ledger: Ledger | None, *, full: bool = False) -> P
 
 def _count(frame: pl.DataFrame, status: str) -> int:
     return frame.filter(pl.col("status") == status).height
-
-
-def _no_contacts() -> pl.DataFrame:
-    return pl.DataFrame(schema={"identity": pl.String, "hash": pl.String})
 
 
 def _folds() -> pl.Expr:

@@ -12,8 +12,8 @@ import pytest
 
 from sync.config import SyncConfig
 from sync.errors import LockedError, SourceError
-from sync.ledger import SCHEMA_VERSION, Ledger, hold_lock
-from sync.mapping import ROW, map_rows
+from sync.ledger import SCHEMA_VERSION, Ledger, Snapshot, hold_lock
+from sync.mapping import ROW, Mapped, map_rows
 from sync.plan import make_plan
 
 SPEC = SyncConfig.model_validate(
@@ -26,9 +26,9 @@ SPEC = SyncConfig.model_validate(
 )
 
 
-def mapped(rows: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+def mapped(rows: list[tuple[str, str]], confirmed: Snapshot | None = None) -> Mapped:
     frame = pl.DataFrame(rows, schema=["email", "plan"], orient="row").with_row_index(ROW, offset=1)
-    return map_rows(SPEC, frame)
+    return map_rows(SPEC, frame, confirmed=confirmed)
 
 
 def deliver_all(ledger: Ledger, plan_frame: pl.DataFrame) -> None:
@@ -43,12 +43,13 @@ def deliver_all(ledger: Ledger, plan_frame: pl.DataFrame) -> None:
 
 def test_plan_sends_only_new_changed_and_failed(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
-    first = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "free")]), ledger)
+    first = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "free")]), ledger.snapshot())
     assert first.counts["contacts_new"] == 2
     assert first.counts["events_new"] == 2
     deliver_all(ledger, first.requests)
 
-    second = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "pro"), ("c@x.io", "free")]), ledger)
+    rows = [("a@x.io", "free"), ("b@x.io", "pro"), ("c@x.io", "free")]
+    second = make_plan(mapped(rows), ledger.snapshot())
     assert second.counts == {
         "contacts_new": 1,
         "contacts_changed": 1,
@@ -67,7 +68,7 @@ def test_a_failed_contact_is_retried_and_then_forgotten(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
     ledger.request_failed("contact", "e:a@x.io", "HTTP 500")
     ledger.flush()
-    plan = make_plan(mapped([("a@x.io", "free")]), ledger)
+    plan = make_plan(mapped([("a@x.io", "free")]), ledger.snapshot())
     assert plan.counts["contacts_retry"] == 1
     deliver_all(ledger, plan.requests)
     assert ledger.failures().is_empty()
@@ -75,10 +76,10 @@ def test_a_failed_contact_is_retried_and_then_forgotten(tmp_path: Path) -> None:
 
 def test_full_resends_contacts_but_never_events(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
-    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger).requests)
-    ledger.forget_contacts()
-    again = make_plan(mapped([("a@x.io", "free")]), ledger, full=True)
+    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.snapshot()).requests)
+    again = make_plan(mapped([("a@x.io", "free")]), ledger.snapshot(), full=True)
     assert again.requests.get_column("kind").to_list() == ["contact"]
+    assert again.counts["contacts_changed"] == 1
 
 
 def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(tmp_path: Path) -> None:
@@ -144,3 +145,23 @@ def test_a_dead_holders_lock_does_not_block(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
     with hold_lock(tmp_path, "t"):
         pass
+
+
+def test_bodies_loops_already_holds_are_not_kept(tmp_path: Path) -> None:
+    """Only what will be sent keeps a body: a big unchanged table costs hashes, not bodies."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    rows = [("a@x.io", "free"), ("b@x.io", "free")]
+    deliver_all(ledger, make_plan(mapped(rows), ledger.snapshot()).requests)
+    ledger.request_failed("contact", "e:b@x.io", "HTTP 500")
+    ledger.flush()
+    again = mapped([("a@x.io", "free"), ("b@x.io", "free"), ("c@x.io", "pro")], ledger.snapshot())
+    kept = dict(again.contacts.select("identity", pl.col("body").is_not_null()).iter_rows())
+    assert kept == {"e:a@x.io": False, "e:b@x.io": True, "e:c@x.io": True}  # b failed: retried
+    events = dict(again.events.select("identity", pl.col("body").is_not_null()).iter_rows())
+    assert events == {"e:a@x.io": False, "e:b@x.io": False, "e:c@x.io": True}
+    plan = make_plan(again, ledger.snapshot())
+    assert sorted(plan.requests.get_column("identity").to_list()) == [
+        "e:b@x.io",
+        "e:c@x.io",
+        "e:c@x.io",
+    ]
