@@ -369,20 +369,32 @@ def _parse_yaml(file: str, text: str) -> tuple[Any, dict[tuple[str | int, ...], 
     if not isinstance(raw, dict) or node is None:
         raise ConfigError(file, [ConfigProblem("", "the file must be a YAML mapping of keys")])
     lines: dict[tuple[str | int, ...], int] = {}
-    _note_lines(node, (), lines)
+    duplicates: list[ConfigProblem] = []
+    _note_lines(node, (), lines, duplicates)
+    if duplicates:  # YAML keeps the last silently; a mapping written twice is a mistake
+        raise ConfigError(file, duplicates)
     return raw, lines
 
 
-def _note_lines(node: yaml.Node, path: tuple[str | int, ...], lines: dict[Any, int]) -> None:
+def _note_lines(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    lines: dict[Any, int],
+    duplicates: list[ConfigProblem],
+) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             child = (*path, key.value)
-            lines[child] = key.start_mark.line + 1
-            _note_lines(value, child, lines)
+            line = key.start_mark.line + 1
+            if child in lines:
+                message = f"'{key.value}' is given twice (first at line {lines[child]})"
+                duplicates.append(ConfigProblem(_dotted(child), message, line))
+            lines[child] = line
+            _note_lines(value, child, lines, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _note_lines(item, (*path, index), lines)
+            _note_lines(item, (*path, index), lines, duplicates)
 
 
 def _problems(

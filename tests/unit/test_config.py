@@ -506,3 +506,17 @@ def test_the_sample_configs_load_and_match_their_sources(path: Path) -> None:
 
 def test_there_are_sample_configs_to_check() -> None:
     assert len(SAMPLE_CONFIGS) >= 4
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "sync.yaml"
+    path.write_text(
+        "name: t\nsource: {csv: x.csv}\ncontact:\n  email: Email\n  properties:\n"
+        "    firstName: First\n    firstName: Given\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert problem.path == "contact.properties.firstName"
+    assert problem.line == 7
+    assert "first at line 6" in problem.message

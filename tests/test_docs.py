@@ -1,0 +1,40 @@
+"""The README stays true: its exit-code table matches the code, and every command is shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sync.cli import main
+from sync.report import ExitCode
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_exit_code_table_lists_exactly_the_codes_the_cli_uses() -> None:
+    section = README.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE)}
+    assert documented == {int(code) for code in ExitCode}
+
+
+def test_every_command_is_in_the_readme_and_has_help() -> None:
+    runner = CliRunner()
+    for name in main.commands:
+        assert f"loops-sync {name}" in README
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0
+        assert "Usage:" in result.output
+
+
+def test_the_readme_starts_with_the_two_commands() -> None:
+    first_block = README.split("```sh", 1)[1].split("```", 1)[0]
+    assert "make demo" in first_block
+    assert "make test" in first_block
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert re.search(r"loops-sync, version \d+\.\d+\.\d+", result.output)
