@@ -104,7 +104,12 @@ def run(
     )
     report = run_sync(load_config(config), options)
     if report_file:
-        report.write_json(report_file)
+        try:
+            report.write_json(report_file)
+        except OSError as error:  # the run is done: say so, and keep its exit code
+            click.echo(
+                f"error: cannot write the report to {report_file}: {error.strerror}", err=True
+            )
     if not quiet:
         render_summary(report)
     if verbose and report.rejects_file:

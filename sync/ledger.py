@@ -98,7 +98,7 @@ class Ledger:
     def __init__(self, path: Path, sync: str) -> None:
         self.path = path
         self.sync = sync
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_state_dir(path.parent)
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -236,9 +236,12 @@ class Ledger:
 @contextmanager
 def hold_lock(state_dir: Path, sync: str) -> Iterator[None]:
     """One run of a sync at a time: an OS file lock, released by the OS if the holder dies."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    _make_state_dir(state_dir)
     path = state_dir / f"{sync}.lock"
-    handle = path.open("a+")
+    try:
+        handle = path.open("a+")
+    except OSError as error:
+        raise SourceError(f"cannot write the lock file {path}: {error.strerror}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -256,3 +259,13 @@ def hold_lock(state_dir: Path, sync: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def _make_state_dir(state_dir: Path) -> None:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SourceError(
+            f"cannot use {state_dir} as the state directory ({error.strerror}); set "
+            "LOOPS_SYNC_STATE or `state:` in the config to a writable folder"
+        ) from None

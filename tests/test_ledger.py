@@ -165,3 +165,13 @@ def test_bodies_loops_already_holds_are_not_kept(tmp_path: Path) -> None:
         "e:c@x.io",
         "e:c@x.io",
     ]
+
+
+def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(SourceError, match="LOOPS_SYNC_STATE") as caught:
+        Ledger(blocker / "ledger.sqlite", "t")
+    assert caught.value.exit_code == 2
+    with pytest.raises(SourceError, match="state directory"), hold_lock(blocker, "t"):
+        pass
