@@ -18,7 +18,7 @@ from sync.emulator.cli import emulator_command
 from sync.errors import LoopsSyncError
 from sync.ledger import Ledger
 from sync.pipeline import LEDGER_FILE, Options, plan_sync, run_sync
-from sync.report import render_summary
+from sync.report import ExitCode, render_summary
 
 __all__ = ["main"]
 
@@ -35,6 +35,9 @@ def _errors_to_exit_codes(command: F) -> F:
         except LoopsSyncError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
+        except KeyboardInterrupt:  # before sending starts; once it has, run_sync drains instead
+            click.echo("interrupted: nothing more was sent", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
 
     wrapper.__name__ = command.__name__
     wrapper.__doc__ = command.__doc__

@@ -78,17 +78,18 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     event_fields = [_event_fields(event, frame.schema) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
     contact_columns = _coerced(contact_fields, "__c.", None, coerce)
+    errors = [field.error for field in contact_columns]
     build: list[pl.Expr] = []
     for index, (event, fields) in enumerate(zip(spec.events, event_fields, strict=True)):
         prefix = f"__e{index}."
         applies = _applies(event, fields)
         coerce.append(applies.alias(prefix + "applies"))
         coerced = _coerced(fields, prefix, applies, coerce)
+        errors += [field.error for field in coerced]
         build += _event_columns(spec.name, event, coerced, prefix=prefix)
-    every = contact_columns + [f for i in range(len(spec.events)) for f in _fields_of(coerce, i)]
     build = [
         pl.col(ROW),
-        _row_problems([field.error for field in every]).alias("__problems"),
+        _row_problems(errors).alias("__problems"),
         *(_contact_columns(spec.contact, contact_columns) if spec.contact else []),
         *build,
     ]
@@ -150,17 +151,6 @@ def _coerced(
             _Field(field.key, field.column, pl.col(value_name), pl.col(error_name), field.kind)
         )
     return columns
-
-
-def _fields_of(coerce: list[pl.Expr], index: int) -> list[_Field]:
-    """The coerced error columns of event `index`, found by name among the coerce step's."""
-    prefix = f"__e{index}.!"
-    names = [e.meta.output_name() for e in coerce]
-    return [
-        _Field(name, None, pl.lit(None), pl.col(name), "string")
-        for name in names
-        if name.startswith(prefix)
-    ]
 
 
 def constant_problems(spec: SyncConfig) -> list[ConfigProblem]:

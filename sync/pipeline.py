@@ -6,6 +6,7 @@ import math
 import signal
 import time
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -105,10 +106,7 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         else []
     )
     first_requests = (r for job in plan.jobs(samples) for r in job.requests)
-    sample = [
-        _request_line(r.kind, r.ref, r.body.decode())
-        for _, r in zip(range(samples), first_requests, strict=False)
-    ]
+    sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
     return PlanPreview(
         report=report,
         plan=plan,
@@ -159,20 +157,8 @@ def _count_plan(report: RunReport, plan: Plan) -> None:
     report.events_skipped_delivered = counts["events_already_delivered"]
 
 
-def _open_ledger(config: Config) -> _LedgerContext:
-    return _LedgerContext(config.state_dir / LEDGER_FILE, config.name)
-
-
-class _LedgerContext:
-    def __init__(self, path: Path, sync: str) -> None:
-        self.path, self.sync = path, sync
-
-    def __enter__(self) -> Ledger:
-        self.ledger = Ledger(self.path, self.sync)
-        return self.ledger
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.ledger.close()
+def _open_ledger(config: Config) -> closing[Ledger]:
+    return closing(Ledger(config.state_dir / LEDGER_FILE, config.name))
 
 
 def _require_api_key(config: Config, env: Mapping[str, str] | None) -> str:
@@ -256,11 +242,12 @@ async def _send_async(
         async with anyio.create_task_group() as group:
             if options.handle_signals:
                 group.start_soon(_watch_signals, stop, group.cancel_scope)
+            pacer = Pacer(settings.rate_limit)
             try:
                 counters = await send_jobs(
                     plan.jobs(options.limit),
                     client=client,
-                    pacer=Pacer(settings.rate_limit),
+                    pacer=pacer,
                     policy=options.retry,
                     concurrency=concurrency,
                     on_result=recorder,
@@ -273,6 +260,11 @@ async def _send_async(
         await client.aclose()
     if fatal is not None:
         raise fatal
+    if pacer.lowered_to is not None:
+        recorder.report.warnings.append(
+            f"Loops reported a limit of {pacer.lowered_to} requests/s, below loops.rate_limit "
+            f"({settings.rate_limit:g}); the run slowed down to it"
+        )
     recorder.report.requests = counters.requests
     recorder.report.retries = counters.retries
     recorder.report.rate_limited = counters.rate_limited
@@ -372,20 +364,13 @@ def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:
     with path.open("wb") as out:
         for job in plan.jobs(limit):
             for request in job.requests:
-                out.write(
-                    orjson.dumps(_request_line(request.kind, request.ref, request.body.decode()))
-                    + b"\n"
-                )
+                out.write(orjson.dumps(_request_line(request)) + b"\n")
     return path
 
 
-def _request_line(kind: str, ref: str, body: str) -> dict[str, object]:
+def _request_line(request: Request) -> dict[str, object]:
     """A request as the dry run and `plan` show it: method, path, Idempotency-Key, body."""
-    if kind == "contact":
-        return {"method": "PUT", "path": CONTACT_PATH, "body": orjson.loads(body)}
-    return {
-        "method": "POST",
-        "path": EVENT_PATH,
-        "idempotency_key": ref,
-        "body": orjson.loads(body),
-    }
+    body = orjson.loads(request.body)
+    if request.kind == "contact":
+        return {"method": "PUT", "path": CONTACT_PATH, "body": body}
+    return {"method": "POST", "path": EVENT_PATH, "idempotency_key": request.ref, "body": body}

@@ -63,8 +63,6 @@ class Plan:
     requests: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
 
-    fold: bool = True
-
     @property
     def size(self) -> int:
         """Planned requests before folding: what the progress and the counts speak of."""
@@ -73,7 +71,7 @@ class Plan:
     @property
     def request_count(self) -> int:
         """Requests a run will make, after folding upserts into events."""
-        return self.size - (self.counts.get("folded", 0) if self.fold else 0)
+        return self.size - self.counts.get("folded", 0)
 
     def jobs(self, limit: int | None = None) -> Iterator[Job]:
         """The plan as jobs, a slice at a time; `limit` caps the number of jobs."""
@@ -95,7 +93,7 @@ class Plan:
             yield self._job(current, folds)
 
     def _job(self, requests: list[Request], folds: bool) -> Job:
-        if self.fold and folds:
+        if folds:
             return Job(requests[0].identity, carry(requests[0], requests[1:]))
         return Job(requests[0].identity, tuple(requests))
 

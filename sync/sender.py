@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import anyio
@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from sync.errors import FatalApiError, RejectedRow, RetryableError
-from sync.loops_api import Answer, LoopsClient
+from sync.loops_api import Answer, LoopsClient, Outcome
 from sync.pacing import Pacer
 from sync.plan import Job, Request
 
@@ -71,7 +71,6 @@ class SendCounters:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 def default_concurrency(rate: float) -> int:
@@ -201,7 +200,7 @@ class _Sender:
             return RequestResult(request, "failed", str(error))
         except RejectedRow as error:
             return RequestResult(request, "rejected", str(error))
-        status: Status = "duplicate" if answer.outcome.value == "duplicate" else "delivered"
+        status: Status = "duplicate" if answer.outcome is Outcome.DUPLICATE else "delivered"
         return RequestResult(request, status)
 
     async def _attempt(self, request: Request) -> Answer:
@@ -215,9 +214,9 @@ class _Sender:
         except (RetryableError, RejectedRow) as error:
             if error.status is not None:  # an HTTP answer came back (not a timeout or a drop)
                 self.pacer.answered(slot)
-            if error.status == 429:
+            if isinstance(error, RetryableError) and error.status == 429:
                 self.counters.rate_limited += 1
-                self.pacer.pause(getattr(error, "retry_after", None) or 1.0)
+                self.pacer.pause(error.retry_after or 1.0)
             raise
         self.pacer.answered(slot, limit=answer.limit, remaining=answer.remaining)
         return answer
@@ -226,7 +225,6 @@ class _Sender:
         self.counters.retries += 1
 
     def _report(self, result: RequestResult) -> None:
-        self.counters.by_status[result.status] = self.counters.by_status.get(result.status, 0) + 1
         self.on_result(result)
 
     def _settle(self, requests: Iterable[Request], status: Status, message: str) -> None:

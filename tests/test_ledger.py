@@ -175,3 +175,10 @@ def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) 
     assert caught.value.exit_code == 2
     with pytest.raises(SourceError, match="state directory"), hold_lock(blocker, "t"):
         pass
+
+
+def test_a_delivered_event_is_committed_at_once(tmp_path: Path) -> None:
+    """A SIGKILL must not lose it: re-sent a day later, Loops would no longer answer 409."""
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path, "t").event_delivered("ls1-x", "e:a@x.io", "signup")  # never flushed or closed
+    assert Ledger(path, "t").delivered_events().rows() == [("ls1-x",)]

@@ -489,21 +489,22 @@ class LoopsApi:
         # Checked once the request is known to be valid: a refused request doesn't use the key.
         if key is not None and self._state.idempotency_key_in_use(key):
             return failure(409, "Idempotency key has already been used in the last 24 hours.")
-        _apply(contact, changes, lists)
-        self._state.save_contact(contact)
-        self._state.record_event(
-            {
-                "eventName": event_name,
-                "email": email,
-                "userId": user_id,
-                "contactId": contact["id"],
-                "eventProperties": event_properties,
-                "contactProperties": changes,
-                "mailingLists": lists,
-                "idempotencyKey": key,
-                "received_at": self._state.now(),
-            }
-        )
-        if key is not None:
-            self._state.remember_idempotency_key(key)
+        with self._state.transaction():
+            _apply(contact, changes, lists)
+            self._state.save_contact(contact)
+            self._state.record_event(
+                {
+                    "eventName": event_name,
+                    "email": email,
+                    "userId": user_id,
+                    "contactId": contact["id"],
+                    "eventProperties": event_properties,
+                    "contactProperties": changes,
+                    "mailingLists": lists,
+                    "idempotencyKey": key,
+                    "received_at": self._state.now(),
+                }
+            )
+            if key is not None:
+                self._state.remember_idempotency_key(key)
         return Answer(200, {"success": True})

@@ -12,7 +12,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -47,31 +47,20 @@ class EmulatorOptions:
     """How an emulator instance behaves; the fault knobs can change later at run time."""
 
     api_key: str = field(default=DEV_API_KEY, repr=False)  # never shown
-    rate_limit: int = 10  # requests per second; 0 = unlimited
-    latency_ms: float = 0.0
-    fail_rate: float = 0.0
-    drop_rate: float = 0.0
-    hang_rate: float = 0.0
-    hang_seconds: float = 30.0
-    fail_match: str | None = None
-    seed: int = 0
+    faults: Faults = field(default_factory=Faults)  # rate limit, latency, failures, seed
     db: Path | str | None = None  # SQLite file keeping the team's data across restarts
     clock: Callable[[], float] = time.time
     lists: Sequence[MailingList] = DEFAULT_LISTS
     team_name: str = "Loops emulator"
     request_log_size: int = DEFAULT_REQUEST_LOG_SIZE  # 0 = keep every request
 
-    def faults(self) -> Faults:
-        return Faults(
-            latency_ms=self.latency_ms,
-            fail_rate=self.fail_rate,
-            drop_rate=self.drop_rate,
-            hang_rate=self.hang_rate,
-            hang_seconds=self.hang_seconds,
-            fail_match=self.fail_match,
-            rate_limit=self.rate_limit,
-            seed=self.seed,
-        )
+    @classmethod
+    def from_settings(cls, **settings: Any) -> EmulatorOptions:
+        """Options from flat keyword settings (`rate_limit=0, latency_ms=150, db=...`): the
+        names of `Faults` fields go to `faults`, the rest to the options themselves."""
+        names = {f.name for f in fields(Faults)}
+        faults = Faults(**{k: v for k, v in settings.items() if k in names})
+        return cls(faults=faults, **{k: v for k, v in settings.items() if k not in names})
 
 
 def _json_response(
@@ -123,13 +112,12 @@ class Emulator:
     """One emulated Loops team: its state, the API over it, and the faults in force."""
 
     def __init__(self, options: EmulatorOptions) -> None:
-        self.options = options
         db = Path(options.db) if options.db is not None else None
         self.state = EmulatorState(
             clock=options.clock, db=db, request_log_size=options.request_log_size
         )
         self.api = LoopsApi(self.state, lists=options.lists, team_name=options.team_name)
-        self._initial_faults = options.faults()
+        self._initial_faults = options.faults
         self.faults = self._initial_faults
         self._dice = FaultDice(self.faults.seed)
         self._limiter = SlidingWindowLimiter()

@@ -11,9 +11,13 @@ from pathlib import Path
 import click
 
 from sync.emulator.app import DEV_API_KEY, EmulatorOptions
+from sync.emulator.faults import Faults
 from sync.emulator.server import serve
 
 _RATE = click.FloatRange(0, 1)
+
+
+DEFAULTS = Faults()
 
 
 @click.command(
@@ -44,49 +48,49 @@ _RATE = click.FloatRange(0, 1)
 )
 @click.option(
     "--rate-limit",
-    default=10,
+    default=DEFAULTS.rate_limit,
     show_default=True,
     type=click.IntRange(min=0),
     help="Requests per second before 429s (sliding window); 0 = unlimited.",
 )
 @click.option(
     "--latency-ms",
-    default=0.0,
+    default=DEFAULTS.latency_ms,
     show_default=True,
     type=click.FloatRange(min=0),
     help="Delay added to every API answer.",
 )
 @click.option(
     "--fail-rate",
-    default=0.0,
+    default=DEFAULTS.fail_rate,
     show_default=True,
     type=_RATE,
     help="Share of requests answered 500 without being applied.",
 )
 @click.option(
     "--drop-rate",
-    default=0.0,
+    default=DEFAULTS.drop_rate,
     show_default=True,
     type=_RATE,
     help="Share of connections closed without an answer (not applied).",
 )
 @click.option(
     "--hang-rate",
-    default=0.0,
+    default=DEFAULTS.hang_rate,
     show_default=True,
     type=_RATE,
     help="Share of requests left waiting --hang-seconds before an answer.",
 )
 @click.option(
     "--hang-seconds",
-    default=30.0,
+    default=DEFAULTS.hang_seconds,
     show_default=True,
     type=click.FloatRange(min=0),
     help="How long a hanging request waits.",
 )
 @click.option(
     "--seed",
-    default=0,
+    default=DEFAULTS.seed,
     show_default=True,
     type=int,
     help="Seed of the fault draws (same seed, same faults).",
@@ -112,7 +116,7 @@ def emulator_command(
     db: Path | None,
 ) -> None:
     """Run a local emulator of the Loops API v1 (prints its base URL, Ctrl-C to stop)."""
-    options = EmulatorOptions(
+    options = EmulatorOptions.from_settings(
         api_key=api_key,
         rate_limit=rate_limit,
         latency_ms=latency_ms,

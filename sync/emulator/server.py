@@ -211,9 +211,10 @@ def running_emulator(
 ) -> Iterator[EmulatorHandle]:
     """Run an emulator in a background thread for the duration of the `with` block.
 
-    `options` are the fields of `EmulatorOptions`; port 0 picks a free port.
+    `options` are the fields of `EmulatorOptions` and of `Faults`, flat; port 0 picks a free
+    port.
     """
-    emulator_options = EmulatorOptions(**options)
+    emulator_options = EmulatorOptions.from_settings(**options)
     server = _Server(_config(emulator_options, host, port, quiet=True))
     thread = threading.Thread(target=server.run, name="loops-emulator", daemon=True)
     thread.start()
@@ -224,6 +225,8 @@ def running_emulator(
     finally:
         server.should_exit = True
         thread.join(timeout=GRACEFUL_SHUTDOWN_SECONDS + 5)
+        if thread.is_alive():  # it would keep the port, and a --db file, in use
+            raise RuntimeError("the Loops emulator did not stop in time")
 
 
 def _wait_until_started(server: _Server, thread: threading.Thread) -> None:

@@ -22,7 +22,8 @@ import string
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,6 @@ JsonObject = dict[str, Any]
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 60 * 60
 DEFAULT_REQUEST_LOG_SIZE = 100_000
-
-# The fields every Contact object carries (OpenAPI `Contact`); anything else is a custom property.
-CONTACT_FIELDS = (
-    "id",
-    "email",
-    "firstName",
-    "lastName",
-    "source",
-    "subscribed",
-    "userGroup",
-    "userId",
-    "mailingLists",
-    "optInStatus",
-)
 
 # Counters always present in the snapshot, even at zero, so callers can index them directly.
 ALWAYS_COUNTED = ("requests", "200", "400", "401", "404", "409", "429", "500", "dropped", "hung")
@@ -96,8 +83,9 @@ def render_contact(contact: Contact) -> Contact:
 class _SqliteStore:
     """Write-through persistence of the team's data, one JSON document per row.
 
-    Every change is a single statement in autocommit mode, so a crash loses at most the request
-    being answered. The connection is shared with the server thread, hence the lock.
+    A request's changes are written in one transaction (`transaction()`), so a crash loses at
+    most the request being answered, never half of it. The connection is shared with the server
+    thread, hence the lock (reentrant: a transaction holds it across its statements).
     """
 
     _SCHEMA = """
@@ -110,11 +98,22 @@ class _SqliteStore:
     """
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(self._SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> None:
         with self._lock:
@@ -256,6 +255,15 @@ class EmulatorState:
             self._by_email[email_key(contact["email"])] = contact["id"]
         if contact.get("userId"):
             self._by_user_id[contact["userId"]] = contact["id"]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The writes of one request, all or none (a no-op in memory)."""
+        if self._store is None:
+            yield
+            return
+        with self._store.transaction():
+            yield
 
     def save_contact(self, contact: Contact) -> None:
         """Insert or replace a contact (by id), keeping the email and userId indexes right.

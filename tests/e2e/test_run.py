@@ -138,9 +138,6 @@ def test_a_messy_clay_export_ends_with_good_rows_in_loops_and_bad_rows_in_reject
     in_loops = {c["email"] for c in project.emulator.contacts()}
     assert in_loops == good_emails
     assert report["duplicates"] == 1
-    formula = [r for r in rejects if r["Job Title"].startswith("'=")]
-    assert all(not r["Job Title"].startswith("=") for r in rejects)
-    assert formula or all("HYPERLINK" not in r["Job Title"] for r in rejects)
 
 
 def test_dry_run_writes_the_payloads_and_sends_nothing(project: Project) -> None:
@@ -183,8 +180,33 @@ def test_a_config_mistake_is_one_clear_screen_with_exit_2(project: Project) -> N
     assert "did you mean 'First Name'" in result.stderr
 
 
-def test_rejected_by_loops_goes_to_the_rejects_file_with_loops_message(project: Project) -> None:
+def test_a_reserved_property_name_is_refused_before_anything_is_sent(project: Project) -> None:
     project.write(CONFIG.replace("plan: Plan", "id: Plan"), CSV)
     result = project.sync()
-    assert result.returncode == 2  # reserved names are refused before anything is sent
+    assert result.returncode == 2
     assert "reserved" in result.stderr
+    assert project.emulator.counters()["requests"] == 0
+
+
+def test_a_row_loops_refuses_goes_to_the_rejects_file_with_loops_message(
+    project: Project,
+) -> None:
+    """The emulator knows no list 'cl_unknown': Loops' 400 rejects that row, the rest land."""
+    config = CONFIG.replace(
+        "cm06f5v0e45nf0ml5754o9cix: Newsletter",
+        "cm06f5v0e45nf0ml5754o9cix: Newsletter\n        cl_unknown: Beta",
+    )
+    csv_text = "Email,First Name,Seats,Signed Up,Newsletter,Plan,Beta\n"
+    csv_text += "ada@example.com,Ada,3,2026-01-05,yes,pro,\n"
+    csv_text += "grace@example.com,Grace,1,2026-01-05,no,free,yes\n"
+    project.write(config, csv_text)
+    result = project.sync()
+    assert result.returncode == 1
+    with (project.state / "people-rejects.csv").open(newline="") as rejects_file:
+        rejects = list(csv.DictReader(rejects_file))
+    assert [(r["row"], r["Email"]) for r in rejects] == [("2", "grace@example.com")]
+    assert "cl_unknown" in rejects[0]["reason"]
+    assert "Loops answered 400" in rejects[0]["reason"]
+    assert [c["email"] for c in project.emulator.contacts()] == ["ada@example.com"]
+    second = project.sync()  # not marked delivered: tried again, refused again
+    assert second.returncode == 1

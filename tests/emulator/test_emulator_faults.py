@@ -114,10 +114,6 @@ def test_hang_then_answer_when_the_client_waits(emu: EmulatorHandle, api: httpx.
     assert (counters["hung"], counters["200"], counters["requests"]) == (1, 1, 1)
 
 
-def test_hang_defaults_to_30_seconds(emu: EmulatorHandle) -> None:
-    assert emu.faults()["hang_seconds"] == 30
-
-
 def test_fail_match_fails_one_row(emu: EmulatorHandle, api: httpx.Client) -> None:
     emu.set_faults(fail_match="bad@example.com")
     assert upsert(api, email="good@example.com").status_code == 200
