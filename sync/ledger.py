@@ -30,6 +30,7 @@ __all__ = ["SCHEMA_VERSION", "Ledger", "RunRecord", "Snapshot", "hold_lock"]
 SCHEMA_VERSION = 1
 FLUSH_EVERY = 500
 FLUSH_SECONDS = 2.0
+SNAPSHOT_BATCH = 50_000
 Kind = Literal["contact", "event"]
 
 # Each entry moves the schema from version N to N+1; the ledger applies the ones it lacks.
@@ -151,8 +152,12 @@ class Ledger:
         )
 
     def _frame(self, query: str, schema: dict[str, Any]) -> pl.DataFrame:
-        rows = self._db.execute(query, (self.sync,)).fetchall()
-        return pl.DataFrame(rows, schema=schema, orient="row")
+        """A bounded batch of Python rows at a time: a million at once would hold ~250 MB of
+        tuples, which the process keeps for the rest of the run once it has grown to hold them."""
+        cursor = self._db.execute(query, (self.sync,))
+        batches = iter(lambda: cursor.fetchmany(SNAPSHOT_BATCH), [])
+        frames = [pl.DataFrame(rows, schema=schema, orient="row") for rows in batches]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
     # --- writing, as Loops confirms -----------------------------------------------------------
 

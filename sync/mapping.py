@@ -8,6 +8,7 @@ Python steps left (a dict and canonical JSON per surviving row) run over bounded
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import orjson
@@ -22,7 +23,7 @@ __all__ = ["ROW", "Mapped", "constant_problems", "map_rows"]
 
 ROW = "__row"
 MAX_JSON_CHARS = 500
-SLICE_ROWS = 100_000
+SLICE_ROWS = 50_000
 EMAIL_PATTERN = r"^[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\]+$"
 TRUE_WORDS = ["true", "yes", "1", "t", "y"]
 FALSE_WORDS = ["false", "no", "0", "f", "n"]
@@ -45,6 +46,8 @@ class Mapped:
     `contacts`: row, identity, body (canonical JSON), hash, one per identity (the last row wins).
     `events`: row, identity, event, key, body, one per key.
     `rejects`: row, column, reason: one line per rejected row, its problems joined by '; '.
+    `contacts_settled`, `events_settled`: what mapping found Loops already holds (when given the
+    ledger's snapshot): counted, not kept.
     """
 
     rows_read: int
@@ -52,6 +55,17 @@ class Mapped:
     events: pl.DataFrame
     rejects: pl.DataFrame
     duplicates: int
+    contacts_settled: int = 0
+    events_settled: int = 0
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """A mapped slice: `pending`, rows with something to send or to reject, all columns; and
+    `settled`, rows Loops already holds whole: row, contact identity, event fingerprints."""
+
+    pending: pl.DataFrame
+    settled: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -94,42 +108,109 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         *build,
     ]
     pieces = [
-        _hashed(spec, piece.lazy().select(coerce).collect().select(build), confirmed)
+        _settle(spec, _hashed(spec, piece.lazy().select(coerce).collect().select(build)), confirmed)
         for piece in frame.iter_slices(SLICE_ROWS)
     ]
     if not pieces:
-        pieces = [_hashed(spec, frame.head(0).select(coerce).select(build), confirmed)]
-    checked = pl.concat(pieces, rechunk=False)
+        pieces = [_settle(spec, _hashed(spec, frame.head(0).select(coerce).select(build)), None)]
+    checked = pl.concat([piece.pending for piece in pieces], rechunk=False)
+    settled = pl.concat([piece.settled for piece in pieces], rechunk=False)
     rejects = _rejects(checked)
-    contacts, duplicates = _contacts(spec, checked)
+    contacts, duplicates, contacts_settled = _contacts(spec, checked, settled)
     valid = checked.filter(pl.col("__problems").is_null())
     events = _events(spec, valid)
-    return Mapped(frame.height, contacts, events, rejects, duplicates)
+    events_settled = _count_settled_events(spec, settled, events)
+    return Mapped(
+        frame.height, contacts, events, rejects, duplicates, contacts_settled, events_settled
+    )
 
 
-def _hashed(spec: SyncConfig, piece: pl.DataFrame, confirmed: Snapshot | None) -> pl.DataFrame:
-    """Hash a slice's bodies and event keys while it is small (sha256 runs in Python), and drop
-    the bodies Loops already holds. A body whose request failed before is kept: it is retried."""
+def _hashed(spec: SyncConfig, piece: pl.DataFrame) -> pl.DataFrame:
+    """Hash a slice's bodies and event keys while it is small (sha256 runs in Python)."""
     hashes = []
     if spec.contact:
         hashes.append(payload_hashes(piece.get_column("__c.body")).alias("__c.hash"))
     for index in range(len(spec.events)):
         hashes.append(hash_event_keys(piece.get_column(f"__e{index}.key")))
-    piece = piece.with_columns(hashes)
+    return piece.with_columns(hashes)
+
+
+def _settle(spec: SyncConfig, piece: pl.DataFrame, confirmed: Snapshot | None) -> _Slice:
+    """Set aside the rows whose every request Loops already holds, and the bodies it holds.
+
+    A nightly run over a big table should not hold a million bodies it won't send: a settled
+    row keeps only what deduplication and the counts need. A request that failed before is
+    never settled: it is retried.
+    """
     if confirmed is None:
-        return piece
+        return _Slice(piece, _settled(spec, piece.head(0)))
     retried = confirmed.failures.get_column("ref").implode()
-    held = confirmed.contacts.get_column("hash").implode()
-    sent = confirmed.events.get_column("key").implode()
-    drops = []
+    held: dict[str, pl.Expr] = {}
+    settled = pl.col("__problems").is_null()
     if spec.contact:
-        known = pl.col("__c.hash").is_in(held) & ~pl.col("__c.identity").is_in(retried)
-        drops.append(pl.when(~known).then(pl.col("__c.body")).alias("__c.body"))
+        known = _held(piece, "__c.hash", confirmed.contacts.get_column("hash"))
+        held["__c.body"] = known & ~pl.col("__c.identity").is_in(retried)
+        settled &= held["__c.body"]
     for index in range(len(spec.events)):
-        key, body = f"__e{index}.key", f"__e{index}.body"
-        known = pl.col(key).is_in(sent) & ~pl.col(key).is_in(retried)
-        drops.append(pl.when(~known).then(pl.col(body)).alias(body))
-    return piece.with_columns(drops)
+        key = f"__e{index}.key"
+        known = _held(piece, key, confirmed.events.get_column("key"))
+        held[f"__e{index}.body"] = known & ~pl.col(key).is_in(retried)
+        settled &= ~pl.col(f"__e{index}.applies") | held[f"__e{index}.body"]
+    marked = piece.with_columns(
+        settled.alias("__settled"),
+        *(pl.when(~known).then(pl.col(body)).alias(body) for body, known in held.items()),
+    )
+    pending = marked.filter(~pl.col("__settled")).drop("__settled")
+    if pending.height < piece.height // 2:
+        pending = _compact(pending)
+    return _Slice(pending, _compact(_settled(spec, marked.filter(pl.col("__settled")))))
+
+
+def _settled(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
+    """What a settled row still counts for: its contact identity, so that it wins over earlier
+    rows of that identity, and a fingerprint of each event key (for the count, in this run)."""
+    identity = pl.col("__c.identity") if spec.contact else pl.lit(None, pl.String)
+    fingerprints = [
+        pl.when(pl.col(f"__e{index}.applies"))
+        .then(pl.col(f"__e{index}.key").hash())
+        .alias(f"__e{index}.fp")
+        for index in range(len(spec.events))
+    ]
+    return rows.select(ROW, identity.alias("identity"), *fingerprints)
+
+
+def _count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.DataFrame) -> int:
+    """Settled event keys, each once, less those a pending row also has (the plan counts them)."""
+    if not spec.events:
+        return 0
+    fingerprints = pl.concat(settled.get_column(f"__e{i}.fp") for i in range(len(spec.events)))
+    pending = events.get_column("key").hash().implode()
+    each_once = fingerprints.drop_nulls().unique()
+    return each_once.filter(~each_once.is_in(pending)).len()
+
+
+def _held(piece: pl.DataFrame, column: str, confirmed: pl.Series) -> pl.Expr:
+    """Whether each of the slice's values is among the `confirmed` ones.
+
+    A semi join, not `is_in`: it hashes the slice's 100k values and streams the ledger's million
+    past them, where `is_in` would build a set of the million again for every slice (5 s a run).
+    """
+    values = piece.select(pl.col(column).alias("v")).with_row_index("i")
+    found = values.join(confirmed.alias("v").to_frame(), on="v", how="semi").get_column("i")
+    return pl.lit(values.get_column("i").is_in(found.implode()))
+
+
+def _compact(frame: pl.DataFrame) -> pl.DataFrame:
+    """The same rows in fresh buffers, so that the rows filtered out are freed.
+
+    A filtered Polars string column still holds every buffer of the column it came from. Written
+    as Arrow IPC without string views (the oldest compat level) only the values kept are copied
+    (about 30 ms per 100k rows), and read back they sit in buffers of their own.
+    """
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer, compat_level=pl.CompatLevel.oldest())
+    buffer.seek(0)
+    return pl.read_ipc(buffer)
 
 
 def _coerced(
@@ -431,16 +512,19 @@ def _event_columns(
     ]
 
 
-def _contacts(spec: SyncConfig, checked: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """One body per identity, from its last row. A rejected last row wins too: the identity is
-    then sent nothing, rather than the older values of an earlier row.
+def _contacts(
+    spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame
+) -> tuple[pl.DataFrame, int, int]:
+    """One body per identity, from its last row; the count of duplicates; and of the identities
+    whose last row is settled (Loops holds it: unchanged). A rejected last row wins too: the
+    identity is then sent nothing, rather than the older values of an earlier row.
 
     `foldable`: whether this upsert may ride on an event (see `plan`): it has an email, and
     its body holds neither a null (`empty: clear`) nor `subscribed`, whose meaning on an event
     Loops does not document.
     """
     if spec.contact is None:
-        return _empty_contacts(), 0
+        return _empty_contacts(), 0, 0
     section = spec.contact
     plain = section.empty == "skip" and "subscribed" not in section.properties
     ranked = checked.select(
@@ -453,10 +537,14 @@ def _contacts(spec: SyncConfig, checked: pl.DataFrame) -> tuple[pl.DataFrame, in
         (pl.col("__c.email").is_not_null() & pl.lit(plain)).alias("foldable"),
         pl.col("__c.hash").alias("hash"),
     ).filter(pl.col("identity").is_not_null())
-    ranked = ranked.with_columns(pl.col("identity").is_last_distinct().alias("__last"))
-    duplicates = ranked.filter(pl.col("__valid") & ~pl.col("__last")).height
-    keep = ranked.filter(pl.col("__valid") & pl.col("__last")).drop("__valid", "__last")
-    return keep, duplicates
+    every_row = pl.concat([ranked.select(ROW, "identity"), settled.select(ROW, "identity")])
+    last_rows = every_row.group_by("identity").agg(pl.col(ROW).max()).get_column(ROW).implode()
+    is_last = pl.col(ROW).is_in(last_rows)
+    last_settled = settled.filter(is_last).height
+    duplicates = ranked.filter(pl.col("__valid") & ~is_last).height
+    duplicates += settled.height - last_settled
+    keep = ranked.filter(pl.col("__valid") & is_last).drop("__valid")
+    return keep, duplicates, last_settled
 
 
 def _empty_contacts() -> pl.DataFrame:

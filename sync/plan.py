@@ -176,11 +176,11 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
     counts = {
         "contacts_new": _count(contacts, "new"),
         "contacts_changed": _count(contacts, "changed"),
-        "contacts_unchanged": _count(contacts, "unchanged"),
+        "contacts_unchanged": _count(contacts, "unchanged") + mapped.contacts_settled,
         "contacts_retry": _count(contacts, "retry"),
         "events_new": _count(events, "new"),
         "events_retry": _count(events, "retry"),
-        "events_already_delivered": mapped.events.height - events.height,
+        "events_already_delivered": mapped.events.height - events.height + mapped.events_settled,
         "folded": int(ordered.get_column("fold").sum()),
     }
     return Plan(ordered, counts)

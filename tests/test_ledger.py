@@ -147,24 +147,41 @@ def test_a_dead_holders_lock_does_not_block(tmp_path: Path) -> None:
         pass
 
 
-def test_bodies_loops_already_holds_are_not_kept(tmp_path: Path) -> None:
-    """Only what will be sent keeps a body: a big unchanged table costs hashes, not bodies."""
+def test_rows_loops_already_holds_are_counted_not_kept(tmp_path: Path) -> None:
+    """Only what will be sent keeps a body: a big unchanged table costs a count, not bodies."""
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
-    rows = [("a@x.io", "free"), ("b@x.io", "free")]
+    rows = [("a@x.io", "free"), ("b@x.io", "free"), ("d@x.io", "free")]
     deliver_all(ledger, make_plan(mapped(rows), ledger.snapshot()).requests)
     ledger.request_failed("contact", "e:b@x.io", "HTTP 500")
     ledger.flush()
-    again = mapped([("a@x.io", "free"), ("b@x.io", "free"), ("c@x.io", "pro")], ledger.snapshot())
+    rows = [("a@x.io", "free"), ("b@x.io", "free"), ("c@x.io", "pro"), ("d@x.io", "pro")]
+    again = mapped(rows, ledger.snapshot())
     kept = dict(again.contacts.select("identity", pl.col("body").is_not_null()).iter_rows())
-    assert kept == {"e:a@x.io": False, "e:b@x.io": True, "e:c@x.io": True}  # b failed: retried
+    assert kept == {"e:b@x.io": True, "e:c@x.io": True, "e:d@x.io": True}  # b failed: retried
     events = dict(again.events.select("identity", pl.col("body").is_not_null()).iter_rows())
-    assert events == {"e:a@x.io": False, "e:b@x.io": False, "e:c@x.io": True}
+    assert events == {"e:b@x.io": False, "e:c@x.io": True, "e:d@x.io": False}
+    assert (again.contacts_settled, again.events_settled) == (1, 1)  # a, whole
     plan = make_plan(again, ledger.snapshot())
     assert sorted(plan.requests.get_column("identity").to_list()) == [
         "e:b@x.io",
         "e:c@x.io",
         "e:c@x.io",
+        "e:d@x.io",
     ]
+    # The same counts as a plan made without setting anything aside.
+    assert plan.counts == make_plan(mapped(rows), ledger.snapshot()).counts
+
+
+def test_a_settled_last_row_wins_over_an_earlier_changed_one(tmp_path: Path) -> None:
+    """The last row of an identity wins even when Loops already holds it: nothing is sent."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.snapshot()).requests)
+    rows = [("a@x.io", "pro"), ("b@x.io", "free"), ("a@x.io", "free")]
+    again = mapped(rows, ledger.snapshot())
+    plan = make_plan(again, ledger.snapshot())
+    assert plan.requests.get_column("identity").unique().to_list() == ["e:b@x.io"]
+    assert again.duplicates == 1
+    assert plan.counts == make_plan(mapped(rows), ledger.snapshot()).counts
 
 
 def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
