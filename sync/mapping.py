@@ -9,6 +9,8 @@ Python steps left (a dict and canonical JSON per surviving row) run over bounded
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -107,9 +109,14 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         *(_contact_columns(spec.contact, contact_columns) if spec.contact else []),
         *build,
     ]
+    held = _Held.of(confirmed) if confirmed is not None else None
+
+    def built(piece: pl.DataFrame) -> pl.DataFrame:
+        return piece.lazy().select(coerce).collect().select(build)
+
     pieces = [
-        _settle(spec, _hashed(spec, piece.lazy().select(coerce).collect().select(build)), confirmed)
-        for piece in frame.iter_slices(SLICE_ROWS)
+        _settle(spec, _hashed(spec, piece), held)
+        for piece in _one_ahead(built, frame.iter_slices(SLICE_ROWS))
     ]
     if not pieces:
         pieces = [_settle(spec, _hashed(spec, frame.head(0).select(coerce).select(build)), None)]
@@ -125,6 +132,25 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     )
 
 
+def _one_ahead(
+    work: Callable[[pl.DataFrame], pl.DataFrame], pieces: Iterator[pl.DataFrame]
+) -> Iterator[pl.DataFrame]:
+    """`work` on each piece, the next one in a thread while the caller takes this one.
+
+    Polars lets go of the GIL while it works, and the caller's sha256 loop needs it: the two
+    overlap. One piece ahead, no more, so that memory holds two slices at most.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead: Future[pl.DataFrame] | None = None
+        for piece in pieces:
+            following = pool.submit(work, piece)
+            if ahead is not None:
+                yield ahead.result()
+            ahead = following
+        if ahead is not None:
+            yield ahead.result()
+
+
 def _hashed(spec: SyncConfig, piece: pl.DataFrame) -> pl.DataFrame:
     """Hash a slice's bodies and event keys while it is small (sha256 runs in Python)."""
     hashes = []
@@ -135,30 +161,29 @@ def _hashed(spec: SyncConfig, piece: pl.DataFrame) -> pl.DataFrame:
     return piece.with_columns(hashes)
 
 
-def _settle(spec: SyncConfig, piece: pl.DataFrame, confirmed: Snapshot | None) -> _Slice:
+def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice:
     """Set aside the rows whose every request Loops already holds, and the bodies it holds.
 
     A nightly run over a big table should not hold a million bodies it won't send: a settled
     row keeps only what deduplication and the counts need. A request that failed before is
     never settled: it is retried.
     """
-    if confirmed is None:
+    if held is None:
         return _Slice(piece, _settled(spec, piece.head(0)))
-    retried = confirmed.failures.get_column("ref").implode()
-    held: dict[str, pl.Expr] = {}
+    known: dict[str, pl.Expr] = {}
     settled = pl.col("__problems").is_null()
     if spec.contact:
-        known = _held(piece, "__c.hash", confirmed.contacts.get_column("hash"))
-        held["__c.body"] = known & ~pl.col("__c.identity").is_in(retried)
-        settled &= held["__c.body"]
+        known["__c.body"] = held.contacts.holds(piece.get_column("__c.hash"))
+        known["__c.body"] &= ~pl.col("__c.identity").is_in(held.retried)
+        settled &= known["__c.body"]
     for index in range(len(spec.events)):
         key = f"__e{index}.key"
-        known = _held(piece, key, confirmed.events.get_column("key"))
-        held[f"__e{index}.body"] = known & ~pl.col(key).is_in(retried)
-        settled &= ~pl.col(f"__e{index}.applies") | held[f"__e{index}.body"]
+        known[f"__e{index}.body"] = held.events.holds(piece.get_column(key))
+        known[f"__e{index}.body"] &= ~pl.col(key).is_in(held.retried)
+        settled &= ~pl.col(f"__e{index}.applies") | known[f"__e{index}.body"]
     marked = piece.with_columns(
         settled.alias("__settled"),
-        *(pl.when(~known).then(pl.col(body)).alias(body) for body, known in held.items()),
+        *(pl.when(~held_).then(pl.col(body)).alias(body) for body, held_ in known.items()),
     )
     pending = marked.filter(~pl.col("__settled")).drop("__settled")
     if pending.height < piece.height // 2:
@@ -189,15 +214,48 @@ def _count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.Da
     return each_once.filter(~each_once.is_in(pending)).len()
 
 
-def _held(piece: pl.DataFrame, column: str, confirmed: pl.Series) -> pl.Expr:
-    """Whether each of the slice's values is among the `confirmed` ones.
+@dataclass(frozen=True)
+class _Lookup:
+    """Values Loops confirmed, found by a 64-bit fingerprint first, then compared whole.
 
-    A semi join, not `is_in`: it hashes the slice's 100k values and streams the ledger's million
-    past them, where `is_in` would build a set of the million again for every slice (5 s a run).
+    Polars cannot keep a hash table between calls, and probing a million 68-character hashes
+    once per slice cost 2 s a run; a million integers cost a tenth of that. The fingerprint is
+    Polars' own hash, stable within the run, which is all it is used for; a collision only
+    means one more comparison.
     """
-    values = piece.select(pl.col(column).alias("v")).with_row_index("i")
-    found = values.join(confirmed.alias("v").to_frame(), on="v", how="semi").get_column("i")
-    return pl.lit(values.get_column("i").is_in(found.implode()))
+
+    table: pl.DataFrame  # fp, value
+
+    @classmethod
+    def of(cls, values: pl.Series) -> _Lookup:
+        return cls(pl.DataFrame({"fp": values.hash(), "value": values}))
+
+    def holds(self, values: pl.Series) -> pl.Expr:
+        probe = pl.DataFrame({"fp": values.hash(), "value": values}).with_row_index("i")
+        found = (
+            probe.join(self.table, on="fp", how="inner", suffix="_held")
+            .filter(pl.col("value") == pl.col("value_held"))
+            .get_column("i")
+        )
+        return pl.lit(probe.get_column("i").is_in(found.implode()))
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The ledger's snapshot as `_settle` asks it: which hashes and keys Loops holds, and the
+    requests that failed (never settled: they are retried)."""
+
+    contacts: _Lookup
+    events: _Lookup
+    retried: pl.Series
+
+    @classmethod
+    def of(cls, confirmed: Snapshot) -> _Held:
+        return cls(
+            _Lookup.of(confirmed.contacts.get_column("hash")),
+            _Lookup.of(confirmed.events.get_column("key")),
+            confirmed.failures.get_column("ref").implode(),
+        )
 
 
 def _compact(frame: pl.DataFrame) -> pl.DataFrame:
