@@ -95,15 +95,18 @@ def loops_sync_run(config: Path, env: dict[str, str]) -> tuple[dict[str, Any], d
 
 
 def sequential_loop(base_url: str, csv: Path, seconds: float) -> dict[str, float]:
-    """Loops' examples, as a user would paste them into a loop: upsert, then event, then the next."""
+    """Loops' examples, as a user would paste them into a loop: upsert, then event, then the next.
+
+    For `seconds`, or until the rows run out."""
     rows = pl.read_csv(csv, infer_schema=False).iter_rows(named=True)
     headers = {"Authorization": f"Bearer {KEY}"}
     done = requests = rate_limited = 0
     cpu = time.process_time()
     started = time.perf_counter()
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
-        while time.perf_counter() - started < seconds:
-            row = next(rows)
+        for row in rows:
+            if time.perf_counter() - started >= seconds:
+                break
             contact = {
                 "email": row["Email"],
                 "firstName": row["First Name"],
@@ -134,7 +137,7 @@ def sequential_loop(base_url: str, csv: Path, seconds: float) -> dict[str, float
     }
 
 
-def rate_saturation(rate: int, seconds: float = 15) -> dict[str, Any]:
+def rate_saturation(rate: int, seconds: float = 30) -> dict[str, Any]:
     rows = int(rate * seconds)
     files = write_inputs(rows)
     with tempfile.TemporaryDirectory() as work, emulator(rate, LATENCY_MS) as base_url:
@@ -176,26 +179,37 @@ def rate_saturation(rate: int, seconds: float = 15) -> dict[str, Any]:
 
 
 def planning(rows: int) -> list[dict[str, Any]]:
+    """`plan` of a first sync (empty ledger), then against a ledger holding every row (the
+    nightly case the issue sets its targets for); the naive baseline does the same two."""
     files = write_inputs(rows)
     out = []
     with tempfile.TemporaryDirectory() as work:
+        state = Path(work)
         env = os.environ | {"LOOPS_SYNC_STATE": work}
-        for kind in ("csv", "parquet"):
-            config = write_config(Path(work), kind, files[kind])
-            measured = measure(PY, "-m", "sync", "plan", str(config), env=env)
-            out.append(_planning_row("loops-sync plan", kind, rows, measured))
-        naive = measure(PY, str(HERE / "naive.py"), str(files["csv"]))
-        out.append(_planning_row("naive Python", "csv", rows, naive))
+        configs = {kind: write_config(state, kind, files[kind]) for kind in ("csv", "parquet")}
+        ledger = str(state / "ledger.sqlite")
+        for ledger_rows in (0, rows):
+            if ledger_rows:
+                mark_all_delivered(configs["csv"], state)
+            for kind, config in configs.items():
+                measured = measure(PY, "-m", "sync", "plan", str(config), env=env)
+                out.append(_planning_row("loops-sync plan", kind, rows, ledger_rows, measured))
+            naive_args = [str(files["csv"])] + ([ledger] if ledger_rows else [])
+            naive = measure(PY, str(HERE / "naive.py"), *naive_args)
+            out.append(_planning_row("naive Python", "csv", rows, ledger_rows, naive))
     return out
 
 
-def _planning_row(tool: str, kind: str, rows: int, measured: dict[str, Any]) -> dict[str, Any]:
+def _planning_row(
+    tool: str, kind: str, rows: int, ledger_rows: int, measured: dict[str, Any]
+) -> dict[str, Any]:
     if measured["returncode"] != 0:
         raise RuntimeError(f"{tool} failed: {measured['stderr']}")
     return {
         "tool": tool,
         "input": kind,
         "rows": rows,
+        "ledger_rows": ledger_rows,
         "wall_seconds": measured["wall_seconds"],
         "peak_rss_mb": measured["peak_rss_mb"],
         "rows_per_second": rows / measured["wall_seconds"],
@@ -316,12 +330,14 @@ def print_tables(results: dict[str, Any]) -> None:
             f"{per_row:>12} {o['rows_per_second']:>7.2f} | {b['requests_per_second']:>10.2f} "
             f"{b['rows_per_second']:>11.2f} {r['speedup_rows']:>7.1f}x"
         )
-    print("\n2. Planning cost (read, map, validate, key, diff)")
-    print(f"{'tool':<16} {'input':<8} {'rows':>9} {'seconds':>8} {'peak MB':>8} {'rows/s':>10}")
+    print("\n2. Planning cost (read, map, validate, key, diff against the ledger)")
+    print(
+        f"{'tool':<16} {'input':<8} {'rows':>9} {'ledger':>9} {'seconds':>8} {'peak MB':>8} {'rows/s':>10}"
+    )
     for r in results["planning"]:
         print(
-            f"{r['tool']:<16} {r['input']:<8} {r['rows']:>9} {r['wall_seconds']:>8.2f} "
-            f"{r['peak_rss_mb']:>8.0f} {r['rows_per_second']:>10.0f}"
+            f"{r['tool']:<16} {r['input']:<8} {r['rows']:>9} {r['ledger_rows']:>9} "
+            f"{r['wall_seconds']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['rows_per_second']:>10.0f}"
         )
     inc = results["incremental"]
     print(f"\n3. Incremental run over {inc['rows']} rows")

@@ -2,8 +2,8 @@
 
 Each mapped column is coerced by a Polars expression that yields the value and, beside it, the
 reason the cell cannot be sent (or null). A row with any reason is rejected whole, with every
-reason, and none of its requests are sent: half a row in Loops is worse than none. The few
-Python steps left (a dict and canonical JSON per surviving row) run over bounded slices.
+reason, and none of its requests are sent: half a row in Loops is worse than none. The one
+Python step left, sha256 per body and key, runs over bounded slices while Polars builds the next.
 """
 
 from __future__ import annotations
@@ -86,9 +86,8 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
 
     A bounded slice at a time, in two steps: coerce each mapped column once (value and reason),
     then build each row's problems, identities, bodies and event keys from those columns. Only
-    that compact result is kept for the whole source; deduplication then runs over it. A body
-    that Loops already `confirmed` (same hash, same event key) is dropped at once: it will not
-    be sent, and a nightly run over a big table should not hold a million bodies it won't send.
+    that compact result is kept for the whole source; deduplication then runs over it. What
+    Loops already `confirmed` (same hash, same event key) is set aside at once (see `_settle`).
     """
     contact_fields = _contact_fields(spec.contact, frame.schema) if spec.contact else []
     event_fields = [_event_fields(event, frame.schema) for event in spec.events]
