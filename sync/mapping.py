@@ -48,8 +48,9 @@ class Mapped:
     `contacts`: row, identity, body (canonical JSON), hash, one per identity (the last row wins).
     `events`: row, identity, event, key, body, one per key.
     `rejects`: row, column, reason: one line per rejected row, its problems joined by '; '.
-    `contacts_settled`, `events_settled`: what mapping found Loops already holds (when given the
-    ledger's snapshot): counted, not kept.
+    Given the ledger's snapshot, what Loops already holds is left out: a row it holds whole is
+    only counted (`contacts_settled`, `events_settled`), and a body it holds is null. So
+    `contacts` and `events` are the candidates to send, not a census of the source.
     """
 
     rows_read: int
@@ -165,32 +166,36 @@ def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice
 
     A nightly run over a big table should not hold a million bodies it won't send: a settled
     row keeps only what deduplication and the counts need. A request that failed before is
-    never settled: it is retried.
+    never settled: it is retried. A contact's hash is looked up among every identity's, not
+    only its own: the same thing, because a body holds the email or userId its identity is
+    made of (the config reserves those names), so no two identities share a hash.
     """
     if held is None:
-        return _Slice(piece, _settled(spec, piece.head(0)))
-    known: dict[str, pl.Expr] = {}
-    settled = pl.col("__problems").is_null()
+        return _Slice(piece, _settled_rows(spec, piece.head(0)))
+    skip_body: dict[str, pl.Expr] = {}  # body column: whether Loops holds it (no retry due)
+    whole = pl.col("__problems").is_null()
     if spec.contact:
-        known["__c.body"] = held.contacts.holds(piece.get_column("__c.hash"))
-        known["__c.body"] &= ~pl.col("__c.identity").is_in(held.retried)
-        settled &= known["__c.body"]
+        skip_body["__c.body"] = held.contacts.holds(piece.get_column("__c.hash"))
+        skip_body["__c.body"] &= ~pl.col("__c.identity").is_in(held.retried)
+        whole &= skip_body["__c.body"]
     for index in range(len(spec.events)):
         key = f"__e{index}.key"
-        known[f"__e{index}.body"] = held.events.holds(piece.get_column(key))
-        known[f"__e{index}.body"] &= ~pl.col(key).is_in(held.retried)
-        settled &= ~pl.col(f"__e{index}.applies") | known[f"__e{index}.body"]
+        skip_body[f"__e{index}.body"] = held.events.holds(piece.get_column(key))
+        skip_body[f"__e{index}.body"] &= ~pl.col(key).is_in(held.retried)
+        whole &= ~pl.col(f"__e{index}.applies") | skip_body[f"__e{index}.body"]
     marked = piece.with_columns(
-        settled.alias("__settled"),
-        *(pl.when(~held_).then(pl.col(body)).alias(body) for body, held_ in known.items()),
+        whole.alias("__settled"),
+        *(pl.when(~skip).then(pl.col(body)).alias(body) for body, skip in skip_body.items()),
     )
     pending = marked.filter(~pl.col("__settled")).drop("__settled")
+    # Mostly pending (a first sync), its buffers are mostly in use: copying would gain little.
     if pending.height < piece.height // 2:
         pending = _compact(pending)
-    return _Slice(pending, _compact(_settled(spec, marked.filter(pl.col("__settled")))))
+    settled = _settled_rows(spec, marked.filter(pl.col("__settled")))
+    return _Slice(pending, _compact(settled))
 
 
-def _settled(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
+def _settled_rows(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
     """What a settled row still counts for: its contact identity, so that it wins over earlier
     rows of that identity, and a fingerprint of each event key (for the count, in this run)."""
     identity = pl.col("__c.identity") if spec.contact else pl.lit(None, pl.String)
@@ -204,7 +209,11 @@ def _settled(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.DataFrame) -> int:
-    """Settled event keys, each once, less those a pending row also has (the plan counts them)."""
+    """Settled event keys, each once, less those a pending row also has (the plan counts them).
+
+    By fingerprint alone: two keys sharing one (about 1 in 10^7 runs of a million keys) would
+    make the "already delivered" count one short. Only the count: nothing sent depends on it.
+    """
     if not spec.events:
         return 0
     fingerprints = pl.concat(settled.get_column(f"__e{i}.fp") for i in range(len(spec.events)))
@@ -230,6 +239,8 @@ class _Lookup:
         return cls(pl.DataFrame({"fp": values.hash(), "value": values}))
 
     def holds(self, values: pl.Series) -> pl.Expr:
+        """Whether each of `values` is held: a column lined up with `values` by position, to be
+        used on the frame they came from before any filter or sort."""
         probe = pl.DataFrame({"fp": values.hash(), "value": values}).with_row_index("i")
         found = (
             probe.join(self.table, on="fp", how="inner", suffix="_held")

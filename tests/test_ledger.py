@@ -5,11 +5,15 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sync import mapping
 from sync.config import SyncConfig
 from sync.errors import LockedError, SourceError
 from sync.ledger import SCHEMA_VERSION, Ledger, Snapshot, hold_lock
@@ -182,6 +186,66 @@ def test_a_settled_last_row_wins_over_an_earlier_changed_one(tmp_path: Path) -> 
     assert plan.requests.get_column("identity").unique().to_list() == ["e:b@x.io"]
     assert again.duplicates == 1
     assert plan.counts == make_plan(mapped(rows), ledger.snapshot()).counts
+
+
+ROWS = st.lists(
+    st.tuples(st.sampled_from(["a@x.io", "b@x.io", "c@x.io", "bad"]), st.sampled_from("fp")),
+    max_size=12,
+)
+
+
+SHAPES = [
+    SPEC,
+    SyncConfig.model_validate(  # events only, one of them only on some rows
+        {
+            "name": "t",
+            "source": {"csv": "x.csv"},
+            "events": [
+                {"name": "signup", "email": "email"},
+                {"name": "upgraded", "email": "email", "when": "plan = 'p'"},
+            ],
+        }
+    ),
+    SyncConfig.model_validate(  # a contact only, whose empty cells clear
+        {
+            "name": "t",
+            "source": {"csv": "x.csv"},
+            "contact": {"email": "email", "properties": {"plan": "plan"}, "empty": "clear"},
+        }
+    ),
+]
+
+
+@pytest.mark.parametrize("spec", SHAPES, ids=["contact+event", "events", "contact"])
+@settings(max_examples=40, deadline=None)
+@given(before=ROWS, now=ROWS, failed=st.sets(st.sampled_from(["e:a@x.io", "e:b@x.io"])))
+def test_setting_rows_aside_while_mapping_changes_no_plan(
+    spec: SyncConfig, before: list[tuple[str, str]], now: list[tuple[str, str]], failed: set[str]
+) -> None:
+    """Mapping with the ledger's snapshot (rows Loops holds set aside, slices of 3 rows, built a
+    slice ahead) plans the same requests and counts as mapping without it."""
+
+    def mapped_as(rows: list[tuple[str, str]], confirmed: Snapshot | None = None) -> Mapped:
+        frame = pl.DataFrame(rows, schema=["email", "plan"], orient="row")
+        return map_rows(spec, frame.with_row_index(ROW, offset=1), confirmed=confirmed)
+
+    with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mapping, "SLICE_ROWS", 3)
+        ledger = Ledger(Path(work) / "ledger.sqlite", "t")
+        deliver_all(ledger, make_plan(mapped_as(before), ledger.snapshot()).requests)
+        for identity in failed:
+            ledger.request_failed("contact", identity, "HTTP 500")
+        ledger.flush()
+        snapshot = ledger.snapshot()
+        for full in (False, True):
+            skip = snapshot.without_contacts() if full else snapshot
+            aside, whole = mapped_as(now, skip), mapped_as(now)
+            planned, reference = (make_plan(m, snapshot, full=full) for m in (aside, whole))
+            assert planned.requests.rows() == reference.requests.rows()
+            assert planned.counts == reference.counts
+            assert aside.rejects.rows() == whole.rejects.rows()
+            assert aside.duplicates == whole.duplicates
+        ledger.close()
 
 
 def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
