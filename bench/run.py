@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import write_config, write_inputs
 
 from sync.config import load_config
-from sync.pipeline import plan_sync
+from sync.pipeline import LEDGER_FILE, plan_sync
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -187,7 +187,7 @@ def planning(rows: int) -> list[dict[str, Any]]:
         state = Path(work)
         env = os.environ | {"LOOPS_SYNC_STATE": work}
         configs = {kind: write_config(state, kind, files[kind]) for kind in ("csv", "parquet")}
-        ledger = str(state / "ledger.sqlite")
+        ledger = str(state / LEDGER_FILE)
         for ledger_rows in (0, rows):
             if ledger_rows:
                 mark_all_delivered(configs["csv"], state)
@@ -227,7 +227,7 @@ def mark_all_delivered(config: Path, state: Path) -> None:
         requests = plan_sync(loaded).plan.requests
     finally:
         del os.environ["LOOPS_SYNC_STATE"]
-    db = sqlite3.connect(state / "ledger.sqlite")
+    db = sqlite3.connect(state / LEDGER_FILE)
     now = time.time()
     contacts = requests.filter(pl.col("kind") == "contact").select("identity", "ref")
     events = requests.filter(pl.col("kind") == "event").select("ref", "identity", "event")

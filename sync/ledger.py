@@ -152,8 +152,8 @@ class Ledger:
         )
 
     def _frame(self, query: str, schema: dict[str, Any]) -> pl.DataFrame:
-        """A bounded batch of Python rows at a time: a million at once would hold ~250 MB of
-        tuples, which the process keeps for the rest of the run once it has grown to hold them."""
+        """A bounded batch of Python rows at a time: a million rows at once raised the peak by
+        about 115 MB (measured), memory the process then keeps for the rest of the run."""
         cursor = self._db.execute(query, (self.sync,))
         batches = iter(lambda: cursor.fetchmany(SNAPSHOT_BATCH), [])
         frames = [pl.DataFrame(rows, schema=schema, orient="row") for rows in batches]
