@@ -1,10 +1,15 @@
 """Deterministic keys: the same input gives the same key on any machine, any day.
 
 A contact's payload hash tells the ledger whether Loops already holds exactly this payload.
-An event's key is its `Idempotency-Key`: it depends only on the sync, the event name, the
-contact's identity and the `once_per` values, so editing an event's properties never re-sends it.
+An event occurrence is (sync, event name, the contact, the `once_per` values), and Loops matches
+a contact by its email or its userId: so an occurrence has a key per identifier it carries, one
+made from `e:<email>` and one from `u:<userId>`, and counts as delivered when either is in the
+ledger. The one sent as `Idempotency-Key` is the email's when there is an email (emails are what
+every event carries), else the userId's. Editing an event's properties never changes its keys.
 Each key starts with a kind and a scheme version, so a contact hash can never equal an event key
 and the scheme can change on purpose. Polars' own hashes are not stable across versions: sha256.
+`ls1` keys (one identity per occurrence, `once_per` values without their column names) are still
+computed for ledgers written before `ls2`.
 
 Two forms of the same canonical JSON live here: `canonical_json()` for one Python value (the
 reference), and `json_object()` / `json_value()`, Polars expressions that write a whole column of
@@ -28,14 +33,18 @@ __all__ = [
     "contact_hash",
     "event_key",
     "event_keys",
+    "hash_event_keys",
     "json_object",
     "json_value",
+    "legacy_event_key",
+    "legacy_event_keys",
     "payload_hash",
     "payload_hashes",
 ]
 
 CONTACT_SCHEME = "c1"
-EVENT_SCHEME = "ls1"
+EVENT_SCHEME = "ls2"
+LEGACY_EVENT_SCHEME = "ls1"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -53,10 +62,21 @@ def contact_hash(payload: Mapping[str, Any]) -> str:
     return payload_hash(canonical_json(payload))
 
 
-def event_key(sync_name: str, event_name: str, identity: str, once_per: Sequence[Any] = ()) -> str:
-    """The event's `Idempotency-Key`: 'ls1-' and 64 hex digits, 68 characters (Loops allows 100)."""
-    material = canonical_json([EVENT_SCHEME, sync_name, event_name, identity, list(once_per)])
+def event_key(
+    sync_name: str, event_name: str, identifier: str, once_per: Mapping[str, str] | None = None
+) -> str:
+    """An occurrence's key by one identifier (`e:<email>` or `u:<userId>`): 'ls2-' and 64 hex
+    digits, 68 characters (Loops allows 100). `once_per`: column name to canonical text."""
+    material = canonical_json([EVENT_SCHEME, sync_name, event_name, identifier, once_per or {}])
     return f"{EVENT_SCHEME}-{hashlib.sha256(material).hexdigest()}"
+
+
+def legacy_event_key(
+    sync_name: str, event_name: str, identity: str, once_per: Sequence[Any] = ()
+) -> str:
+    """The `ls1` key of ledgers written before `ls2`: one identity, `once_per` values only."""
+    material = canonical_json([LEGACY_EVENT_SCHEME, sync_name, event_name, identity, list(once_per)])
+    return f"{LEGACY_EVENT_SCHEME}-{hashlib.sha256(material).hexdigest()}"
 
 
 def _refuse_non_finite(value: Any) -> None:
@@ -111,21 +131,33 @@ def payload_hashes(bodies: pl.Series) -> pl.Series:
 
 def _sha256_hex(texts: pl.Series, prefix: str) -> pl.Series:
     sha256 = hashlib.sha256
-    hexes = [sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()]
+    hexes = [None if b is None else sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()]
     digests = pl.Series(hexes, dtype=pl.String)
     return pl.select((pl.lit(prefix) + digests).alias(texts.name)).to_series()
 
 
 def event_keys(
+    sync_name: str, event_name: str, identifiers: pl.Expr, once_per: Mapping[str, pl.Expr]
+) -> pl.Expr:
+    """The canonical JSON that `event_key` hashes, per row (hash it with `hash_event_keys`);
+    null where the identifier is null. `once_per` values must not be null."""
+    head = orjson.dumps([EVENT_SCHEME, sync_name, event_name]).decode()[:-1]
+    values = json_object({name: json_value(value) for name, value in once_per.items()})
+    material = pl.lit(head + ",") + _encoded(identifiers) + pl.lit(",") + values + pl.lit("]")
+    return pl.when(identifiers.is_not_null()).then(material)
+
+
+def legacy_event_keys(
     sync_name: str, event_name: str, identities: pl.Expr, once_per: list[pl.Expr]
 ) -> pl.Expr:
-    """The canonical JSON that `event_key` hashes, per row (hash it with `hash_event_keys`)."""
-    head = orjson.dumps([EVENT_SCHEME, sync_name, event_name]).decode()[:-1]
+    """The canonical JSON that `legacy_event_key` hashes, per row."""
+    head = orjson.dumps([LEGACY_EVENT_SCHEME, sync_name, event_name]).decode()[:-1]
     values = [json_value(value) for value in once_per]
     listed = pl.concat_str(values, separator=",") if values else pl.lit("")
     return pl.lit(head + ",") + _encoded(identities) + pl.lit(",[") + listed + pl.lit("]]")
 
 
-def hash_event_keys(materials: pl.Series) -> pl.Series:
-    """`event_key` of each material from `event_keys`."""
-    return _sha256_hex(materials, f"{EVENT_SCHEME}-")
+def hash_event_keys(materials: pl.Series, *, scheme: str = EVENT_SCHEME) -> pl.Series:
+    """`event_key` (or, with `scheme="ls1"`, `legacy_event_key`) of each material; null stays
+    null."""
+    return _sha256_hex(materials, f"{scheme}-")

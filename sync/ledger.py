@@ -24,10 +24,11 @@ from typing import Any, Literal
 import polars as pl
 
 from sync.errors import LockedError, SourceError
+from sync.keys import event_key
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "RunRecord", "Snapshot", "hold_lock"]
+__all__ = ["SCHEMA_VERSION", "Ledger", "Occurrence", "RunRecord", "Snapshot", "hold_lock"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FLUSH_EVERY = 500
 FLUSH_SECONDS = 2.0
 SNAPSHOT_BATCH = 50_000
@@ -51,6 +52,20 @@ MIGRATIONS: list[str] = [
         exit_code INTEGER, config_hash TEXT NOT NULL, counts TEXT);
     CREATE INDEX runs_by_sync ON runs (sync, started_at);
     """,
+    # ls2: an occurrence is found by its email or its userId. Events delivered under ls1 keep
+    # their key, gain the key of the identifier they were sent with (as if without once_per:
+    # their once_per values are not known), and are found by either.
+    """
+    ALTER TABLE events ADD COLUMN key_email TEXT;
+    ALTER TABLE events ADD COLUMN key_user TEXT;
+    ALTER TABLE events ADD COLUMN email TEXT;
+    ALTER TABLE events ADD COLUMN user_id TEXT;
+    ALTER TABLE events ADD COLUMN once_per TEXT;
+    UPDATE events SET email = substr(identity, 3), key_email = ls2_key(sync, event, identity)
+        WHERE identity LIKE 'e:%';
+    UPDATE events SET user_id = substr(identity, 3), key_user = ls2_key(sync, event, identity)
+        WHERE identity LIKE 'u:%';
+    """,
 ]
 
 
@@ -58,12 +73,15 @@ MIGRATIONS: list[str] = [
 class Snapshot:
     """What Loops has confirmed for one sync, as the plan compares against it.
 
-    `contacts`: identity, hash. `events`: key. `failures`: kind, ref, attempts, last_error.
+    `contacts`: identity, hash. `events`: key, every key a delivered occurrence is known by (its
+    email's, its userId's, an `ls1` key). `failures`: kind, ref, attempts, last_error.
+    `legacy_events`: some of those keys are `ls1` keys.
     """
 
     contacts: pl.DataFrame
     events: pl.DataFrame
     failures: pl.DataFrame
+    legacy_events: bool = False
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -82,7 +100,19 @@ class Snapshot:
 
     def without_contacts(self) -> Snapshot:
         """For `--full`: every contact counts as unsent; events stay delivered, never repeated."""
-        return Snapshot(Snapshot.empty().contacts, self.events, self.failures)
+        return Snapshot(Snapshot.empty().contacts, self.events, self.failures, self.legacy_events)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """What the ledger keeps of a delivered event besides its key: its keys by email and by
+    userId, the identifiers themselves and its `once_per` values (a JSON object)."""
+
+    key_email: str | None = None
+    key_user: str | None = None
+    email: str | None = None
+    user_id: str | None = None
+    once_per: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +133,7 @@ class Ledger:
         _make_state_dir(path.parent)
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.create_function("ls2_key", 3, _ls2_key_of_identity, deterministic=True)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
@@ -134,7 +165,13 @@ class Ledger:
     # --- reading, for the plan ----------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.delivered_contacts(), self.delivered_events(), self.failures())
+        legacy = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE sync = ? AND key LIKE 'ls1-%')",
+            (self.sync,),
+        ).fetchone()[0]
+        return Snapshot(
+            self.delivered_contacts(), self.delivered_events(), self.failures(), bool(legacy)
+        )
 
     def delivered_contacts(self) -> pl.DataFrame:
         return self._frame(
@@ -143,7 +180,15 @@ class Ledger:
         )
 
     def delivered_events(self) -> pl.DataFrame:
-        return self._frame("SELECT key FROM events WHERE sync = ?", {"key": pl.String})
+        """Every key a delivered occurrence is known by, each once."""
+        return self._frame(
+            """SELECT key FROM events WHERE sync = ?1
+               UNION ALL SELECT key_email FROM events
+                   WHERE sync = ?1 AND key_email IS NOT NULL AND key_email != key
+               UNION ALL SELECT key_user FROM events
+                   WHERE sync = ?1 AND key_user IS NOT NULL AND key_user != key""",
+            {"key": pl.String},
+        )
 
     def failures(self) -> pl.DataFrame:
         return self._frame(
@@ -171,13 +216,30 @@ class Ledger:
             (self.sync, identity),
         )
 
-    def event_delivered(self, key: str, identity: str, event: str) -> None:
+    def event_delivered(
+        self, key: str, identity: str, event: str, occurrence: Occurrence | None = None
+    ) -> None:
         """Committed at once, unlike contacts: Loops forgets an Idempotency-Key after 24 hours,
         so an event lost from an unflushed batch by a SIGKILL, then re-sent by a run a day later,
-        would be delivered twice. A commit costs about 35 µs here, a request milliseconds."""
+        would be delivered twice. A commit costs about 35 µs here, a request milliseconds.
+
+        `occurrence`: the identifiers it was delivered with, by which later runs find it."""
+        found_by = occurrence or Occurrence()
         self._queue(
-            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
-            (self.sync, key, identity, event, time.time()),
+            "INSERT OR IGNORE INTO events (sync, key, identity, event, delivered_at, key_email,"
+            " key_user, email, user_id, once_per) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.sync,
+                key,
+                identity,
+                event,
+                time.time(),
+                found_by.key_email,
+                found_by.key_user,
+                found_by.email,
+                found_by.user_id,
+                found_by.once_per,
+            ),
         )
         self._queue(
             "DELETE FROM failures WHERE sync = ? AND kind = 'event' AND ref = ?", (self.sync, key)
@@ -241,6 +303,11 @@ class Ledger:
             (self.sync, limit),
         ).fetchall()
         return [RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}) for r in rows]
+
+
+def _ls2_key_of_identity(sync: str, event: str, identity: str) -> str:
+    """For the migration to ls2: the key of an `ls1` occurrence by its one identifier."""
+    return event_key(sync, event, identity)
 
 
 @contextmanager

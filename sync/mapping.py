@@ -18,10 +18,17 @@ import polars as pl
 
 from sync.config import ContactSection, EventSection, PropertyMapping, PropertyType, SyncConfig
 from sync.errors import ConfigProblem
-from sync.keys import event_keys, hash_event_keys, json_object, json_value, payload_hashes
+from sync.keys import (
+    event_keys,
+    hash_event_keys,
+    json_object,
+    json_value,
+    legacy_event_keys,
+    payload_hashes,
+)
 from sync.ledger import Snapshot
 
-__all__ = ["ROW", "Mapped", "constant_problems", "map_rows"]
+__all__ = ["ROW", "Mapped", "constant_problems", "delivered_events", "map_rows"]
 
 ROW = "__row"
 MAX_JSON_CHARS = 500
@@ -114,12 +121,14 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     def built(piece: pl.DataFrame) -> pl.DataFrame:
         return piece.lazy().select(coerce).collect().select(build)
 
+    legacy = held is not None and held.legacy
     pieces = [
-        _settle(spec, _hashed(spec, piece), held)
+        _settle(spec, _hashed(spec, piece, legacy=legacy), held)
         for piece in _one_ahead(built, frame.iter_slices(SLICE_ROWS))
     ]
     if not pieces:
-        pieces = [_settle(spec, _hashed(spec, frame.head(0).select(coerce).select(build)), None)]
+        empty = frame.head(0).select(coerce).select(build)
+        pieces = [_settle(spec, _hashed(spec, empty, legacy=legacy), None)]
     checked = pl.concat([piece.pending for piece in pieces], rechunk=False)
     settled = pl.concat([piece.settled for piece in pieces], rechunk=False)
     rejects = _rejects(checked)
@@ -151,14 +160,27 @@ def _one_ahead(
             yield ahead.result()
 
 
-def _hashed(spec: SyncConfig, piece: pl.DataFrame) -> pl.DataFrame:
-    """Hash a slice's bodies and event keys while it is small (sha256 runs in Python)."""
+def _hashed(spec: SyncConfig, piece: pl.DataFrame, *, legacy: bool) -> pl.DataFrame:
+    """Hash a slice's bodies and event keys while it is small (sha256 runs in Python).
+
+    An event's `key`, its Idempotency-Key, is its email's key, else its userId's. `legacy`: the
+    ledger holds `ls1` keys, so each occurrence's `ls1` key is looked up too."""
     hashes = []
     if spec.contact:
         hashes.append(payload_hashes(piece.get_column("__c.body")).alias("__c.hash"))
     for index in range(len(spec.events)):
-        hashes.append(hash_event_keys(piece.get_column(f"__e{index}.key")))
-    return piece.with_columns(hashes)
+        prefix = f"__e{index}."
+        for name in ("key_email", "key_user"):
+            hashes.append(hash_event_keys(piece.get_column(prefix + name)))
+        if legacy:
+            hashes.append(hash_event_keys(piece.get_column(prefix + "legacy"), scheme="ls1"))
+    hashed = piece.with_columns(hashes).with_columns(
+        pl.coalesce(f"__e{i}.key_email", f"__e{i}.key_user").alias(f"__e{i}.key")
+        for i in range(len(spec.events))
+    )
+    if legacy:
+        return hashed
+    return hashed.drop(f"__e{i}.legacy" for i in range(len(spec.events)))
 
 
 def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice:
@@ -180,7 +202,7 @@ def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice
         whole &= skip_body["__c.body"]
     for index in range(len(spec.events)):
         key = f"__e{index}.key"
-        skip_body[f"__e{index}.body"] = held.events.holds(piece.get_column(key))
+        skip_body[f"__e{index}.body"] = held.holds_event(piece, f"__e{index}.")
         skip_body[f"__e{index}.body"] &= ~pl.col(key).is_in(held.retried)
         whole &= ~pl.col(f"__e{index}.applies") | skip_body[f"__e{index}.body"]
     marked = piece.with_columns(
@@ -258,6 +280,7 @@ class _Held:
     contacts: _Lookup
     events: _Lookup
     retried: pl.Series
+    legacy: bool
 
     @classmethod
     def of(cls, confirmed: Snapshot) -> _Held:
@@ -265,7 +288,22 @@ class _Held:
             _Lookup.of(confirmed.contacts.get_column("hash")),
             _Lookup.of(confirmed.events.get_column("key")),
             confirmed.failures.get_column("ref").implode(),
+            confirmed.legacy_events,
         )
+
+    def holds_event(self, frame: pl.DataFrame, prefix: str = "") -> pl.Expr:
+        """Whether Loops holds each occurrence of `frame`: delivered to the same contact, found
+        by its email or by its userId, as Loops finds contacts (or by its `ls1` key)."""
+        held = self.events.holds(frame.get_column(prefix + "key_email"))
+        held |= self.events.holds(frame.get_column(prefix + "key_user"))
+        if self.legacy:
+            held |= self.events.holds(frame.get_column(prefix + "legacy"))
+        return held
+
+
+def delivered_events(events: pl.DataFrame, confirmed: Snapshot) -> pl.Expr:
+    """For the plan: whether Loops holds each of `events` (a `Mapped.events` frame)."""
+    return _Held.of(confirmed).holds_event(events)
 
 
 def _compact(frame: pl.DataFrame) -> pl.DataFrame:
@@ -567,14 +605,37 @@ def _contact_columns(section: ContactSection, fields: list[_Field]) -> list[pl.E
 def _event_columns(
     sync_name: str, event: EventSection, fields: list[_Field], *, prefix: str
 ) -> list[pl.Expr]:
+    """An occurrence's keys (by email, by userId, and the `ls1` one), still to be hashed, its
+    `once_per` values as a JSON object for the ledger, and the request body."""
     sent = [f for f in fields if f.key != "__identity"]
     payload = [f for f in sent if not f.key.startswith("once_per.")]
-    once_per = [f.value for f in sent if f.key.startswith("once_per.")]
+    once_per = {
+        f.key.removeprefix("once_per."): f.value for f in sent if f.key.startswith("once_per.")
+    }
+    values = {f.key: f.value for f in sent}
+    email, user_id = values.get("email"), values.get("userId")
     identity = _identity(sent)
+    by = {
+        "key_email": pl.lit("e:") + email if email is not None else None,
+        "key_user": pl.lit("u:") + user_id if user_id is not None else None,
+    }
+    keys = [
+        (
+            event_keys(sync_name, event.name, identifier, once_per)
+            if identifier is not None
+            else pl.lit(None, pl.String)
+        ).alias(prefix + name)
+        for name, identifier in by.items()
+    ]
+    legacy = legacy_event_keys(sync_name, event.name, identity, list(once_per.values()))
     return [
         pl.col(prefix + "applies"),
         identity.alias(prefix + "identity"),
-        event_keys(sync_name, event.name, identity, once_per).alias(prefix + "key"),
+        *keys,
+        legacy.alias(prefix + "legacy"),
+        json_object({name: json_value(value) for name, value in once_per.items()}).alias(
+            prefix + "once_per"
+        ),
         _body(payload, clear=False, event_name=event.name).alias(prefix + "body"),
         *_identifiers(sent, prefix),
     ]
@@ -630,11 +691,21 @@ def _empty_contacts() -> pl.DataFrame:
 
 
 def _events(spec: SyncConfig, valid: pl.DataFrame) -> pl.DataFrame:
+    """One line per occurrence (the last row of each key), in row order.
+
+    `identity` is the contact the event goes with: the identity of its row's contact upsert
+    where the sync has one, so that the upsert is sent first even when the event names the
+    contact by another column; else the event's own identity.
+    """
     schema = {
         ROW: pl.UInt32,
         "identity": pl.String,
         "event": pl.String,
         "key": pl.String,
+        "key_email": pl.String,
+        "key_user": pl.String,
+        "legacy": pl.String,
+        "once_per": pl.String,
         "body": pl.String,
         "email": pl.String,
         "userId": pl.String,
@@ -642,11 +713,20 @@ def _events(spec: SyncConfig, valid: pl.DataFrame) -> pl.DataFrame:
     frames = [pl.DataFrame(schema=schema)]
     for index, event in enumerate(spec.events):
         prefix = f"__e{index}."
+        own = pl.col(prefix + "identity")
+        identity = pl.coalesce("__c.identity", own) if spec.contact else own
+        legacy = prefix + "legacy"
         rows = valid.filter(pl.col(prefix + "applies")).select(
             ROW,
-            *[pl.col(prefix + name).alias(name) for name in ("identity", "key", "body")],
+            identity.alias("identity"),
             pl.lit(event.name).alias("event"),
-            *[pl.col(prefix + name).alias(name) for name in ("email", "userId")],
+            *[
+                pl.col(prefix + name).alias(name)
+                for name in ("key", "key_email", "key_user", "once_per", "body", "email", "userId")
+            ],
+            (pl.col(legacy) if legacy in valid.columns else pl.lit(None, pl.String)).alias(
+                "legacy"
+            ),
         )
         frames.append(rows.filter(pl.col("key").is_last_distinct()).select(list(schema)))
     return pl.concat(frames, rechunk=False).sort(ROW, maintain_order=True)

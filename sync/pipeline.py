@@ -287,10 +287,10 @@ class _Recorder:
                 self.ledger.contact_delivered(request.identity, request.ref)
                 report.contacts_sent += 1
             case "delivered", "event":
-                self.ledger.event_delivered(request.ref, request.identity, request.event or "")
+                self._event_delivered(request)
                 report.events_sent += 1
             case "duplicate", _:
-                self.ledger.event_delivered(request.ref, request.identity, request.event or "")
+                self._event_delivered(request)
                 report.already_delivered += 1
             case "rejected", _:
                 self._failed(request, result.message)
@@ -303,6 +303,11 @@ class _Recorder:
                 report.deferred += 1
             case _:
                 report.not_sent += 1
+
+    def _event_delivered(self, request: Request) -> None:
+        self.ledger.event_delivered(
+            request.ref, request.identity, request.event or "", request.occurrence
+        )
 
     def _failed(self, request: Request, message: str) -> None:
         ref = request.identity if request.kind == "contact" else request.ref

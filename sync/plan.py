@@ -23,12 +23,14 @@ import orjson
 import polars as pl
 
 from sync.keys import canonical_json
-from sync.ledger import Snapshot
-from sync.mapping import ROW, Mapped
+from sync.ledger import Occurrence, Snapshot
+from sync.mapping import ROW, Mapped, delivered_events
 
 __all__ = ["Job", "Plan", "Request", "make_plan"]
 
 SLICE_ROWS = 20_000
+# An event's `Occurrence`, column by column, in the plan frame (null on contact lines).
+OCCURRENCE_COLUMNS = ("key_email", "key_user", "occurrence_email", "occurrence_user_id", "once_per")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Request:
     body: bytes
     event: str | None = None
     folded: Request | None = None  # the contact upsert this event carries, if any
+    occurrence: Occurrence | None = None  # an event's other keys and identifiers, for the ledger
 
 
 @dataclass(frozen=True)
@@ -80,15 +83,20 @@ class Plan:
             return
         current: list[Request] = []
         folds = False
-        columns = ("kind", ROW, "identity", "ref", "body", "event", "fold")
+        columns = ("kind", ROW, "identity", "ref", "body", "event", "fold", *OCCURRENCE_COLUMNS)
         for piece in self.requests.iter_slices(SLICE_ROWS):
-            for kind, row, identity, ref, body, event, fold in piece.select(columns).iter_rows():
+            for kind, row, identity, ref, body, event, fold, *found_by in piece.select(
+                columns
+            ).iter_rows():
                 if current and current[0].identity != identity:
                     yield self._job(current, folds)
                     current = []
                 if kind == "contact":
                     folds = bool(fold)
-                current.append(Request(kind, row, identity, ref, body.encode(), event))
+                occurrence = Occurrence(*found_by) if kind == "event" else None
+                current.append(
+                    Request(kind, row, identity, ref, body.encode(), event, None, occurrence)
+                )
         if current:
             yield self._job(current, folds)
 
@@ -110,13 +118,14 @@ def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
         canonical_json(merged),
         first.event,
         folded=contact,
+        occurrence=first.occurrence,
     )
     return (carrier, *events[1:])
 
 
 def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Plan:
     """Compare with what Loops confirmed before; `full` sends every contact again."""
-    delivered, events_done = confirmed.contacts, confirmed.events
+    delivered = confirmed.contacts
     failed_refs = confirmed.failures.get_column("ref").implode()
 
     contacts = mapped.contacts.join(
@@ -131,7 +140,7 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
         .otherwise(pl.lit("unchanged"))
         .alias("status")
     )
-    events = mapped.events.join(events_done, on="key", how="anti").with_columns(
+    events = mapped.events.filter(~delivered_events(mapped.events, confirmed)).with_columns(
         pl.when(pl.col("key").is_in(failed_refs))
         .then(pl.lit("retry"))
         .otherwise(pl.lit("new"))
@@ -150,6 +159,7 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
                 "email",
                 "userId",
                 "foldable",
+                *(pl.lit(None, pl.String).alias(name) for name in OCCURRENCE_COLUMNS),
             ),
             events.select(
                 pl.lit("event").alias("kind"),
@@ -162,6 +172,11 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
                 "email",
                 "userId",
                 pl.lit(False).alias("foldable"),
+                pl.col("key_email"),
+                pl.col("key_user"),
+                pl.col("email").alias("occurrence_email"),
+                pl.col("userId").alias("occurrence_user_id"),
+                pl.col("once_per"),
             ),
         ],
         rechunk=False,

@@ -99,10 +99,10 @@ def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(tmp_path: Pat
 def test_syncs_sharing_a_ledger_file_do_not_see_each_other(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     one = Ledger(path, "one")
-    one.event_delivered("ls1-x", "e:a@x.io", "signup")
+    one.event_delivered("ls2-x", "e:a@x.io", "signup")
     one.flush()
     assert Ledger(path, "two").delivered_events().is_empty()
-    assert Ledger(path, "one").delivered_events().rows() == [("ls1-x",)]
+    assert Ledger(path, "one").delivered_events().rows() == [("ls2-x",)]
 
 
 def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> None:
@@ -261,5 +261,5 @@ def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) 
 def test_a_delivered_event_is_committed_at_once(tmp_path: Path) -> None:
     """A SIGKILL must not lose it: re-sent a day later, Loops would no longer answer 409."""
     path = tmp_path / "ledger.sqlite"
-    Ledger(path, "t").event_delivered("ls1-x", "e:a@x.io", "signup")  # never flushed or closed
-    assert Ledger(path, "t").delivered_events().rows() == [("ls1-x",)]
+    Ledger(path, "t").event_delivered("ls2-x", "e:a@x.io", "signup")  # never flushed or closed
+    assert Ledger(path, "t").delivered_events().rows() == [("ls2-x",)]

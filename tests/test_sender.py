@@ -27,7 +27,7 @@ def job(n: int, *, events: int = 1) -> Job:
             "event",
             n,
             identity,
-            f"ls1-{n}-{i}",
+            f"ls2-{n}-{i}",
             orjson.dumps({"eventName": f"e{i}", "email": f"p{n}@example.com"}),
             f"e{i}",
         )
@@ -72,7 +72,7 @@ def test_everything_delivered_with_key_and_auth_headers() -> None:
     for request in loops.requests:
         assert request.headers["authorization"] == "Bearer secret-key"
         if request.url.path == EVENT:
-            assert request.headers["idempotency-key"].startswith("ls1-")
+            assert request.headers["idempotency-key"].startswith("ls2-")
         else:
             assert "idempotency-key" not in request.headers
 
@@ -100,15 +100,15 @@ def test_dropped_connection_and_timeout_are_retried_with_the_same_key() -> None:
     drop = httpx.RemoteProtocolError("Server disconnected without sending a response.")
     loops = ScriptedLoops({EVENT: [drop, httpx.ReadTimeout("slow")]})
     results, _ = send([job(1)], loops)
-    assert statuses(results)["ls1-1-0"] == "delivered"
+    assert statuses(results)["ls2-1-0"] == "delivered"
     keys = [r.headers["idempotency-key"] for r in loops.requests if r.url.path == EVENT]
-    assert keys == ["ls1-1-0"] * 3
+    assert keys == ["ls2-1-0"] * 3
 
 
 def test_retries_are_capped_and_the_failure_reported() -> None:
     loops = ScriptedLoops({UPSERT: [500] * 10})
     results, counters = send([job(1)], loops, attempts=3)
-    assert statuses(results) == {"c1:1": "failed", "ls1-1-0": "deferred"}
+    assert statuses(results) == {"c1:1": "failed", "ls2-1-0": "deferred"}
     assert counters.requests == 3
     assert all(r.url.path == UPSERT for r in loops.requests)  # the event waits for the next run
 
@@ -127,7 +127,7 @@ def test_400_rejects_the_row_with_loops_message_and_is_not_retried() -> None:
 def test_409_on_an_event_means_already_delivered() -> None:
     loops = ScriptedLoops({EVENT: [409]})
     results, _ = send([job(1)], loops)
-    assert statuses(results)["ls1-1-0"] == "duplicate"
+    assert statuses(results)["ls2-1-0"] == "duplicate"
 
 
 def test_401_stops_the_whole_run_at_once() -> None:

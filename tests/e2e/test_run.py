@@ -61,7 +61,7 @@ def test_a_run_puts_contacts_and_events_into_loops(project: Project) -> None:
         assert "subscribed" not in body
         assert None not in body.values()
         if request["path"].endswith("/events/send"):
-            assert request["idempotency_key"].startswith("ls1-")
+            assert request["idempotency_key"].startswith("ls2-")
 
 
 def test_a_contacts_properties_reach_loops_before_its_events(project: Project) -> None:
@@ -148,7 +148,7 @@ def test_dry_run_writes_the_payloads_and_sends_nothing(project: Project) -> None
     lines = (project.state / "people-dry-run.ndjson").read_text().splitlines()
     payloads = [json.loads(line) for line in lines]
     assert [p["path"] for p in payloads] == ["/v1/events/send"] * 3  # upserts ride on events
-    assert all(p["idempotency_key"].startswith("ls1-") for p in payloads)
+    assert all(p["idempotency_key"].startswith("ls2-") for p in payloads)
     assert {p["body"]["firstName"] for p in payloads} == {"Ada", "Grace", "Linus"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from hashlib import sha256
 from typing import Any
 
 import orjson
@@ -21,6 +22,8 @@ from sync.keys import (
     hash_event_keys,
     json_object,
     json_value,
+    legacy_event_key,
+    legacy_event_keys,
     payload_hash,
 )
 
@@ -118,13 +121,16 @@ def test_contact_hash_is_the_payload_hash_of_the_canonical_body() -> None:
 # --- event keys -----------------------------------------------------------------------------------
 
 
-@given(sync=names, event=names, identity=names, once_per=st.lists(st.text(), max_size=3))
+once_per_maps = st.dictionaries(names, st.text(), max_size=3)
+
+
+@given(sync=names, event=names, identity=names, once_per=once_per_maps)
 def test_event_keys_are_deterministic_and_fit_the_header(
-    sync: str, event: str, identity: str, once_per: list[str]
+    sync: str, event: str, identity: str, once_per: dict[str, str]
 ) -> None:
     key = event_key(sync, event, identity, once_per)
-    assert key == event_key(sync, event, identity, list(once_per))
-    assert key.startswith("ls1-")
+    assert key == event_key(sync, event, identity, dict(reversed(once_per.items())))
+    assert key.startswith("ls2-")
     assert len(key) <= 100
     assert key.isascii()
 
@@ -143,16 +149,19 @@ def test_event_keys_depend_on_sync_event_and_identity(
     assert (event_key(*changed) == event_key(*parts)) == same
 
 
-@given(base=st.lists(st.text(), max_size=3), other=st.lists(st.text(), max_size=3))
-def test_event_keys_depend_on_once_per_values(base: list[str], other: list[str]) -> None:
+@given(base=once_per_maps, other=once_per_maps)
+def test_event_keys_depend_on_once_per_columns_and_values(
+    base: dict[str, str], other: dict[str, str]
+) -> None:
     same = base == other
     assert (event_key("s", "e", "e:a@b.co", base) == event_key("s", "e", "e:a@b.co", other)) == same
 
 
 def test_event_key_parts_cannot_run_into_each_other() -> None:
     assert event_key("ab", "c", "id") != event_key("a", "bc", "id")
-    assert event_key("s", "e", "id", ["ab"]) != event_key("s", "e", "id", ["a", "b"])
-    assert event_key("s", "e", "id", []) != event_key("s", "e", "id", [""])
+    assert event_key("s", "e", "id", {"a": "b"}) != event_key("s", "e", "id", {"ab": ""})
+    assert event_key("s", "e", "id", {}) != event_key("s", "e", "id", {"": ""})
+    assert event_key("s", "e", "e:42") != event_key("s", "e", "u:42")
 
 
 def test_an_event_key_never_equals_a_contact_hash() -> None:
@@ -165,9 +174,19 @@ def test_an_event_key_never_equals_a_contact_hash() -> None:
 def test_the_event_key_scheme_is_pinned() -> None:
     # Delivered events are remembered by this key forever: a new scheme re-sends every event.
     assert event_key("clay-leads", "paidPlanLead", "e:ada@example.com") == (
+        "ls2-" + sha256(b'["ls2","clay-leads","paidPlanLead","e:ada@example.com",{}]').hexdigest()
+    )
+    assert event_key("shop-customers", "orderPlaced", "u:42", {"order_id": "1001"}) == (
+        "ls2-"
+        + sha256(b'["ls2","shop-customers","orderPlaced","u:42",{"order_id":"1001"}]').hexdigest()
+    )
+
+
+def test_the_ls1_keys_of_older_ledgers_are_still_computed_as_they_were() -> None:
+    assert legacy_event_key("clay-leads", "paidPlanLead", "e:ada@example.com") == (
         "ls1-92773ddd64f3d7517485cb2ba7b0733f507c74c49503a7eccb89c812aa2b5bb7"
     )
-    assert event_key("shop-customers", "orderPlaced", "u:42", ["1001"]) == (
+    assert legacy_event_key("shop-customers", "orderPlaced", "u:42", ["1001"]) == (
         "ls1-0ef165c33dd34e72129382bf1695cfdd2244c6cbbe180884258ca20d20ce4e1b"
     )
 
@@ -225,7 +244,19 @@ def test_json_object_writes_exactly_the_canonical_json(
 )
 def test_event_keys_of_a_column_equal_event_key(identity: str, event: str, once: list[str]) -> None:
     frame = pl.DataFrame({"id": [identity], **{f"o{i}": [v] for i, v in enumerate(once)}})
-    materials = frame.select(
-        event_keys("sync-ä", event, pl.col("id"), [pl.col(f"o{i}") for i in range(len(once))])
+    columns = {f"o{i}": pl.col(f"o{i}") for i in range(len(once))}
+    materials = frame.select(event_keys("sync-ä", event, pl.col("id"), columns)).to_series()
+    expected = event_key("sync-ä", event, identity, {f"o{i}": v for i, v in enumerate(once)})
+    assert hash_event_keys(materials).to_list() == [expected]
+    legacy = frame.select(
+        legacy_event_keys("sync-ä", event, pl.col("id"), list(columns.values()))
     ).to_series()
-    assert hash_event_keys(materials).to_list() == [event_key("sync-ä", event, identity, once)]
+    assert hash_event_keys(legacy, scheme="ls1").to_list() == [
+        legacy_event_key("sync-ä", event, identity, once)
+    ]
+
+
+def test_an_occurrence_without_the_identifier_has_no_key() -> None:
+    frame = pl.DataFrame({"id": [None, "u:1"]}, schema={"id": pl.String})
+    materials = frame.select(event_keys("s", "e", pl.col("id"), {})).to_series()
+    assert hash_event_keys(materials).to_list() == [None, event_key("s", "e", "u:1")]
