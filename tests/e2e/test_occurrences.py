@@ -1,0 +1,135 @@
+"""An event reaches Loops once per occurrence, whatever changes around it, and after its upsert.
+
+An occurrence is (sync, event, the contact, the once_per values), and the contact is matched as
+Loops matches it: by email or by userId. These run the real CLI twice against one emulator,
+changing the source or the config in between, and count what Loops received.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+from sync.keys import legacy_event_key
+from sync.ledger import MIGRATIONS
+from tests.e2e.conftest import Project
+
+BY_EMAIL_AND_ID = """
+    name: people
+    source:
+      csv: people.csv
+    loops:
+      rate_limit: 200
+    contact:
+      email: email
+      user_id: id
+      properties:
+        plan: plan
+    events:
+      - name: signup
+        email: email
+        user_id: id
+"""
+
+
+def signups(project: Project) -> Counter[str]:
+    return Counter(str(e.get("email")) for e in project.emulator.events())
+
+
+def test_a_contact_that_gains_a_user_id_does_not_get_its_events_again(project: Project) -> None:
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,,free\nbob@x.com,7,free\n")
+    assert project.sync().returncode == 0
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,42,free\nbob@x.com,7,free\n")
+    second = project.sync()
+    assert second.returncode == 0, second.stderr
+    assert signups(project) == {"ann@x.com": 1, "bob@x.com": 1}
+    ann = next(c for c in project.emulator.contacts() if c["email"] == "ann@x.com")
+    assert ann["userId"] == "42"  # the contact itself is updated: it changed
+
+
+def test_a_contact_whose_email_changes_keeps_its_events(project: Project) -> None:
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,42,free\n")
+    assert project.sync().returncode == 0
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@new.com,42,free\n")
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 1
+
+
+def test_a_config_that_gains_an_identifier_sends_nothing_again(project: Project) -> None:
+    events_by_email = BY_EMAIL_AND_ID.replace("        user_id: id\n", "", 1)
+    events_by_email = events_by_email.replace("      user_id: id\n", "", 1)
+    csv = "email,id,plan\nann@x.com,1,free\nbob@x.com,2,free\n"
+    project.write(events_by_email, csv)
+    assert project.sync().returncode == 0
+    project.write(BY_EMAIL_AND_ID, csv)
+    second = project.sync("--report", "second.json")
+    assert second.returncode == 0, second.stderr
+    assert signups(project) == {"ann@x.com": 1, "bob@x.com": 1}
+
+
+def test_an_event_by_user_id_that_gains_the_email_is_not_sent_again(project: Project) -> None:
+    by_id = BY_EMAIL_AND_ID.replace(
+        "        email: email\n        user_id: id\n", "        user_id: id\n"
+    )
+    csv = "email,id,plan\nann@x.com,1,free\nbob@x.com,2,free\n"
+    project.write(by_id, csv)
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 2
+    project.write(BY_EMAIL_AND_ID, csv)
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 2
+
+
+def test_a_ledger_written_before_ls2_keys_keeps_every_event(project: Project) -> None:
+    """Schema 1 remembered events by ls1 keys; migrated in place, they are still delivered."""
+    project.state.mkdir()
+    ledger = sqlite3.connect(project.state / "ledger.sqlite")
+    ledger.executescript(MIGRATIONS[0])
+    ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    ledger.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for identity in ("u:1", "e:bob@x.com"):
+        key = legacy_event_key("people", "signup", identity)
+        ledger.execute("INSERT INTO events VALUES ('people', ?, ?, 'signup', 0)", (key, identity))
+    once_per_key = legacy_event_key("people", "order", "e:ann@x.com", ["1001"])
+    ledger.execute(
+        "INSERT INTO events VALUES ('people', ?, 'e:ann@x.com', 'order', 0)", (once_per_key,)
+    )
+    ledger.commit()
+    ledger.close()
+    config = (
+        BY_EMAIL_AND_ID + "      - name: order\n        email: email\n        once_per: [order]\n"
+    )
+    project.write(config, "email,id,plan,order\nann@x.com,1,free,1001\nbob@x.com,,free,1002\n")
+
+    result = project.sync()
+
+    assert result.returncode == 0, result.stderr
+    sent = Counter((e["eventName"], e.get("email")) for e in project.emulator.events())
+    assert sent == {("order", "bob@x.com"): 1}  # the only occurrence the old ledger lacked
+
+
+def test_an_upsert_goes_before_an_event_that_names_the_contact_by_another_column(
+    project: Project,
+) -> None:
+    """The README's own shape: the contact by email and user id, its event by email only."""
+    config = BY_EMAIL_AND_ID.replace("        user_id: id\n", "", 1)
+    project.write(config, "email,id,plan\nann@x.com,42,free\nbob@x.com,43,free\n")
+    assert project.sync().returncode == 0
+    first_for: dict[str, str] = {}
+    for request in project.api_requests():
+        email = str(request["body"]["email"])
+        first_for.setdefault(email, request["path"])
+    assert first_for == {"ann@x.com": "/v1/contacts/update", "bob@x.com": "/v1/contacts/update"}
+
+
+def test_an_event_waits_when_its_upsert_fails_even_when_named_by_another_column(
+    project: Project,
+) -> None:
+    config = BY_EMAIL_AND_ID.replace("        user_id: id\n", "", 1)
+    project.write(config, "email,id,plan\nann@x.com,42,doomed-plan\nbob@x.com,43,free\n")
+    project.emulator.set_faults(fail_match="doomed-plan")
+
+    result = project.sync("--report", "run.json")
+
+    assert result.returncode == 1
+    assert signups(project) == {"bob@x.com": 1}  # ann's event waits for her upsert
