@@ -75,7 +75,9 @@ def legacy_event_key(
     sync_name: str, event_name: str, identity: str, once_per: Sequence[Any] = ()
 ) -> str:
     """The `ls1` key of ledgers written before `ls2`: one identity, `once_per` values only."""
-    material = canonical_json([LEGACY_EVENT_SCHEME, sync_name, event_name, identity, list(once_per)])
+    material = canonical_json(
+        [LEGACY_EVENT_SCHEME, sync_name, event_name, identity, list(once_per)]
+    )
     return f"{LEGACY_EVENT_SCHEME}-{hashlib.sha256(material).hexdigest()}"
 
 

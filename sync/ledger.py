@@ -15,9 +15,9 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,19 +69,35 @@ MIGRATIONS: list[str] = [
 ]
 
 
+_ONCE_PER_SCHEMA = {
+    "event": pl.String,
+    "email": pl.String,
+    "user_id": pl.String,
+    "once_per": pl.String,
+    "current": pl.Boolean,
+}
+
+
+def _empty_once_per() -> pl.DataFrame:
+    return pl.DataFrame(schema=_ONCE_PER_SCHEMA)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What Loops has confirmed for one sync, as the plan compares against it.
 
     `contacts`: identity, hash. `events`: key, every key a delivered occurrence is known by (its
     email's, its userId's, an `ls1` key). `failures`: kind, ref, attempts, last_error.
-    `legacy_events`: some of those keys are `ls1` keys.
+    `legacy_events`: some of those keys are `ls1` keys. `other_once_per`: for an event whose
+    `once_per` columns changed, every occurrence the ledger holds: event, email, user_id,
+    once_per (a JSON object), current (whether it has today's columns).
     """
 
     contacts: pl.DataFrame
     events: pl.DataFrame
     failures: pl.DataFrame
     legacy_events: bool = False
+    other_once_per: pl.DataFrame = field(default_factory=_empty_once_per)
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -100,7 +116,13 @@ class Snapshot:
 
     def without_contacts(self) -> Snapshot:
         """For `--full`: every contact counts as unsent; events stay delivered, never repeated."""
-        return Snapshot(Snapshot.empty().contacts, self.events, self.failures, self.legacy_events)
+        return Snapshot(
+            Snapshot.empty().contacts,
+            self.events,
+            self.failures,
+            self.legacy_events,
+            self.other_once_per,
+        )
 
 
 @dataclass(frozen=True)
@@ -164,14 +186,50 @@ class Ledger:
 
     # --- reading, for the plan ----------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, once_per: Mapping[str, Sequence[str]] | None = None) -> Snapshot:
+        """`once_per`: each event's `once_per` columns in today's config."""
         legacy = self._db.execute(
             "SELECT EXISTS (SELECT 1 FROM events WHERE sync = ? AND key LIKE 'ls1-%')",
             (self.sync,),
         ).fetchone()[0]
         return Snapshot(
-            self.delivered_contacts(), self.delivered_events(), self.failures(), bool(legacy)
+            self.delivered_contacts(),
+            self.delivered_events(),
+            self.failures(),
+            bool(legacy),
+            self._other_once_per(once_per or {}),
         )
+
+    def _other_once_per(self, once_per: Mapping[str, Sequence[str]]) -> pl.DataFrame:
+        """The occurrences of each event whose `once_per` columns changed (see `Snapshot`)."""
+        frames = [_empty_once_per()]
+        for event, columns in once_per.items():
+            today = json.dumps(sorted(columns), separators=(",", ":"))
+            changed = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE sync = ? AND event = ? "
+                "AND once_per IS NOT NULL "
+                "AND (SELECT json_group_array(key) FROM json_each(once_per)) != ?)",
+                (self.sync, event, today),
+            ).fetchone()[0]
+            if changed:
+                frames.append(
+                    self._frame(
+                        "SELECT event, email, user_id, once_per, "
+                        "(SELECT json_group_array(key) FROM json_each(once_per)) = ?2 "
+                        "FROM events WHERE sync = ?1 AND event = ?3 AND once_per IS NOT NULL",
+                        _ONCE_PER_SCHEMA,
+                        (self.sync, today, event),
+                    )
+                )
+        return pl.concat(frames)
+
+    def adopt(self, adopted: pl.DataFrame) -> None:
+        """Record occurrences as delivered without sending them: those an event delivered under
+        its earlier `once_per` columns stands for (see `plan`). Columns as `Plan.adopted`."""
+        for key, identity, event, *found_by in adopted.select(
+            "key", "identity", "event", "key_email", "key_user", "email", "userId", "once_per"
+        ).iter_rows():
+            self.event_delivered(key, identity, event, Occurrence(*found_by))
 
     def delivered_contacts(self) -> pl.DataFrame:
         return self._frame(
@@ -196,10 +254,12 @@ class Ledger:
             {"kind": pl.String, "ref": pl.String, "attempts": pl.Int64, "last_error": pl.String},
         )
 
-    def _frame(self, query: str, schema: dict[str, Any]) -> pl.DataFrame:
+    def _frame(
+        self, query: str, schema: dict[str, Any], params: tuple[Any, ...] | None = None
+    ) -> pl.DataFrame:
         """A bounded batch of Python rows at a time: a million rows at once raised the peak by
         about 115 MB (measured), memory the process then keeps for the rest of the run."""
-        cursor = self._db.execute(query, (self.sync,))
+        cursor = self._db.execute(query, params or (self.sync,))
         batches = iter(lambda: cursor.fetchmany(SNAPSHOT_BATCH), [])
         frames = [pl.DataFrame(rows, schema=schema, orient="row") for rows in batches]
         return pl.concat(frames) if frames else pl.DataFrame(schema=schema)

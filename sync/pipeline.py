@@ -65,7 +65,9 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
     source = _read(config)
     if options.dry_run:
         with _open_ledger(config) as ledger:
-            mapped, plan = _map_and_plan(config, source, ledger.snapshot(), full=options.full)
+            mapped, plan = _map_and_plan(
+                config, source, _snapshot(config, ledger), full=options.full
+            )
         report = _new_report(config, mapped, plan, dry_run=True)
         report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
         _finish(
@@ -74,7 +76,9 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
         return report
     api_key = _require_api_key(config, options.env)
     with hold_lock(config.state_dir, config.name), _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, source, ledger.snapshot(), full=options.full)
+        mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=options.full)
+        if plan.adopted is not None and not plan.adopted.is_empty():
+            ledger.adopt(plan.adopted)
         report = _new_report(config, mapped, plan, dry_run=False)
         run_id = ledger.start_run(config.config_hash)
         try:
@@ -98,7 +102,7 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
     """What a run would send, without sending anything or taking the lock."""
     source = _read(config)
     with _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, source, ledger.snapshot(), full=full)
+        mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=full)
     report = _new_report(config, mapped, plan, dry_run=True)
     by_reason = (
         mapped.rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
@@ -123,6 +127,10 @@ def _read(config: Config) -> pl.DataFrame:
     frame = read_source(config)
     check_columns(config, frame.schema, extra=constant_problems(config.spec))
     return frame.with_row_index(ROW, offset=1)
+
+
+def _snapshot(config: Config, ledger: Ledger) -> Snapshot:
+    return ledger.snapshot({event.name: event.once_per for event in config.spec.events})
 
 
 def _map_and_plan(

@@ -22,7 +22,7 @@ from typing import Literal
 import orjson
 import polars as pl
 
-from sync.keys import canonical_json
+from sync.keys import canonical_json, json_object, json_value
 from sync.ledger import Occurrence, Snapshot
 from sync.mapping import ROW, Mapped, delivered_events
 
@@ -65,6 +65,7 @@ class Plan:
 
     requests: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
+    adopted: pl.DataFrame | None = None  # occurrences an earlier `once_per` delivery stands for
 
     @property
     def size(self) -> int:
@@ -140,7 +141,10 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
         .otherwise(pl.lit("unchanged"))
         .alias("status")
     )
-    events = mapped.events.filter(~delivered_events(mapped.events, confirmed)).with_columns(
+    not_held = mapped.events.filter(~delivered_events(mapped.events, confirmed))
+    stands_for = _held_under_other_once_per(not_held, confirmed.other_once_per)
+    adopted = not_held.filter(stands_for)
+    events = not_held.filter(~stands_for).with_columns(
         pl.when(pl.col("key").is_in(failed_refs))
         .then(pl.lit("retry"))
         .otherwise(pl.lit("new"))
@@ -198,7 +202,74 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
         "events_already_delivered": mapped.events.height - events.height + mapped.events_settled,
         "folded": int(ordered.get_column("fold").sum()),
     }
-    return Plan(ordered, counts)
+    return Plan(ordered, counts, adopted)
+
+
+def _held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.Series:
+    """Whether an event delivered under earlier `once_per` columns stands for each occurrence.
+
+    When an event's `once_per` columns change, its delivered occurrences are compared with
+    today's on the columns both have: with columns removed, a contact that had the event has
+    it; with columns added, the occurrences in the source at the first run after the change
+    stand for the one delivered before (they are recorded as delivered, `Plan.adopted`), and
+    occurrences that appear later are new. Not for a contact that already has an occurrence
+    under today's columns: the change was adopted for it before. `held`: `Snapshot.other_once_per`.
+    """
+    covered = pl.Series("covered", [False] * events.height, dtype=pl.Boolean)
+    if held.is_empty() or events.is_empty():
+        return covered
+    indexed = events.with_row_index("__i")
+    found: list[pl.Series] = []
+    for event in held.get_column("event").unique().to_list():
+        records = held.filter(pl.col("event") == event)
+        today = indexed.filter(pl.col("event") == event)
+        if today.is_empty():
+            continue
+        columns = set(today.head(1).select(_once_per_columns()).item().split("\x1f"))
+        adopted_before = records.filter(pl.col("current"))
+        known_emails = adopted_before.get_column("email").drop_nulls().implode()
+        known_ids = adopted_before.get_column("user_id").drop_nulls().implode()
+        today = today.filter(
+            ~pl.col("email").is_in(known_emails).fill_null(False)
+            & ~pl.col("userId").is_in(known_ids).fill_null(False)
+        )
+        earlier = records.filter(~pl.col("current"))
+        for signature in earlier.select(_once_per_columns().unique()).to_series().to_list():
+            same = earlier.filter(_once_per_columns() == signature)
+            shared = sorted(set(signature.split("\x1f")) & columns - {""})
+            mine = today.with_columns(_projected(shared))
+            theirs = same.with_columns(_projected(shared))
+            for left, right in (("email", "email"), ("userId", "user_id")):
+                matched = mine.join(
+                    theirs.filter(pl.col(right).is_not_null()),
+                    left_on=[left, "__projected"],
+                    right_on=[right, "__projected"],
+                    how="semi",
+                )
+                found.append(matched.get_column("__i"))
+    if not found:
+        return covered
+    matched_rows = pl.concat(found).implode()
+    return indexed.select(pl.col("__i").is_in(matched_rows)).to_series().alias("covered")
+
+
+def _once_per_columns() -> pl.Expr:
+    """The column names of each `once_per` JSON object, joined by \x1f: a value never ends in a
+    quote followed by a colon, a key always does."""
+    names = pl.col("once_per").str.extract_all(r'"((?:[^"\\]|\\.)*)":')
+    return names.list.eval(pl.element().str.slice(1).str.strip_suffix('":')).list.join("\x1f")
+
+
+def _projected(columns: list[str]) -> pl.Expr:
+    """The `once_per` object cut down to `columns`, as canonical JSON."""
+    if not columns:
+        return pl.lit("{}").alias("__projected")
+    decoded = pl.col("once_per").str.json_decode(
+        pl.Struct([pl.Field(name, pl.String) for name in columns])
+    )
+    return json_object({name: json_value(decoded.struct.field(name)) for name in columns}).alias(
+        "__projected"
+    )
 
 
 def _count(frame: pl.DataFrame, status: str) -> int:

@@ -133,3 +133,44 @@ def test_an_event_waits_when_its_upsert_fails_even_when_named_by_another_column(
 
     assert result.returncode == 1
     assert signups(project) == {"bob@x.com": 1}  # ann's event waits for her upsert
+
+
+ORDERS = """
+    name: shop
+    source:
+      csv: people.csv
+    loops:
+      rate_limit: 200
+    events:
+      - name: order
+        email: email
+        once_per: {once_per}
+"""
+
+
+def test_a_once_per_column_added_sends_nothing_again_and_later_values_are_new(
+    project: Project,
+) -> None:
+    project.write(ORDERS.format(once_per="[]"), "email,campaign\nann@x.com,c1\nbob@x.com,c1\n")
+    assert project.sync().returncode == 0
+    project.write(ORDERS.format(once_per="[campaign]"))
+    second = project.sync()
+    assert second.returncode == 0, second.stderr
+    assert len(project.emulator.events()) == 2  # the delivered ones stand for campaign c1
+
+    project.write(ORDERS.format(once_per="[campaign]"), "email,campaign\nann@x.com,c2\n")
+    assert project.sync().returncode == 0
+    sent = [(e["email"], e["eventName"]) for e in project.emulator.events()]
+    assert sent.count(("ann@x.com", "order")) == 2  # c2 is a new occurrence
+
+
+def test_a_once_per_column_removed_sends_nothing_again(project: Project) -> None:
+    csv = "email,order_id,sku\nann@x.com,1,a\nann@x.com,2,b\nbob@x.com,3,c\n"
+    project.write(ORDERS.format(once_per="[order_id, sku]"), csv)
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 3
+    project.write(ORDERS.format(once_per="[order_id]"))
+    assert project.sync().returncode == 0
+    project.write(ORDERS.format(once_per="[]"))
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 3
