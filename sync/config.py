@@ -38,7 +38,30 @@ DEFAULT_BASE_URL = "https://app.loops.so/api"
 RESERVED_PROPERTIES = frozenset({"id", "listId", "softDeleteAt", "teamId", "updatedAt"})
 # Keys the contact section sets itself; a property mapping may not shadow them.
 IDENTITY_KEYS = frozenset({"email", "userId", "mailingLists"})
+# The event request's own fields: a contact's upsert may ride on an event, its properties then
+# beside these keys, so no contact property may take their names.
+EVENT_REQUEST_KEYS = frozenset({"eventName", "eventProperties"})
 PropertyType = Literal["string", "number", "boolean", "date"]
+PROPERTY_TYPES: tuple[PropertyType, ...] = ("string", "number", "boolean", "date")
+# What people write for a type, from databases and programming languages: the type it means.
+TYPE_SYNONYMS: dict[str, PropertyType] = {
+    "str": "string",
+    "text": "string",
+    "varchar": "string",
+    "char": "string",
+    "int": "number",
+    "integer": "number",
+    "bigint": "number",
+    "float": "number",
+    "double": "number",
+    "decimal": "number",
+    "numeric": "number",
+    "real": "number",
+    "bool": "boolean",
+    "datetime": "date",
+    "timestamp": "date",
+    "timestamptz": "date",
+}
 
 
 class _Model(BaseModel):
@@ -50,12 +73,25 @@ def _column_shorthand(value: object) -> object:
     return {"column": value} if isinstance(value, str) else value
 
 
+def _property_type(value: object) -> object:
+    """One of the four types; anything else is refused naming the value and the closest type."""
+    if value is None or value in PROPERTY_TYPES:
+        return value
+    types = "(a type is 'string', 'number', 'boolean' or 'date')"
+    written = str(value).strip().lower()
+    close = difflib.get_close_matches(written, [*PROPERTY_TYPES, *TYPE_SYNONYMS], n=1, cutoff=0.6)
+    if not close:
+        raise ValueError(f"unknown type '{value}' {types}")
+    meant = TYPE_SYNONYMS.get(close[0], close[0])
+    raise ValueError(f"unknown type '{value}'; did you mean '{meant}'? {types}")
+
+
 class PropertyMapping(_Model):
     """Where one property's value comes from: a source column, or a constant."""
 
     column: str | None = None
     value: str | int | float | bool | None = None
-    type: PropertyType | None = None
+    type: Annotated[PropertyType | None, BeforeValidator(_property_type)] = None
 
     @model_validator(mode="after")
     def _one_source(self) -> PropertyMapping:
@@ -80,6 +116,8 @@ def _contact_property_name(name: str) -> str:
         raise ValueError(f"'{name}' is reserved by Loops and cannot be a property")
     if name in IDENTITY_KEYS:
         raise ValueError(f"'{name}' is set by the section's own key, not as a property")
+    if name in EVENT_REQUEST_KEYS:
+        raise ValueError(f"'{name}' is a field of Loops' requests, not a contact property")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"'{name}' is not a valid Loops property name (use camelCase)")
     return name
@@ -166,12 +204,22 @@ class ContactSection(_Model):
 
 
 class EventSection(_Model):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(max_length=200)
     email: str | None = None
     user_id: str | None = None
     when: str | None = None
     properties: EventProperties = Field(default_factory=dict)
     once_per: list[str] = Field(default_factory=list)
+
+    # Field validators, so that a name Loops refuses is reported with every other problem.
+    @field_validator("name")
+    @classmethod
+    def _loops_event_name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("an event needs a name (this one is blank)")
+        if ":" in name:
+            raise ValueError(f"'{name}' contains ':', which Loops refuses in event names")
+        return name
 
     # A field validator, so a bad condition is reported with the section's other problems.
     @field_validator("when")
@@ -307,11 +355,12 @@ def check_columns(
     `extra`: problems found elsewhere once the source is known, reported in the same error.
     """
     available = list(schema)
-    problems = [*extra] + [
-        ConfigProblem(path, _missing_column(column, available))
-        for path, column in _column_references(config.spec)
-        if column not in schema
-    ]
+    problems = [*extra]
+    for path, column in _column_references(config.spec):
+        if column not in schema:
+            problems.append(ConfigProblem(path, _missing_column(column, available)))
+        elif schema[column].is_nested():
+            problems.append(ConfigProblem(path, _nested_column(column, schema[column])))
     empty = pl.DataFrame(schema=dict(schema))
     for index, event in enumerate(config.spec.events):
         if event.when is None:
@@ -342,6 +391,15 @@ def _column_references(spec: SyncConfig) -> list[tuple[str, str]]:
         else:
             refs += [(f"{prefix}.once_per[{i}]", c) for i, c in enumerate(section.once_per)]
     return [(path, column) for path, column in refs if column is not None]
+
+
+def _nested_column(column: str, dtype: pl.DataType) -> str:
+    """Every mapping takes one value per row: a list or struct (a PostgreSQL array, a Parquet
+    list) has no one text, number or key, so it is refused here, not in a Polars cast."""
+    return (
+        f"column '{column}' holds {dtype}, many values per row; map a column with one value "
+        "per row (in SQL, select one element or join them)"
+    )
 
 
 def _missing_column(column: str, available: list[str]) -> str:

@@ -9,6 +9,7 @@ Python step left, sha256 per body and key, runs over bounded slices while Polars
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import orjson
 import polars as pl
 
 from sync.config import ContactSection, EventSection, PropertyMapping, PropertyType, SyncConfig
-from sync.errors import ConfigProblem
+from sync.errors import ConfigProblem, SourceError
 from sync.keys import (
     event_keys,
     hash_event_keys,
@@ -36,7 +37,11 @@ SLICE_ROWS = 50_000
 EMAIL_PATTERN = r"^[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\]+$"
 TRUE_WORDS = ["true", "yes", "1", "t", "y"]
 FALSE_WORDS = ["false", "no", "0", "f", "n"]
-# Epoch values below this are seconds (this is 5138 AD in seconds, 1973 in milliseconds).
+# A whole number in a date column: YYYYMMDD, or an epoch of at least nine digits (see
+# `_numeric_date`); epoch values below EPOCH_MS_THRESHOLD are seconds (it is 5138 AD in
+# seconds, 1973 in milliseconds).
+NUMBER_PATTERN = r"^-?\d{1,18}$"
+EPOCH_MIN = 100_000_000
 EPOCH_MS_THRESHOLD = 100_000_000_000
 # The other ISO 8601 shapes, rewritten into RFC 3339 step by step (no offset means UTC).
 ISO_REWRITES = [
@@ -97,6 +102,7 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     that compact result is kept for the whole source; deduplication then runs over it. What
     Loops already `confirmed` (same hash, same event key) is set aside at once (see `_settle`).
     """
+    _check_filters(spec, frame)
     contact_fields = _contact_fields(spec.contact, frame.schema) if spec.contact else []
     event_fields = [_event_fields(event, frame.schema) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
@@ -395,7 +401,9 @@ def _identity_fields(email: str | None, user_id: str | None, schema: pl.Schema) 
 def _email(column: str, schema: pl.Schema) -> _Field:
     text = _text(column, schema).str.to_lowercase()
     bad = text.is_not_null() & ~text.str.contains(EMAIL_PATTERN)
-    invalid = pl.when(bad).then(pl.format("'{}' is not a valid email address", _raw_text(column)))
+    invalid = pl.when(bad).then(
+        pl.format("'{}' is not a valid email address", _raw_text(column, schema))
+    )
     error = pl.coalesce(invalid, _too_long(text, column))
     return _Field("email", column, pl.when(~bad).then(text), error, "string")
 
@@ -418,19 +426,34 @@ def _coerce(key: str, column: str, schema: pl.Schema, kind: PropertyType) -> _Fi
     return _Field(key, column, value, error, kind)
 
 
-def _raw_text(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.String).str.strip_chars()
+def _raw_text(column: str, schema: pl.Schema) -> pl.Expr:
+    """The cell as text in its canonical form, whatever the source's type (for messages).
+
+    The same value gives the same text from CSV text, a Parquet integer or float, or a SQL
+    integer or decimal: ids, `once_per` values and properties must not change when a column's
+    type drifts (one null turns a Parquet Int64 column into Float64). A whole float is an
+    integer (101, not 101.0), another float its shortest round-trip form (19.9), a decimal
+    loses its trailing zeros (19.90 is 19.9). Text is trimmed, and otherwise kept as written.
+    """
+    dtype, cell = schema[column], pl.col(column)
+    if dtype == pl.Date:
+        return cell.dt.to_string("%Y-%m-%d")
+    if dtype == pl.Datetime:
+        offset = "%:z" if getattr(dtype, "time_zone", None) else ""
+        return cell.dt.to_string(f"%Y-%m-%dT%H:%M:%S%.3f{offset}")
+    if dtype.is_float():
+        whole = cell.is_finite() & (cell == cell.floor()) & (cell.abs() < 2.0**63)
+        as_integer = cell.cast(pl.Int64, strict=False).cast(pl.String)
+        return pl.when(whole).then(as_integer).otherwise(cell.cast(pl.String))
+    if dtype.is_decimal():
+        text = cell.cast(pl.String)
+        return text.str.replace(r"(\.\d*?)0+$", "${1}").str.strip_suffix(".")
+    return cell.cast(pl.String).str.strip_chars()
 
 
 def _text(column: str, schema: pl.Schema) -> pl.Expr:
-    """The cell as trimmed text; an empty cell is null."""
-    dtype = schema[column]
-    text = _raw_text(column)
-    if dtype == pl.Date:
-        text = pl.col(column).dt.to_string("%Y-%m-%d")
-    elif dtype == pl.Datetime:
-        offset = "%:z" if getattr(dtype, "time_zone", None) else ""
-        text = pl.col(column).dt.to_string(f"%Y-%m-%dT%H:%M:%S%.3f{offset}")
+    """The cell as trimmed, canonical text (see `_raw_text`); an empty cell is null."""
+    text = _raw_text(column, schema)
     return pl.when(text != "").then(text)
 
 
@@ -446,7 +469,7 @@ def _number(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
         value = _text(column, schema).cast(pl.Float64, strict=False)
     finite = value.is_finite()
     bad = _text(column, schema).is_not_null() & (value.is_null() | ~finite)
-    error = pl.when(bad).then(pl.format("'{}' is not a number", _raw_text(column)))
+    error = pl.when(bad).then(pl.format("'{}' is not a number", _raw_text(column, schema)))
     return pl.when(~bad).then(value), error
 
 
@@ -457,7 +480,8 @@ def _boolean(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
         number = pl.col(column)
         value = pl.when(number == 1).then(pl.lit(True)).when(number == 0).then(pl.lit(False))
         bad = number.is_not_null() & value.is_null()
-        return value, pl.when(bad).then(pl.format("'{}' is not a boolean (1 or 0)", number))
+        reason = pl.format("'{}' is not a boolean (1 or 0)", _raw_text(column, schema))
+        return value, pl.when(bad).then(reason)
     word = _text(column, schema).str.to_lowercase()
     value = (
         pl.when(word.is_in(TRUE_WORDS))
@@ -467,7 +491,7 @@ def _boolean(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
     )
     bad = word.is_not_null() & value.is_null()
     error = pl.when(bad).then(
-        pl.format("'{}' is not a boolean (true/false, yes/no, 1/0)", _raw_text(column))
+        pl.format("'{}' is not a boolean (true/false, yes/no, 1/0)", _raw_text(column, schema))
     )
     return value, error
 
@@ -482,21 +506,19 @@ def _date(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
         if getattr(dtype, "time_zone", None) is None:
             value = value.dt.replace_time_zone("UTC")
         return value.dt.epoch("ms"), pl.lit(None, dtype=pl.String)
+    # Numbers of any type come as their canonical text: 20240102.0 from a widened Parquet
+    # column is the same date as 20240102 from an integer one or from CSV text.
     text = _text(column, schema)
-    if dtype.is_integer():
-        number = pl.col(column).cast(pl.Int64)
-    else:
-        number = pl.when(text.str.contains(r"^\d{1,15}$")).then(text.cast(pl.Int64, strict=False))
-    epoch = pl.when(number < EPOCH_MS_THRESHOLD).then(number * 1000).otherwise(number)
+    numeric = _numeric_date(text)
     # RFC 3339 (a date, a time and an offset or Z: what exports mostly hold) parses fast; the
     # other ISO shapes are normalised into it first, only on the rows it did not parse.
     rfc3339 = text.str.to_datetime("%+", time_zone="UTC", strict=False, time_unit="ms")
-    rest = pl.when(rfc3339.is_null() & epoch.is_null()).then(text)
+    rest = pl.when(rfc3339.is_null() & ~text.str.contains(NUMBER_PATTERN)).then(text)
     iso: pl.Expr = rest
     for pattern, replacement in ISO_REWRITES:
         iso = iso.str.replace(pattern, replacement)
     candidates = [
-        epoch,
+        numeric,
         rfc3339.dt.epoch("ms"),
         iso.str.to_datetime("%+", time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms"),
     ]
@@ -504,10 +526,28 @@ def _date(column: str, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
     bad = text.is_not_null() & value.is_null()
     error = pl.when(bad).then(
         pl.format(
-            "'{}' is not a date (ISO 8601, YYYY-MM-DD, or epoch seconds/ms)", _raw_text(column)
+            "'{}' is not a date (ISO 8601, YYYY-MM-DD, YYYYMMDD, or epoch seconds/ms)",
+            _raw_text(column, schema),
         )
     )
     return pl.when(~bad).then(value), error
+
+
+def _numeric_date(text: pl.Expr) -> pl.Expr:
+    """A date written as a number, in Unix milliseconds; null for any other number.
+
+    Eight digits that form a valid date are YYYYMMDD (20240102). Nine digits or more are Unix
+    seconds, or milliseconds from EPOCH_MS_THRESHOLD on. Anything shorter is no date anyone
+    means: `2024` would be 2024 seconds after 1970, so it is rejected, not guessed.
+    """
+    digits = pl.when(text.str.contains(NUMBER_PATTERN)).then(text)
+    compact = pl.when(digits.str.len_chars() == 8).then(
+        digits.str.to_date("%Y%m%d", strict=False).cast(pl.Datetime("ms")).dt.epoch("ms")
+    )
+    number = digits.cast(pl.Int64, strict=False)
+    size = number.abs()
+    in_ms = pl.when(size < EPOCH_MS_THRESHOLD).then(number * 1000).otherwise(number)
+    return pl.coalesce(compact, pl.when(size >= EPOCH_MIN).then(in_ms))
 
 
 def _too_long(text: pl.Expr, column: str) -> pl.Expr:
@@ -539,6 +579,76 @@ def _applies(event: EventSection, fields: list[_Field]) -> pl.Expr:
     applies = pl.sql_expr(event.when).fill_null(False) if event.when else pl.lit(True)
     occurrences = [f.value.is_not_null() for f in fields if f.key.startswith("once_per.")]
     return pl.all_horizontal(applies, *occurrences)
+
+
+def _check_filters(spec: SyncConfig, frame: pl.DataFrame) -> None:
+    """Every `when` must run on every row, or the run stops before anything is mapped.
+
+    A strict CAST of a cell that does not convert (the README's `CAST(seats AS INT) > 3` on a
+    cell 'n/a') stops Polars for the whole frame. Rejecting the row instead would hold back its
+    contact and its other events for a filter's sake, and treating it as no match would hide a
+    filter that does not do what it says; so it is a source error that names the filter, the
+    row and its values, and says how to choose no match on purpose (TRY_CAST).
+    """
+    for index, event in enumerate(spec.events):
+        if event.when is None:
+            continue
+        condition = pl.sql_expr(event.when)
+        reason = _fails(frame, condition)
+        if reason is not None:
+            where = _first_failure(frame, condition)
+            raise SourceError(
+                f"events[{index}].when: `{event.when}` fails{where}: {reason}. {_advice(event)}"
+            )
+
+
+def _fails(rows: pl.DataFrame, condition: pl.Expr) -> str | None:
+    """The first line of Polars' error if `condition` cannot be evaluated on `rows`, else None."""
+    try:
+        rows.select(condition)
+    except pl.exceptions.PolarsError as error:
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
+def _first_failure(frame: pl.DataFrame, condition: pl.Expr) -> str:
+    """' on row N (column = value, ...)': the first row `condition` fails on, found by halving
+    (only on this error's path); '' if it fails only on rows together (an aggregate)."""
+    rows = frame
+    while rows.height > 1:
+        half = rows.height // 2
+        head, tail = rows.head(half), rows.slice(half)
+        if _fails(head, condition) is not None:
+            rows = head
+        elif _fails(tail, condition) is not None:
+            rows = tail
+        else:
+            return ""
+    if rows.height == 0:
+        return ""
+    cells = [
+        f"{name} = {_shown(rows.item(0, name))}"
+        for name in condition.meta.root_names()
+        if name in rows.columns
+    ]
+    return f" on row {rows.item(0, ROW)}" + (f" ({', '.join(cells)})" if cells else "")
+
+
+def _advice(event: EventSection) -> str:
+    if re.search(r"(?<![A-Za-z_])CAST\s*\(", event.when or "", re.IGNORECASE):
+        return (
+            "Fix the cells, or write TRY_CAST(...) for CAST(...): a value that does not convert "
+            f"then matches nothing, and its row gets no '{event.name}' event."
+        )
+    return "Fix the cells, or the condition."
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "NULL"
+    text = str(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"'{text}'" if isinstance(value, str) else text
 
 
 def _row_problems(errors: list[pl.Expr]) -> pl.Expr:

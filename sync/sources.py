@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Callable
@@ -52,7 +53,7 @@ def _read_csv(config: Config, source: SourceConfig) -> pl.DataFrame:
     encoding = source.encoding.lower().replace("_", "-")
     utf8 = encoding in ("utf-8", "utf8", "utf-8-sig")
 
-    def read(path: Path) -> pl.DataFrame:
+    def read(path: Path, *, header_only: bool = False) -> pl.DataFrame:
         try:
             return pl.read_csv(
                 path,
@@ -60,6 +61,8 @@ def _read_csv(config: Config, source: SourceConfig) -> pl.DataFrame:
                 separator=source.separator,
                 encoding="utf8" if utf8 else encoding,
                 glob=False,  # `_expand` already did: a name with "[" is a name here
+                has_header=not header_only,
+                n_rows=1 if header_only else None,
             )
         except pl.exceptions.ComputeError as error:
             if "utf-8" in str(error).lower() or "utf8" in str(error).lower():
@@ -69,7 +72,56 @@ def _read_csv(config: Config, source: SourceConfig) -> pl.DataFrame:
                 ) from None
             raise
 
-    return _read_each(config, "csv", source.csv or "", read)
+    def read_checked(path: Path) -> pl.DataFrame:
+        frame = read(path)
+        if _renamed_duplicates(frame.columns):
+            header = read(path, header_only=True).row(0)
+            _refuse_duplicates(path, [str(name or "") for name in header], _used_columns(config))
+        return frame
+
+    return _read_each(config, "csv", source.csv or "", read_checked)
+
+
+def _renamed_duplicates(columns: list[str]) -> bool:
+    """Whether Polars may have renamed a repeated header ('Email' to 'Email_duplicated_0')."""
+    names = set(columns)
+    return any(
+        (found := re.fullmatch(r"(.*)_duplicated_\d+", column)) and found.group(1) in names
+        for column in columns
+    )
+
+
+def _refuse_duplicates(path: Path, header: list[str], used: set[str]) -> None:
+    """A header the config uses must be given once: Polars reads the first of several and
+    renames the others, so the config would silently read a column its author did not mean.
+    Repeated headers the config does not use are left alone (an export's two 'Notes')."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        positions.setdefault(name, []).append(number)
+    repeated = [
+        f"'{name}' (columns {', '.join(map(str, numbers))})"
+        for name, numbers in positions.items()
+        if len(numbers) > 1 and name in used
+    ]
+    if not repeated:
+        return
+    listed = (
+        repeated[0] if len(repeated) == 1 else ", ".join(repeated[:-1]) + " and " + repeated[-1]
+    )
+    subject = f"the header {listed} is" if len(repeated) == 1 else f"the headers {listed} are"
+    raise SourceError(
+        f"{path}: {subject} given more than once, so which column the config means is unclear; "
+        "rename or remove all but one"
+    )
+
+
+def _used_columns(config: Config) -> set[str]:
+    """The columns the mapping reads, and those the `when` filters name."""
+    used = set(config.source_columns())
+    for event in config.spec.events:
+        if event.when is not None:
+            used.update(pl.sql_expr(event.when).meta.root_names())
+    return used
 
 
 def _read_each(

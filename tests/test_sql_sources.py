@@ -17,8 +17,8 @@ import psycopg
 import pymysql
 import pytest
 
-from sync.config import load_config
-from sync.errors import SourceError
+from sync.config import check_columns, load_config
+from sync.errors import ConfigError, SourceError
 from sync.mapping import ROW, map_rows
 from sync.sources import read_source
 
@@ -175,3 +175,86 @@ def test_an_excel_sheet_is_read_as_text(tmp_path: Path) -> None:
     )
     frame = read_source(load_config(path))
     assert frame.rows() == [("a@x.io", "01234")]
+
+
+# --- one text form for SQL numbers, and array columns ---------------------------------------------
+
+NUMBERS_TABLE = "loops_sync_bad_input_numbers"  # its own name: other tests use TABLE in parallel
+NUMBERS_CONFIG = """
+name: db-numbers
+source:
+  sql: {{url: "{url}", query: "select * from {table} order by n"}}
+contact:
+  user_id: account
+  properties:
+    ref: account
+    total: {{column: amount, type: number}}
+    amountText: amount
+events:
+  - name: order
+    user_id: account
+    once_per: [order_id]
+"""
+
+
+@pytest.fixture
+def numbers_table() -> Iterator[str]:
+    """Ids and amounts as PostgreSQL numeric (connectorx reads them as decimal[38,10]), and a
+    text[] column."""
+    try:
+        connection = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        unreachable("PostgreSQL at 127.0.0.1:5432", error)
+    with connection:
+        connection.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
+        connection.execute(
+            f"CREATE TABLE {NUMBERS_TABLE} (n int, account numeric(10, 0),"
+            " amount numeric(8, 2), order_id numeric, tags text[])"
+        )
+        connection.execute(
+            f"INSERT INTO {NUMBERS_TABLE} VALUES"
+            " (1, 101, 19.90, 7001, ARRAY['a', 'b']), (2, 102, 101.00, 7002.0, NULL)"
+        )
+        yield NUMBERS_TABLE
+        connection.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
+
+
+def test_sql_numeric_ids_and_amounts_have_the_text_of_the_same_csv_values(
+    tmp_path: Path, numbers_table: str
+) -> None:
+    """numeric(10,0) 101 is '101' (not '101.0000000000'); numeric(8,2) 19.90 is '19.9'; the
+    event keys are those of the same values read from CSV text; an unmapped text[] column is
+    no trouble."""
+    path = tmp_path / "sync.yaml"
+    path.write_text(NUMBERS_CONFIG.format(url=POSTGRES, table=numbers_table))
+    config = load_config(path)
+    frame = read_source(config)
+    check_columns(config, frame.schema)
+    mapped = map_rows(config.spec, frame.with_row_index(ROW, offset=1))
+
+    assert [json.loads(body) for body in mapped.contacts["body"]] == [
+        {"userId": "101", "ref": "101", "total": 19.9, "amountText": "19.9"},
+        {"userId": "102", "ref": "102", "total": 101, "amountText": "101"},
+    ]
+    as_text = pl.DataFrame(
+        {"account": ["101", "102"], "amount": ["19.9", "101"], "order_id": ["7001", "7002"]}
+    )
+    from_csv = map_rows(config.spec, as_text.with_row_index(ROW, offset=1))
+    assert mapped.events["key"].to_list() == from_csv.events["key"].to_list()
+
+
+def test_a_sql_array_column_mapped_as_a_value_is_a_config_error(
+    tmp_path: Path, numbers_table: str
+) -> None:
+    path = tmp_path / "sync.yaml"
+    path.write_text(
+        NUMBERS_CONFIG.format(url=POSTGRES, table=numbers_table).replace(
+            "amountText: amount", "labels: tags"
+        )
+    )
+    config = load_config(path)
+    with pytest.raises(ConfigError) as caught:
+        check_columns(config, read_source(config).schema)
+    [problem] = caught.value.problems
+    assert problem.path == "contact.properties.labels"
+    assert problem.message.startswith("column 'tags' holds List(String), many values per row")

@@ -243,6 +243,65 @@ def test_a_property_name_must_be_a_loops_name(write_config: WriteConfig) -> None
 
 
 @pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ('""', "an event needs a name (this one is blank)"),
+        ('"   "', "an event needs a name (this one is blank)"),
+        ("signup:done", "'signup:done' contains ':', which Loops refuses in event names"),
+    ],
+)
+def test_an_event_name_loops_refuses_is_refused_with_every_other_problem(
+    write_config: WriteConfig, name: str, message: str
+) -> None:
+    path = write_config(
+        f"""
+        name: t
+        source: {{csv: a.csv}}
+        contact:
+          emial: Email
+          email: Email
+        events:
+          - name: ok
+            email: Email
+          - name: {name}
+            email: Email
+            nmae: x
+        """
+    )
+    problems = problems_of(path)
+
+    problem = problem_at(problems, "events[1].name")
+    assert problem.message == message
+    assert problem.line == 9
+    assert {"contact.emial", "events[1].nmae"} <= {p.path for p in problems}
+
+
+@pytest.mark.parametrize("name", ["eventName", "eventProperties"])
+def test_a_contact_property_cannot_take_the_name_of_an_event_request_field(
+    write_config: WriteConfig, name: str
+) -> None:
+    """A contact's upsert may ride on an event request, whose fields these are."""
+    path = write_config(
+        f"""
+        name: t
+        source: {{csv: a.csv}}
+        contact:
+          email: Email
+          properties:
+            firstName: First
+            {name}: X
+            id: Y
+        """
+    )
+    problems = problems_of(path)
+
+    problem = problem_at(problems, f"contact.properties.{name}")
+    assert problem.message == f"'{name}' is a field of Loops' requests, not a contact property"
+    assert problem.line == 7
+    assert problem_at(problems, "contact.properties.id").line == 8
+
+
+@pytest.mark.parametrize(
     ("source", "found"),
     [("{}", "none"), ("{csv: a.csv, parquet: b.parquet}", "csv, parquet")],
 )
@@ -298,6 +357,50 @@ def test_the_four_loops_property_types_load(write_config: WriteConfig, kind: str
     contact = load_config(path, env={}).spec.contact
     assert contact is not None
     assert contact.properties["seats"].value_type == kind
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("integr", "number"),
+        ("integer", "number"),
+        ("int", "number"),
+        ("float", "number"),
+        ("decimal", "number"),
+        ("Number", "number"),
+        ("bool", "boolean"),
+        ("booleen", "boolean"),
+        ("datetime", "date"),
+        ("timestamp", "date"),
+        ("text", "string"),
+        ("str", "string"),
+        ("strng", "string"),
+    ],
+)
+def test_an_unknown_type_names_the_value_and_the_closest_type(
+    write_config: WriteConfig, given: str, meant: str
+) -> None:
+    path = write_config(
+        f"name: t\nsource: {{csv: a.csv}}\ncontact:\n  email: E\n"
+        f"  properties:\n    seats: {{column: seats, type: {given}}}\n"
+    )
+    problem = problem_at(problems_of(path), "contact.properties.seats.type")
+    assert problem.message == (
+        f"unknown type '{given}'; did you mean '{meant}'? "
+        "(a type is 'string', 'number', 'boolean' or 'date')"
+    )
+    assert problem.line == 6
+
+
+def test_an_unknown_type_with_no_close_type_lists_the_four(write_config: WriteConfig) -> None:
+    path = write_config(
+        "name: t\nsource: {csv: a.csv}\nevents:\n  - name: e\n    email: E\n"
+        "    properties:\n      blob: {column: blob, type: json}\n"
+    )
+    problem = problem_at(problems_of(path), "events[0].properties.blob.type")
+    assert (
+        problem.message == "unknown type 'json' (a type is 'string', 'number', 'boolean' or 'date')"
+    )
 
 
 def test_a_bad_when_is_refused_with_its_line(write_config: WriteConfig) -> None:
@@ -455,6 +558,69 @@ def test_a_when_on_a_missing_column_is_a_config_error(write_config: WriteConfig)
     with pytest.raises(ConfigError) as caught:
         check_columns(config, {"Email": pl.String, "Plan": pl.String})
     assert problem_at(caught.value.problems, "events[0].when").message.startswith("cannot run")
+
+
+NESTED = """
+name: t
+source: {parquet: users.parquet}
+contact:
+  email: Email
+  user_id: ids
+  properties:
+    tags: tags
+    firstName: First
+  mailing_lists:
+    list1: flags
+events:
+  - name: signup
+    email: Email
+    properties: {where: address}
+    once_per: [tags]
+"""
+
+
+def test_a_nested_column_mapped_as_a_value_names_the_key_the_column_and_its_type(
+    write_config: WriteConfig,
+) -> None:
+    """A Parquet or PostgreSQL list (text[]) or struct column holds many values per row."""
+    schema = {
+        "Email": pl.String,
+        "ids": pl.List(pl.Int64),
+        "tags": pl.List(pl.String),
+        "First": pl.String,
+        "flags": pl.Array(pl.Boolean, 2),
+        "address": pl.Struct({"city": pl.String}),
+    }
+    with pytest.raises(ConfigError) as caught:
+        check_columns(loaded(write_config, NESTED), schema)
+
+    def nested(column: str, dtype: str) -> str:
+        return (
+            f"column '{column}' holds {dtype}, many values per row; map a column with one "
+            "value per row (in SQL, select one element or join them)"
+        )
+
+    problems = {problem.path: problem.message for problem in caught.value.problems}
+    assert problems == {
+        "contact.user_id": nested("ids", "List(Int64)"),
+        "contact.properties.tags": nested("tags", "List(String)"),
+        "contact.mailing_lists.list1": nested("flags", "Array(Boolean, shape=(2,))"),
+        "events[0].properties.where": nested("address", "Struct({'city': String})"),
+        "events[0].once_per[0]": nested("tags", "List(String)"),
+    }
+
+
+def test_a_nested_column_the_config_does_not_map_is_fine(write_config: WriteConfig) -> None:
+    schema = {
+        "Email": pl.String,
+        "ids": pl.String,
+        "tags": pl.String,
+        "First": pl.String,
+        "flags": pl.String,
+        "address": pl.String,
+        "history": pl.List(pl.Struct({"at": pl.Datetime()})),
+    }
+    check_columns(loaded(write_config, NESTED), schema)
 
 
 # --- the API key stays out of every message -----------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from sync.config import SyncConfig
 from sync.emulator.api import _too_long as emulator_refuses
+from sync.errors import SourceError
 from sync.keys import canonical_json
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
 
@@ -207,6 +209,66 @@ def test_a_cell_that_is_not_a_date_is_rejected(cell: str) -> None:
     assert mapped.contacts.is_empty()
 
 
+@pytest.mark.parametrize(
+    ("cell", "dtype"),
+    [
+        ("20240102", pl.String),
+        (" 20240102 ", pl.String),
+        (20240102, pl.Int64),
+        (20240102, pl.Int32),
+        (20240102.0, pl.Float64),  # an integer column with a null, as Parquet may rewrite it
+    ],
+)
+def test_a_compact_date_is_a_date(cell: Any, dtype: Any) -> None:
+    mapped = one_property("date", [cell], dtype)
+    assert mapped.rejects.is_empty()
+    assert values_of(mapped) == [DAY_MS]
+
+
+@pytest.mark.parametrize(
+    ("cell", "dtype"),
+    [
+        ("2024", pl.String),
+        (2024, pl.Int64),
+        ("7", pl.String),
+        (0, pl.Int64),
+        ("12345", pl.String),
+        ("1234567", pl.String),
+        ("20241345", pl.String),  # eight digits, but no month 13
+        (20240230, pl.Int64),  # eight digits, but no 30 February
+        ("99999999", pl.String),
+    ],
+)
+def test_a_number_too_short_for_an_epoch_that_is_no_compact_date_is_rejected(
+    cell: Any, dtype: Any
+) -> None:
+    """`2024` was 2024 seconds after 1970: no one means that."""
+    mapped = one_property("date", [cell], dtype)
+    [reject] = rejects(mapped)
+    assert reject["reason"] == (
+        f"'{cell}' is not a date (ISO 8601, YYYY-MM-DD, YYYYMMDD, or epoch seconds/ms)"
+    )
+    assert mapped.contacts.is_empty()
+
+
+@pytest.mark.parametrize(
+    ("cell", "dtype", "expected"),
+    [
+        ("100000000", pl.String, 100_000_000_000),  # nine digits: seconds (1973)
+        (100_000_000, pl.Int64, 100_000_000_000),
+        ("-315619200", pl.String, -315_619_200_000),  # 1960-01-01, before the epoch
+        (-315_619_200, pl.Int64, -315_619_200_000),
+        (1_704_164_645.0, pl.Float64, MOMENT_MS),
+    ],
+)
+def test_a_number_of_nine_digits_or_more_is_epoch_seconds_or_milliseconds(
+    cell: Any, dtype: Any, expected: int
+) -> None:
+    mapped = one_property("date", [cell], dtype)
+    assert mapped.rejects.is_empty()
+    assert values_of(mapped) == [expected]
+
+
 # --- native dtypes (Parquet, SQL) -----------------------------------------------------------------
 
 
@@ -239,6 +301,10 @@ def test_a_cell_that_is_not_a_date_is_rejected(cell: str) -> None:
         ("date", pl.Int64, 1_704_164_645, MOMENT_MS),
         ("date", pl.Int64, MOMENT_MS, MOMENT_MS),
         ("string", pl.Int64, 7, "7"),
+        ("boolean", pl.Decimal(3, 0), Decimal(1), True),
+        ("boolean", pl.Decimal(3, 2), Decimal("0.00"), False),
+        ("date", pl.Decimal(10, 0), Decimal(1_704_164_645), MOMENT_MS),
+        ("date", pl.Decimal(8, 0), Decimal(20_240_102), DAY_MS),
     ],
 )
 def test_native_dtypes_are_coerced(kind: str, dtype: Any, cell: Any, expected: Any) -> None:
@@ -260,6 +326,124 @@ def test_a_native_integer_user_id_is_sent_as_text() -> None:
     config = spec({"user_id": "id"})
     mapped = run(config, {"id": [42]}, {"id": pl.Int64})
     assert bodies(mapped.contacts) == [{"userId": "42"}]
+
+
+# --- one text form, whatever the source's types ---------------------------------------------------
+
+# 101 as each kind of source may hold it: CSV text, Parquet integers (or floats, once a null made
+# Polars or pandas widen the column), SQL integers and decimals (numeric(10,0), numeric(8,2)).
+ONE_HUNDRED_AND_ONE = [
+    pytest.param(pl.String, "101", id="text"),
+    pytest.param(pl.Int64, 101, id="int64"),
+    pytest.param(pl.Int32, 101, id="int32"),
+    pytest.param(pl.UInt64, 101, id="uint64"),
+    pytest.param(pl.Float64, 101.0, id="float64"),
+    pytest.param(pl.Float32, 101.0, id="float32"),
+    pytest.param(pl.Decimal(10, 0), Decimal("101"), id="numeric(10,0)"),
+    pytest.param(pl.Decimal(8, 2), Decimal("101.00"), id="numeric(8,2)"),
+]
+
+
+def ids_keys_and_properties(dtype: Any, cell: Any) -> tuple[list[Any], list[Any], list[str]]:
+    """Contact bodies, event bodies and event keys of a row whose `Id` cell is `cell`, and of a
+    row whose `Id` is empty (the null that makes Parquet rewrite an integer column as floats)."""
+    config = spec(
+        {"email": "Email", "user_id": "Id", "properties": {"ref": "Id"}},
+        [
+            {
+                "name": "order",
+                "user_id": "Id",
+                "properties": {"ref": "Id"},
+                "once_per": ["Id"],
+            }
+        ],
+    )
+    data = {"Email": ["a@x.io", "b@x.io"], "Id": [cell, None]}
+    mapped = run(config, data, {"Email": pl.String, "Id": dtype})
+    assert mapped.rejects.is_empty()
+    return bodies(mapped.contacts), bodies(mapped.events), mapped.events["key"].to_list()
+
+
+@pytest.mark.parametrize(("dtype", "cell"), ONE_HUNDRED_AND_ONE)
+def test_ids_once_per_and_text_properties_have_one_text_whatever_the_type(
+    dtype: Any, cell: Any
+) -> None:
+    contacts, events, keys = ids_keys_and_properties(dtype, cell)
+
+    assert contacts[0] == {"email": "a@x.io", "userId": "101", "ref": "101"}
+    assert events == [{"eventName": "order", "userId": "101", "eventProperties": {"ref": "101"}}]
+    assert (contacts, events, keys) == ids_keys_and_properties(pl.String, "101")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "cell", "text"),
+    [
+        pytest.param(pl.Float64, 19.9, "19.9", id="float64"),
+        pytest.param(pl.Float64, 0.1 + 0.2, "0.30000000000000004", id="float64-exact"),
+        pytest.param(pl.Float32, 19.9, "19.9", id="float32"),
+        pytest.param(pl.Decimal(8, 2), Decimal("19.90"), "19.9", id="numeric(8,2)"),
+        pytest.param(pl.Decimal(8, 2), Decimal("-0.50"), "-0.5", id="numeric-negative"),
+        pytest.param(pl.Decimal(8, 2), Decimal("0.00"), "0", id="numeric-zero"),
+        pytest.param(pl.Decimal(12, 2), Decimal("1000.00"), "1000", id="numeric-tens"),
+        pytest.param(pl.Float64, -0.0, "0", id="negative-zero"),
+        pytest.param(pl.Float64, 1e16, "10000000000000000", id="float-big"),
+        pytest.param(pl.String, "19.90", "19.90", id="text-as-written"),
+        pytest.param(pl.String, "101.0", "101.0", id="text-stays-text"),
+    ],
+)
+def test_a_number_as_text_is_its_shortest_form_and_text_stays_as_written(
+    dtype: Any, cell: Any, text: str
+) -> None:
+    assert values_of(one_property("string", [cell], dtype)) == [text]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2**53), 2**53), min_size=1, max_size=8))
+def test_an_integral_value_is_one_text_from_text_int_float_or_decimal(numbers: list[int]) -> None:
+    as_written = [str(number) for number in numbers]
+    for dtype, cells in [
+        (pl.String, as_written),
+        (pl.Int64, numbers),
+        (pl.Float64, [float(number) for number in numbers]),
+        (pl.Decimal(38, 0), [Decimal(number) for number in numbers]),
+        (pl.Decimal(38, 4), [Decimal(number) for number in numbers]),
+    ]:
+        assert values_of(one_property("string", cells, dtype)) == as_written, dtype
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_float_as_text_reads_back_as_the_same_float(number: float) -> None:
+    [text] = values_of(one_property("string", [number], pl.Float64))
+    assert float(text) == number
+    if number.is_integer() and abs(number) < 2**63:
+        assert text == str(int(number))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=3))
+def test_a_decimal_as_text_has_no_trailing_zeros(number: Decimal) -> None:
+    [text] = values_of(one_property("string", [number], pl.Decimal(18, 3)))
+    assert Decimal(text) == number
+    assert text == f"{number.normalize() + 0:f}"
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [(Decimal("19.90"), 19.9), (Decimal("101.00"), 101), (Decimal("-3.50"), -3.5)],
+)
+def test_a_decimal_column_is_a_number(cell: Decimal, expected: float) -> None:
+    mapped = one_property("number", [cell, None], pl.Decimal(8, 2))
+    assert mapped.rejects.is_empty()
+    assert values_of(mapped) == [expected, "<absent>"]
+    assert type(values_of(mapped)[0]) is type(expected)
+
+
+def test_a_nested_column_the_config_does_not_map_is_left_alone() -> None:
+    config = spec({"email": "Email", "properties": {"firstName": "First"}})
+    data = {"Email": ["a@x.io"], "First": ["Ada"], "tags": [["a", "b"]], "meta": [{"k": 1}]}
+    mapped = run(config, data)
+    assert bodies(mapped.contacts) == [{"email": "a@x.io", "firstName": "Ada"}]
 
 
 # --- constants ------------------------------------------------------------------------------------
@@ -587,6 +771,40 @@ def test_a_bad_cell_in_an_event_that_does_not_apply_rejects_nothing() -> None:
 
     assert [reject["row"] for reject in rejects(mapped)] == [2]
     assert mapped.contacts["identity"].to_list() == ["e:a@example.com"]
+
+
+SEATS = {"Email": ["a@x.io", "b@x.io", "c@x.io"], "seats": ["5", "n/a", "2"]}
+
+
+def test_a_when_that_fails_on_a_cell_is_an_error_naming_the_filter_the_row_and_the_value() -> None:
+    """The README's own `CAST(seats AS INT) > 3`, on a CSV with a cell 'n/a'."""
+    config = spec(
+        {"email": "Email"},
+        [
+            {"name": "signup", "email": "Email"},
+            {"name": "team", "email": "Email", "when": "CAST(seats AS INT) > 3"},
+        ],
+    )
+    with pytest.raises(SourceError) as caught:
+        run(config, SEATS)
+
+    message = str(caught.value)
+    assert message.startswith("events[1].when: `CAST(seats AS INT) > 3` fails on row 2")
+    assert "seats = 'n/a'" in message
+    assert "TRY_CAST(" in message
+    assert "Traceback" not in message
+    assert caught.value.exit_code == 2
+
+
+def test_try_cast_in_a_when_makes_a_cell_that_does_not_convert_no_match() -> None:
+    config = spec(
+        {"email": "Email"},
+        [{"name": "team", "email": "Email", "when": "TRY_CAST(seats AS INT) > 3"}],
+    )
+    mapped = run(config, SEATS)
+    assert [body["email"] for body in bodies(mapped.events)] == ["a@x.io"]
+    assert mapped.contacts.height == 3
+    assert mapped.rejects.is_empty()
 
 
 def signup_keys(data: dict[str, list[Any]], once_per: list[str] | None = None) -> list[str]:

@@ -135,6 +135,58 @@ def test_an_empty_file_is_an_error(write_config: WriteConfig, data_dir: Path) ->
     assert "empty" in str(caught.value)
 
 
+def test_a_duplicated_header_the_config_maps_is_an_error_naming_the_file_and_the_header(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    """Polars would rename the second 'Email' to 'Email_duplicated_0' and read the first."""
+    path = data_dir / "leads.csv"
+    path.write_text("Email,Name,Email,Name\nold@x.io,Ada,new@x.io,Ada L.\n")
+
+    with pytest.raises(SourceError) as caught:
+        read_source(source_config(write_config, "{csv: data/leads.csv}"))
+
+    assert str(caught.value) == (
+        f"{path}: the header 'Email' (columns 1, 3) is given more than once, so which column "
+        "the config means is unclear; rename or remove all but one"
+    )
+    assert caught.value.exit_code == 2
+
+
+def test_every_duplicated_header_the_config_uses_is_named(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    (data_dir / "leads.csv").write_text("id,Email,Plan,Email,Plan,Plan\n1,a@x.io,a,b,c,d\n")
+    path = write_config(
+        "name: test\nsource: {csv: data/leads.csv}\ncontact: {email: Email}\n"
+        "events:\n  - {name: paid, email: Email, when: \"Plan = 'pro'\"}\n",
+        name="configs/sync.yaml",
+    )
+    with pytest.raises(SourceError) as caught:
+        read_source(load_config(path, env={}))
+
+    message = str(caught.value)
+    assert (
+        "the headers 'Email' (columns 2, 4) and 'Plan' (columns 3, 5, 6) are given more" in message
+    )
+
+
+def test_a_duplicated_header_the_config_does_not_use_is_read(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    """An export's two 'Notes' columns do not stop a sync that reads neither."""
+    (data_dir / "leads.csv").write_text("Notes,Email,Notes,,\nx,a@x.io,y,,\n")
+    frame = read_source(source_config(write_config, "{csv: data/leads.csv}"))
+    assert frame["Email"].to_list() == ["a@x.io"]
+
+
+def test_a_column_named_like_a_renamed_duplicate_is_no_duplicate(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    (data_dir / "leads.csv").write_text("Email,Email_duplicated_0\na@x.io,b\n")
+    frame = read_source(source_config(write_config, "{csv: data/leads.csv}"))
+    assert frame.columns == ["Email", "Email_duplicated_0"]
+
+
 # --- Parquet --------------------------------------------------------------------------------------
 
 
