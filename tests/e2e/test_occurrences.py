@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 
+import polars as pl
+
 from sync.keys import legacy_event_key
 from sync.ledger import MIGRATIONS
 from tests.e2e.conftest import Project
@@ -174,3 +176,45 @@ def test_a_once_per_column_removed_sends_nothing_again(project: Project) -> None
     project.write(ORDERS.format(once_per="[]"))
     assert project.sync().returncode == 0
     assert len(project.emulator.events()) == 3
+
+
+def test_a_parquet_column_whose_type_drifts_to_float_sends_nothing_again(
+    project: Project,
+) -> None:
+    """One null turns a Parquet integer column into Float64: the ids and once_per values
+    read the same (101, not 101.0), so no key changes."""
+    config = """
+        name: shop
+        source:
+          parquet: orders.parquet
+        loops:
+          rate_limit: 200
+        contact:
+          email: email
+          user_id: user_id
+        events:
+          - name: order
+            email: email
+            user_id: user_id
+            once_per: [order_id]
+    """
+    project.write(config)
+    emails, order_ids = ["ann@x.com", "bob@x.com"], [1, 2]
+    pl.DataFrame({"email": emails, "user_id": [101, 102], "order_id": order_ids}).write_parquet(
+        project.root / "orders.parquet"
+    )
+    assert project.sync().returncode == 0
+    drifted = pl.DataFrame(
+        {
+            "email": [*emails, "eve@x.com"],
+            "user_id": [101.0, 102.0, None],
+            "order_id": [1.0, 2.0, None],
+        }
+    )
+    drifted.write_parquet(project.root / "orders.parquet")
+
+    result = project.sync()
+
+    assert result.returncode == 0, result.stderr
+    assert len(project.emulator.events()) == 2
+    assert {c.get("userId") for c in project.emulator.contacts()} >= {"101", "102"}
