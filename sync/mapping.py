@@ -137,6 +137,7 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         pieces = [_settle(spec, _hashed(spec, empty, legacy=legacy), None)]
     checked = pl.concat([piece.pending for piece in pieces], rechunk=False)
     settled = pl.concat([piece.settled for piece in pieces], rechunk=False)
+    checked = checked.with_columns(_one_contact_twice(spec, checked, settled).alias("__problems"))
     rejects = _rejects(checked)
     contacts, duplicates, contacts_settled = _contacts(spec, checked, settled)
     valid = checked.filter(pl.col("__problems").is_null())
@@ -227,13 +228,61 @@ def _settled_rows(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
     """What a settled row still counts for: its contact identity, so that it wins over earlier
     rows of that identity, and a fingerprint of each event key (for the count, in this run)."""
     identity = pl.col("__c.identity") if spec.contact else pl.lit(None, pl.String)
+    email = pl.col("__c.email") if _by_both(spec) else pl.lit(None, pl.String)
     fingerprints = [
         pl.when(pl.col(f"__e{index}.applies"))
         .then(pl.col(f"__e{index}.key").hash())
         .alias(f"__e{index}.fp")
         for index in range(len(spec.events))
     ]
-    return rows.select(ROW, identity.alias("identity"), *fingerprints)
+    return rows.select(ROW, identity.alias("identity"), email.alias("email"), *fingerprints)
+
+
+def _by_both(spec: SyncConfig) -> bool:
+    """Whether contacts carry an email and a user id: then two rows can reach one contact."""
+    return spec.contact is not None and None not in (spec.contact.email, spec.contact.user_id)
+
+
+def _one_contact_twice(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame) -> pl.Expr:
+    """The problem of each row whose contact shares its email with another contact's last row.
+
+    Loops matches a contact by email or userId: `ann@x.com` with user id 1 and `ann@x.com` with
+    user id 2 (or none) are one contact there, and the second upsert would rewrite the first's
+    user id. Which row is right is not ours to guess: every such row is rejected, naming the
+    others. Rows Loops already holds (settled) count as the others too.
+    """
+    if not _by_both(spec):
+        return pl.col("__problems")
+    pending = checked.filter(pl.col("__problems").is_null()).select(
+        ROW, pl.col("__c.identity").alias("identity"), pl.col("__c.email").alias("email")
+    )
+    everyone = pl.concat([pending, settled.select(ROW, "identity", "email")])
+    last = everyone.filter(pl.col(ROW) == pl.col(ROW).max().over("identity"))
+    shared = (
+        last.filter(pl.col("email").is_not_null())
+        .group_by("email")
+        .agg(pl.col(ROW).sort(), pl.col("identity").n_unique().alias("contacts"))
+        .filter(pl.col("contacts") > 1)
+        .explode(ROW)
+        .join(last.select(ROW, "email"), on=[ROW, "email"])
+    )
+    if shared.is_empty():
+        return pl.col("__problems")
+    rows = shared.group_by("email").agg(pl.col(ROW).sort().alias("rows"))
+    reasons = shared.join(rows, on="email").select(
+        ROW,
+        pl.format(
+            "{}\x1f'{}' is on rows {} with different user ids: Loops would make them one "
+            "contact; keep one row per person",
+            pl.lit(spec.contact.email if spec.contact else ""),
+            pl.col("email"),
+            pl.col("rows").cast(pl.List(pl.String)).list.join(", "),
+        ).alias("__conflict"),
+    )
+    conflict = pl.col(ROW).replace_strict(
+        reasons.get_column(ROW), reasons.get_column("__conflict"), default=None
+    )
+    return pl.coalesce(pl.col("__problems"), conflict)
 
 
 def _count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.DataFrame) -> int:

@@ -218,3 +218,19 @@ def test_a_parquet_column_whose_type_drifts_to_float_sends_nothing_again(
     assert result.returncode == 0, result.stderr
     assert len(project.emulator.events()) == 2
     assert {c.get("userId") for c in project.emulator.contacts()} >= {"101", "102"}
+
+
+def test_a_new_row_that_loops_would_merge_with_a_delivered_contact_is_rejected(
+    project: Project,
+) -> None:
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,1,free\n")
+    assert project.sync().returncode == 0
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,1,free\nann@x.com,2,pro\n")
+
+    plan = project.run("plan", str(project.config))
+    second = project.sync()
+
+    assert "rows 1, 2 with different user ids" in plan.stdout
+    assert second.returncode == 1
+    ann = next(c for c in project.emulator.contacts() if c["email"] == "ann@x.com")
+    assert (ann["userId"], ann["plan"]) == ("1", "free")  # nothing rewrote her

@@ -919,3 +919,20 @@ def test_the_length_limit_agrees_with_the_emulator(text: str) -> None:
     cell = text.strip()
     mapped = one_property("string", [cell or "x"])
     assert mapped.contacts.is_empty() == emulator_refuses(cell or "x")
+
+
+def test_rows_that_loops_would_merge_into_one_contact_are_rejected_naming_each_other() -> None:
+    """Same email, different user ids (or one without): one contact in Loops."""
+    config = spec({"email": "email", "user_id": "id"}, [{"name": "signup", "email": "email"}])
+    result = run(
+        config,
+        {
+            "email": ["ann@x.com", "bob@x.com", "ANN@x.com", "ann@x.com", "cy@x.com"],
+            "id": ["1", "2", "3", None, "2"],
+        },
+    )
+    rejects = dict(zip(result.rejects[ROW], result.rejects["reason"], strict=True))
+    assert set(rejects) == {1, 3, 4}
+    assert "'ann@x.com' is on rows 1, 3, 4 with different user ids" in rejects[1]
+    assert sorted(result.contacts[ROW]) == [5]  # bob's id 2 is cy's now: the last row wins
+    assert set(result.events["email"]) == {"bob@x.com", "cy@x.com"}
