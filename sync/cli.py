@@ -146,6 +146,8 @@ def plan(config: Path, full: bool) -> None:
         f"  requests: {preview.plan.request_count}, about {minutes} min {seconds} s "
         f"at {report.rate_limit:g} requests/s"
     )
+    for warning in report.warnings:
+        click.echo(f"  warning: {warning}")
     for sample in preview.samples:
         click.echo("  sample: " + orjson.dumps(sample).decode())
 

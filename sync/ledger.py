@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +61,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE events ADD COLUMN email TEXT;
     ALTER TABLE events ADD COLUMN user_id TEXT;
     ALTER TABLE events ADD COLUMN once_per TEXT;
+    ALTER TABLE contacts ADD COLUMN props TEXT;
     UPDATE events SET email = substr(identity, 3), key_email = ls2_key(sync, event, identity)
         WHERE identity LIKE 'e:%';
     UPDATE events SET user_id = substr(identity, 3), key_user = ls2_key(sync, event, identity)
@@ -86,9 +87,9 @@ def _empty_once_per() -> pl.DataFrame:
 class Snapshot:
     """What Loops has confirmed for one sync, as the plan compares against it.
 
-    `contacts`: identity, hash. `events`: key, every key a delivered occurrence is known by (its
-    email's, its userId's, an `ls1` key). `failures`: kind, ref, attempts, last_error.
-    `legacy_events`: some of those keys are `ls1` keys. `other_once_per`: for an event whose
+    `contacts`: identity, hash, props (the keys last delivered, as ',a,b,'). `events`: key,
+    every key a delivered occurrence is known by (its email's, its userId's, an `ls1` key).
+    `failures`: kind, ref, attempts, last_error. `legacy_events`: some of those keys are `ls1` keys. `other_once_per`: for an event whose
     `once_per` columns changed, every occurrence the ledger holds: event, email, user_id,
     once_per (a JSON object), current (whether it has today's columns).
     """
@@ -102,7 +103,7 @@ class Snapshot:
     @classmethod
     def empty(cls) -> Snapshot:
         return cls(
-            pl.DataFrame(schema={"identity": pl.String, "hash": pl.String}),
+            pl.DataFrame(schema={"identity": pl.String, "hash": pl.String, "props": pl.String}),
             pl.DataFrame(schema={"key": pl.String}),
             pl.DataFrame(
                 schema={
@@ -233,8 +234,8 @@ class Ledger:
 
     def delivered_contacts(self) -> pl.DataFrame:
         return self._frame(
-            "SELECT identity, hash FROM contacts WHERE sync = ?",
-            {"identity": pl.String, "hash": pl.String},
+            "SELECT identity, hash, props FROM contacts WHERE sync = ?",
+            {"identity": pl.String, "hash": pl.String, "props": pl.String},
         )
 
     def delivered_events(self) -> pl.DataFrame:
@@ -266,10 +267,21 @@ class Ledger:
 
     # --- writing, as Loops confirms -----------------------------------------------------------
 
-    def contact_delivered(self, identity: str, payload_hash: str) -> None:
+    def contact_delivered(
+        self, identity: str, payload_hash: str, props: Iterable[str] | None = None
+    ) -> None:
+        """`props`: the top-level keys of the body delivered, so that a later run can tell which
+        values Loops keeps that the source no longer has (`empty: skip`)."""
         self._queue(
-            "INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?)",
-            (self.sync, identity, payload_hash, time.time()),
+            "INSERT OR REPLACE INTO contacts (sync, identity, hash, delivered_at, props)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                self.sync,
+                identity,
+                payload_hash,
+                time.time(),
+                None if props is None else "," + ",".join(sorted(props)) + ",",
+            ),
         )
         self._queue(
             "DELETE FROM failures WHERE sync = ? AND kind = 'contact' AND ref = ?",

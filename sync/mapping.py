@@ -72,6 +72,7 @@ class Mapped:
     duplicates: int
     contacts_settled: int = 0
     events_settled: int = 0
+    skipped_when_empty: tuple[str, ...] = ()  # contact properties `empty: skip` leaves out
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,18 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     valid = checked.filter(pl.col("__problems").is_null())
     events = _events(spec, valid)
     events_settled = _count_settled_events(spec, settled, events)
+    skipped = (
+        tuple(spec.contact.properties) if spec.contact and spec.contact.empty == "skip" else ()
+    )
     return Mapped(
-        frame.height, contacts, events, rejects, duplicates, contacts_settled, events_settled
+        frame.height,
+        contacts,
+        events,
+        rejects,
+        duplicates,
+        contacts_settled,
+        events_settled,
+        skipped,
     )
 
 

@@ -151,6 +151,13 @@ def _new_report(config: Config, mapped: Mapped, plan: Plan, *, dry_run: bool) ->
         rate_limit=config.spec.loops.rate_limit,
     )
     _count_plan(report, plan)
+    report.kept_in_loops = plan.kept_in_loops
+    if plan.kept_in_loops:
+        each = ", ".join(f"{name} ({count})" for name, count in plan.kept_in_loops.items())
+        report.warnings.append(
+            f"empty in the source but sent before, so Loops keeps the old value: {each} "
+            "contacts; set `empty: clear` under contact to clear such values"
+        )
     return report
 
 
@@ -292,7 +299,8 @@ class _Recorder:
         self.progress.advance()
         match result.status, request.kind:
             case "delivered", "contact":
-                self.ledger.contact_delivered(request.identity, request.ref)
+                props = orjson.loads(request.body).keys()
+                self.ledger.contact_delivered(request.identity, request.ref, props)
                 report.contacts_sent += 1
             case "delivered", "event":
                 self._event_delivered(request)

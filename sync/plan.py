@@ -66,6 +66,7 @@ class Plan:
     requests: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
     adopted: pl.DataFrame | None = None  # occurrences an earlier `once_per` delivery stands for
+    kept_in_loops: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -202,7 +203,25 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
         "events_already_delivered": mapped.events.height - events.height + mapped.events_settled,
         "folded": int(ordered.get_column("fold").sum()),
     }
-    return Plan(ordered, counts, adopted)
+    return Plan(ordered, counts, adopted, _kept_in_loops(contacts, mapped.skipped_when_empty))
+
+
+def _kept_in_loops(contacts: pl.DataFrame, skipped: tuple[str, ...]) -> dict[str, int]:
+    """Per property, the contacts to send whose value Loops holds from an earlier run and the
+    source now leaves empty: under `empty: skip` Loops keeps that value."""
+    changed = contacts.filter(pl.col("status") != "unchanged", pl.col("props").is_not_null())
+    if not skipped or changed.is_empty():
+        return {}
+    counts = changed.select(
+        (
+            pl.col("props").str.contains(f",{name},", literal=True)
+            & ~pl.col("body").str.contains(orjson.dumps(name).decode() + ":", literal=True)
+        )
+        .sum()
+        .alias(name)
+        for name in skipped
+    ).row(0, named=True)
+    return {name: int(count) for name, count in counts.items() if count}
 
 
 def _held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.Series:

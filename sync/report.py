@@ -73,6 +73,8 @@ class RunReport:
     stopped: str | None = None  # why sending stopped early: "time budget" or "signal"
     exit_code: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Per contact property: contacts whose value Loops keeps though the source's cell is empty.
+    kept_in_loops: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped_unchanged(self) -> int:

@@ -93,7 +93,7 @@ def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(tmp_path: Pat
     other = Ledger(path, "t")
     assert other.delivered_contacts().is_empty()  # not committed yet: a crash would re-send it
     ledger.flush()
-    assert other.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa")]
+    assert other.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa", None)]
 
 
 def test_syncs_sharing_a_ledger_file_do_not_see_each_other(tmp_path: Path) -> None:

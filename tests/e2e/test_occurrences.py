@@ -7,6 +7,7 @@ changing the source or the config in between, and count what Loops received.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 
@@ -234,3 +235,22 @@ def test_a_new_row_that_loops_would_merge_with_a_delivered_contact_is_rejected(
     assert second.returncode == 1
     ann = next(c for c in project.emulator.contacts() if c["email"] == "ann@x.com")
     assert (ann["userId"], ann["plan"]) == ("1", "free")  # nothing rewrote her
+
+
+def test_a_value_emptied_in_the_source_is_counted_as_kept_in_loops_under_empty_skip(
+    project: Project,
+) -> None:
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,1,pro\nbob@x.com,2,free\n")
+    assert project.sync().returncode == 0
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,1,\nbob@x.com,2,free\n")
+
+    plan = project.run("plan", str(project.config))
+    second = project.sync("--report", "second.json")
+
+    assert "Loops keeps the old value: plan (1) contacts" in plan.stdout
+    assert "empty: clear" in plan.stdout
+    report = json.loads((project.root / "second.json").read_text())
+    assert report["kept_in_loops"] == {"plan": 1}
+    assert second.returncode == 0
+    ann = next(c for c in project.emulator.contacts() if c["email"] == "ann@x.com")
+    assert ann["plan"] == "pro"
