@@ -13,35 +13,80 @@ import click
 import orjson
 
 from sync import __version__
-from sync.config import load_config
+from sync.config import Config, load_config
 from sync.emulator.cli import emulator_command
-from sync.errors import LoopsSyncError
-from sync.ledger import Ledger
-from sync.pipeline import LEDGER_FILE, Options, plan_sync, run_sync
-from sync.report import ExitCode, render_summary
+from sync.errors import ExitCode, Interrupted, StopRun
+from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
+from sync.report import RunReport, render_summary
 
 __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONFIG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+LOADED = "loops_sync.config"  # the loaded config, in click's context: where a crash log goes
+CLICK_OWN = (click.ClickException, click.exceptions.Exit, click.exceptions.Abort)
 
 
 def _errors_to_exit_codes(command: F) -> F:
-    """A user mistake is one clear message and a documented exit code, never a traceback."""
+    """Whatever goes wrong is one clear message and a documented exit code, never a traceback:
+    a bug's traceback goes to a log file, and the message says where."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except LoopsSyncError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
-        except KeyboardInterrupt:  # before sending starts; once it has, run_sync drains instead
-            click.echo("interrupted: nothing more was sent", err=True)
-            sys.exit(ExitCode.INTERRUPTED)
+        except CLICK_OWN:
+            raise
+        # A bug too ends in one message and its exit code: as_stop_run logs its traceback.
+        except (Exception, KeyboardInterrupt, BaseExceptionGroup) as error:  # noqa: BLE001
+            stop = _as_stop_run(error)
+            click.echo(f"{'' if isinstance(stop, Interrupted) else 'error: '}{stop}", err=True)
+            sys.exit(stop.exit_code)
 
     wrapper.__name__ = command.__name__
     wrapper.__doc__ = command.__doc__
     return wrapper  # type: ignore[return-value]  # same signature as `command`
+
+
+def _load(path: Path) -> Config:
+    """Load the config and remember it: a crash from here on is logged in its state directory."""
+    config = load_config(path)
+    click.get_current_context().meta[LOADED] = config
+    return config
+
+
+def _loaded() -> Config | None:
+    config = click.get_current_context().meta.get(LOADED)
+    return config if isinstance(config, Config) else None
+
+
+def _as_stop_run(error: BaseException) -> StopRun:
+    return as_stop_run(error, _loaded())
+
+
+def _write_report(path: Path, report: RunReport) -> None:
+    try:
+        report.write_json(path)
+    except OSError as error:  # the run is over: say so, and keep its exit code
+        click.echo(f"error: cannot write the report to {path}: {error.strerror}", err=True)
+
+
+def _failure_report(stop: StopRun) -> RunReport:
+    """The report of a run that ended early: as far as it got, or (when it never started: a
+    config error, say) the exit code and the message alone."""
+    if stop.report is not None:
+        return stop.report
+    config = _loaded()
+    report = RunReport(sync=config.name if config else "")
+    report.record_error(stop)
+    return report
+
+
+def _main_help() -> str:
+    codes = "\n".join(f"  {code.value:<4} {code.meaning}" for code in ExitCode)
+    return (
+        "Keep a Loops (loops.so) team's contacts and events in step with a table.\n\n"
+        f"\b\nExit codes:\n{codes}"
+    )
 
 
 def parse_duration(text: str) -> float:
@@ -55,21 +100,21 @@ def parse_duration(text: str) -> float:
     return hours * 3600.0 + minutes * 60.0 + seconds
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(help=_main_help(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="loops-sync")
 def main() -> None:
-    """Keep a Loops (loops.so) team's contacts and events in step with a table.
-
-    Exit codes: 0 all delivered, 1 some rows rejected or failed, 2 usage/config/source error
-    (nothing sent), 3 fatal API error, 4 another run holds the lock, 5 --max-duration ran out.
-    """
+    pass
 
 
 @main.command()
 @CONFIG
 @click.option("--dry-run", is_flag=True, help="Write the exact payloads as NDJSON; send nothing.")
 @click.option("--full", is_flag=True, help="Send every contact again (events are never repeated).")
-@click.option("--limit", type=click.IntRange(min=1), help="Send at most N contacts' requests.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Send at most N contacts' requests; exit 5 with the rest left for the next run.",
+)
 @click.option(
     "--report",
     "report_file",
@@ -105,14 +150,19 @@ def run(
         quiet=quiet,
         handle_signals=True,
     )
-    report = run_sync(load_config(config), options)
+    try:
+        report = run_sync(_load(config), options)
+    except CLICK_OWN:
+        raise
+    except (Exception, KeyboardInterrupt, BaseExceptionGroup) as error:
+        stop = _as_stop_run(error)
+        if report_file:  # also now: a cron job's report must never be last week's
+            _write_report(report_file, _failure_report(stop))
+        if stop is error:
+            raise
+        raise stop from error
     if report_file:
-        try:
-            report.write_json(report_file)
-        except OSError as error:  # the run is done: say so, and keep its exit code
-            click.echo(
-                f"error: cannot write the report to {report_file}: {error.strerror}", err=True
-            )
+        _write_report(report_file, report)
     if not quiet:
         render_summary(report)
     if verbose and report.rejects_file:
@@ -126,7 +176,7 @@ def run(
 @_errors_to_exit_codes
 def plan(config: Path, full: bool) -> None:
     """Show what a run would send: counts, rejects, an ETA, sample payloads. No network."""
-    preview = plan_sync(load_config(config), full=full)
+    preview = plan_sync(_load(config), full=full)
     report = preview.report
     click.echo(f"plan for sync '{report.sync}': {report.rows_read} rows read")
     click.echo(
@@ -158,13 +208,9 @@ def plan(config: Path, full: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 @_errors_to_exit_codes
 def history(config: Path, limit: int, as_json: bool) -> None:
-    """List the recent runs of CONFIG's sync."""
-    loaded = load_config(config)
-    ledger = Ledger(loaded.state_dir / LEDGER_FILE, loaded.name)
-    try:
-        runs = ledger.runs(limit)
-    finally:
-        ledger.close()
+    """List the recent runs of CONFIG's sync, and how each ended."""
+    loaded = _load(config)
+    runs = run_history(loaded, limit)
     if as_json:
         click.echo(
             orjson.dumps([run.__dict__ for run in runs], option=orjson.OPT_INDENT_2).decode()
@@ -175,19 +221,22 @@ def history(config: Path, limit: int, as_json: bool) -> None:
         return
     click.echo(
         f"{'started':<20} {'seconds':>8} {'sent':>7} {'skipped':>8} "
-        f"{'rejected':>9} {'failed':>7} {'exit':>5}"
+        f"{'rejected':>9} {'failed':>7} {'exit':>5}  how it ended"
     )
     for record in runs:
         counts = record.counts
         sent = counts.get("contacts_sent", 0) + counts.get("events_sent", 0)
+        skipped = counts.get("contacts_unchanged", 0)
         rejected = counts.get("rows_rejected", 0) + counts.get("rejected_by_loops", 0)
         failed = counts.get("failed", 0) + counts.get("deferred", 0)
-        took = f"{record.ended_at - record.started_at:.1f}" if record.ended_at else "running"
+        figures = (sent, skipped, rejected, failed) if counts else ("-",) * 4  # died: unknown
+        took = f"{record.ended_at - record.started_at:.1f}" if record.ended_at else record.status
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
         exit_code = "" if record.exit_code is None else str(record.exit_code)
+        ended = (record.reason or record.status).splitlines()[0]
         click.echo(
-            f"{when:<20} {took:>8} {sent:>7} {counts.get('contacts_unchanged', 0):>8} "
-            f"{rejected:>9} {failed:>7} {exit_code:>5}"
+            f"{when:<20} {took:>8} {figures[0]:>7} {figures[1]:>8} "
+            f"{figures[2]:>9} {figures[3]:>7} {exit_code:>5}  {ended}"
         )
 
 

@@ -1,26 +1,40 @@
-"""Every error loops-sync raises, grouped by what happens next.
+"""Every error loops-sync raises, grouped by what happens next, and the exit codes they map to.
 
     LoopsSyncError                 base; carries the exit code the CLI uses
     ├── StopRun                    the run stops; nothing more is sent
     │   ├── ConfigError            exit 2: the config is wrong (every problem listed)
     │   ├── SourceError            exit 2: the source cannot be read
     │   ├── FatalApiError          exit 3: bad API key, API unreachable, wrong base URL
-    │   └── LockedError            exit 4: another run of the same sync holds the lock
+    │   ├── LockedError            exit 4: another run of the same sync holds the lock
+    │   ├── LedgerError            exit 6: the ledger cannot be written; sending stopped
+    │   ├── InternalError          exit 70: a bug; the traceback is in a log file
+    │   └── Interrupted            exit 130: Ctrl-C before the run could drain
     ├── RetryableError             sent again (now with back-off, or on the next run)
     └── RejectedRow                the row goes to the rejects file with the reason
 
-Exit codes 0 (all delivered), 1 (some rows rejected or failed) and 5 (the time budget ran out)
-are outcomes of a finished run, not errors; they live in `report.ExitCode`.
+Exit codes 0 (all delivered), 1 (some rows rejected or failed) and 5 (work left for the next run)
+are outcomes of a finished run, not errors. Every code is a member of `ExitCode`, defined once
+here: the errors carry them, `loops-sync --help` lists them, a test checks the README's table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sync.report import RunReport
 
 __all__ = [
     "ConfigError",
     "ConfigProblem",
+    "ExitCode",
     "FatalApiError",
+    "InternalError",
+    "Interrupted",
+    "LedgerError",
     "LockedError",
     "LoopsSyncError",
     "RejectedRow",
@@ -30,14 +44,50 @@ __all__ = [
 ]
 
 
-class LoopsSyncError(Exception):
-    """Base of every loops-sync error."""
+class ExitCode(IntEnum):
+    """The process exit codes; `meaning` is what `--help` and the README say of each."""
 
-    exit_code = 1
+    OK = 0
+    PARTIAL = 1
+    USAGE = 2
+    FATAL_API = 3
+    LOCKED = 4
+    WORK_LEFT = 5
+    LEDGER = 6
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "every row delivered (or already in Loops)",
+    ExitCode.PARTIAL: "the run finished, but some rows were rejected or failed",
+    ExitCode.USAGE: "usage, config or source error: nothing was sent",
+    ExitCode.FATAL_API: "fatal API error: bad API key, API unreachable",
+    ExitCode.LOCKED: "another run of the same sync holds the lock",
+    ExitCode.WORK_LEFT: "work left for the next run (--max-duration ran out, or --limit)",
+    ExitCode.LEDGER: "the ledger (state) cannot be written: sending stopped",
+    ExitCode.INTERNAL: "internal error (a bug): the traceback is in <state dir>/<sync>-error.log",
+    ExitCode.INTERRUPTED: "interrupted (SIGINT or SIGTERM); the next run continues",
+}
+
+
+class LoopsSyncError(Exception):
+    """Base of every loops-sync error. One that is not a StopRun should never leave a run."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
 
 
 class StopRun(LoopsSyncError):
-    """The run cannot go on: the CLI prints the message and exits with `exit_code`."""
+    """The run cannot go on: the CLI prints the message and exits with `exit_code`.
+
+    `report` is the run's report as far as it got, when the error left `run_sync()`.
+    """
+
+    report: RunReport | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +107,7 @@ class ConfigProblem:
 class ConfigError(StopRun):
     """The config file is wrong; every problem found is reported at once."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, file: str, problems: list[ConfigProblem]) -> None:
         self.file = file
@@ -71,19 +121,47 @@ class ConfigError(StopRun):
 class SourceError(StopRun):
     """The source (file, glob or database) cannot be read as configured."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class FatalApiError(StopRun):
     """Loops refused the whole run (a bad key) or cannot be reached at all."""
 
-    exit_code = 3
+    exit_code = ExitCode.FATAL_API
 
 
 class LockedError(StopRun):
     """Another run of the same sync is in progress."""
 
-    exit_code = 4
+    exit_code = ExitCode.LOCKED
+
+
+class LedgerError(StopRun):
+    """The ledger cannot be written (disk full, read-only, locked beyond the busy timeout).
+
+    Sending stops at once: a request Loops confirmed but the ledger cannot record would be sent
+    again by the next run.
+    """
+
+    exit_code = ExitCode.LEDGER
+
+
+class InternalError(StopRun):
+    """An exception loops-sync did not expect: a bug. The traceback is in `log_file`, not on the
+    screen; the message names only the exception's type (a library's text may hold anything)."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, error: BaseException, log_file: Path | None) -> None:
+        self.log_file = log_file
+        where = f"the traceback is in {log_file}" if log_file else "no log file could be written"
+        super().__init__(f"internal error ({type(error).__name__}), a bug in loops-sync; {where}")
+
+
+class Interrupted(StopRun):
+    """Ctrl-C (or SIGTERM) arrived where the run could not drain its requests in flight."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class RetryableError(LoopsSyncError):

@@ -6,6 +6,8 @@ Idempotency-Key after 24 hours, the ledger does not), the requests that failed, 
 per run. Contact writes are buffered and committed in batches; a crash loses at most the last
 batch, which the next run re-sends harmlessly (an upsert is idempotent). Delivered events are
 committed at once: a re-sent event is harmless only within Loops' 24-hour idempotency window.
+A commit that fails keeps its batch for the next flush and raises LedgerError: a run must not go
+on sending what it cannot record.
 """
 
 from __future__ import annotations
@@ -16,23 +18,37 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
-from sync.errors import LockedError, SourceError
+from sync.errors import LedgerError, LockedError, SourceError
 from sync.keys import event_key
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "Occurrence", "RunRecord", "Snapshot", "hold_lock"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Ledger",
+    "Occurrence",
+    "RunRecord",
+    "RunStatus",
+    "Snapshot",
+    "hold_lock",
+]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FLUSH_EVERY = 500
 FLUSH_SECONDS = 2.0
 SNAPSHOT_BATCH = 50_000
 Kind = Literal["contact", "event"]
+RunStatus = Literal["running", "finished", "failed", "died"]
+DIED = (
+    "died: no end was recorded (killed, out of memory, the machine stopped, the ledger could "
+    "not be written, or a crash); "
+    "found when the next run started"
+)
 
 # Each entry moves the schema from version N to N+1; the ledger applies the ones it lacks.
 MIGRATIONS: list[str] = [
@@ -67,6 +83,13 @@ MIGRATIONS: list[str] = [
     UPDATE events SET user_id = substr(identity, 3), key_user = ls2_key(sync, event, identity)
         WHERE identity LIKE 'u:%';
     """,
+    # A run's end, told apart: finished (an exit code from a completed run), failed (an error
+    # ended it: `reason` says which), died (no end recorded), or still running.
+    """
+    ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'running';
+    ALTER TABLE runs ADD COLUMN reason TEXT;
+    UPDATE runs SET status = 'finished' WHERE ended_at IS NOT NULL;
+    """,
 ]
 
 
@@ -89,7 +112,8 @@ class Snapshot:
 
     `contacts`: identity, hash, props (the keys last delivered, as ',a,b,'). `events`: key,
     every key a delivered occurrence is known by (its email's, its userId's, an `ls1` key).
-    `failures`: kind, ref, attempts, last_error. `legacy_events`: some of those keys are `ls1` keys. `other_once_per`: for an event whose
+    `failures`: kind, ref, attempts, last_error. `legacy_events`: some of those keys are `ls1`
+    keys. `other_once_per`: for an event whose
     `once_per` columns changed, every occurrence the ledger holds: event, email, user_id,
     once_per (a JSON object), current (whether it has today's columns).
     """
@@ -140,11 +164,16 @@ class Occurrence:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """One run in the history. `reason` says how it ended: an error's message, the work it left,
+    or why it is marked died; `counts` is its JSON report (empty for a run that died)."""
+
     id: int
     started_at: float
     ended_at: float | None
     exit_code: int | None
     counts: dict[str, Any]
+    status: RunStatus
+    reason: str | None
 
 
 class Ledger:
@@ -167,8 +196,10 @@ class Ledger:
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
     def _migrate(self) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -333,48 +364,88 @@ class Ledger:
             self.flush()
 
     def flush(self) -> None:
-        """Commit what Loops confirmed so far, in one transaction."""
+        """Commit what Loops confirmed so far, in one transaction. The batch is let go only once
+        committed: a failed commit raises LedgerError and the next flush tries it again."""
         self._last_flush = time.monotonic()
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
         with self._transaction():
-            for statement, params in pending:
+            for statement, params in self._pending:
                 self._db.execute(statement, params)
+        self._pending.clear()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction, rolled back whole on any error; a ledger that cannot be
+        written (disk full, read-only, locked beyond the busy timeout) raises LedgerError."""
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):  # the error that got us here is the one to tell
+                        self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise LedgerError(
+                f"cannot write the ledger {self.path} ({error}): sending stopped. Make room or "
+                "make it writable, then run again within 24 hours: Loops still recognises, by "
+                "their Idempotency-Key, the events this run delivered but could not record"
+            ) from error
 
     # --- runs ---------------------------------------------------------------------------------
 
     def start_run(self, config_hash: str) -> int:
-        cursor = self._db.execute(
-            "INSERT INTO runs (sync, started_at, config_hash) VALUES (?, ?, ?)",
-            (self.sync, time.time(), config_hash),
-        )
+        """Record a new run; call it holding the sync's lock. Earlier runs of the sync still
+        marked running cannot be (the lock was free): they died, and are marked so."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE runs SET status = 'died', reason = ? WHERE sync = ? AND status = 'running'",
+                (DIED, self.sync),
+            )
+            cursor = self._db.execute(
+                "INSERT INTO runs (sync, started_at, config_hash) VALUES (?, ?, ?)",
+                (self.sync, time.time(), config_hash),
+            )
         return int(cursor.lastrowid or 0)
 
-    def finish_run(self, run_id: int, exit_code: int, counts: dict[str, Any]) -> None:
+    def finish_run(
+        self,
+        run_id: int,
+        exit_code: int,
+        counts: dict[str, Any],
+        *,
+        status: RunStatus = "finished",
+        reason: str | None = None,
+    ) -> None:
+        """Close the run's record, after committing what is still pending."""
         self.flush()
-        self._db.execute(
-            "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ? WHERE id = ?",
-            (time.time(), exit_code, json.dumps(counts, sort_keys=True), run_id),
-        )
+        with self._transaction():
+            self._db.execute(
+                "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ?, status = ?, reason = ? "
+                "WHERE id = ?",
+                (
+                    time.time(),
+                    exit_code,
+                    json.dumps(counts, sort_keys=True),
+                    status,
+                    reason,
+                    run_id,
+                ),
+            )
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
         rows = self._db.execute(
-            "SELECT id, started_at, ended_at, exit_code, counts FROM runs WHERE sync = ? "
-            "ORDER BY started_at DESC, id DESC LIMIT ?",
+            "SELECT id, started_at, ended_at, exit_code, counts, status, reason FROM runs "
+            "WHERE sync = ? ORDER BY started_at DESC, id DESC LIMIT ?",
             (self.sync, limit),
         ).fetchall()
-        return [RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}) for r in rows]
+        return [
+            RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5], r[6])
+            for r in rows
+        ]
 
 
 def _ls2_key_of_identity(sync: str, event: str, identity: str) -> str:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
+import tempfile
 import time
-from collections.abc import Mapping
-from contextlib import closing
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -17,17 +20,33 @@ import orjson
 import polars as pl
 
 from sync.config import Config, check_columns
-from sync.errors import ConfigError, ConfigProblem, FatalApiError
-from sync.ledger import Ledger, Snapshot, hold_lock
+from sync.errors import (
+    ConfigError,
+    ConfigProblem,
+    FatalApiError,
+    InternalError,
+    Interrupted,
+    LedgerError,
+    StopRun,
+)
+from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
 from sync.pacing import Pacer
 from sync.plan import Plan, Request, make_plan
-from sync.report import ProgressReporter, RunReport, write_rejects
+from sync.report import ProgressReporter, RunReport, write_crash_log, write_rejects
 from sync.sender import RequestResult, RetryPolicy, default_concurrency, send_jobs
 from sync.sources import read_source
 
-__all__ = ["Options", "PlanPreview", "plan_sync", "run_sync"]
+__all__ = [
+    "Options",
+    "PlanPreview",
+    "as_stop_run",
+    "crash_log_path",
+    "plan_sync",
+    "run_history",
+    "run_sync",
+]
 
 LEDGER_FILE = "ledger.sqlite"
 
@@ -59,43 +78,142 @@ class PlanPreview:
 
 
 def run_sync(config: Config, options: Options | None = None) -> RunReport:
-    """Make Loops match the source, sending only what the ledger says Loops lacks."""
+    """Make Loops match the source, sending only what the ledger says Loops lacks.
+
+    Whatever ends a run early leaves as a StopRun (Ctrl-C as Interrupted, a bug as an
+    InternalError whose traceback is in the state directory) whose `report` holds the run's
+    figures as far as it got; the run's history entry is closed with the reason.
+    """
     options = options or Options()
+    report = _new_report(config, dry_run=options.dry_run)
+    with _ending_as_stop_run(config, report, options.env):
+        if options.dry_run:
+            _dry_run(config, report, options)
+        else:
+            _sync(config, report, options)
+    return report
+
+
+def _sync(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
-    source = _read(config)
-    if options.dry_run:
-        with _open_ledger(config) as ledger:
+    api_key = _require_api_key(config, options.env)
+    with hold_lock(config.state_dir, config.name), _open_ledger(config) as ledger:
+        run_id = ledger.start_run(config.config_hash)
+        with (
+            _recorded_in_history(ledger, run_id, report),
+            _ending_as_stop_run(config, report, options.env),
+        ):
+            source = _read(config)
             mapped, plan = _map_and_plan(
                 config, source, _snapshot(config, ledger), full=options.full
             )
-        report = _new_report(config, mapped, plan, dry_run=True)
-        report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
-        _finish(
-            config, report=report, source=source, mapped=mapped, loops_rejects=[], started=started
-        )
-        return report
-    api_key = _require_api_key(config, options.env)
-    with hold_lock(config.state_dir, config.name), _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=options.full)
-        if plan.adopted is not None and not plan.adopted.is_empty():
-            ledger.adopt(plan.adopted)
-        report = _new_report(config, mapped, plan, dry_run=False)
-        run_id = ledger.start_run(config.config_hash)
-        try:
+            if plan.adopted is not None and not plan.adopted.is_empty():
+                ledger.adopt(plan.adopted)
+            _count_mapped(report, mapped, plan)
             loops_rejects = _send(config, plan, ledger, report, api_key=api_key, options=options)
-        except FatalApiError:
-            ledger.finish_run(run_id, 3, report.to_json())
+            _count_left_by_limit(report, plan, options.limit)
+            _finish(
+                config,
+                report=report,
+                source=source,
+                mapped=mapped,
+                loops_rejects=loops_rejects,
+                started=started,
+            )
+
+
+def _dry_run(config: Config, report: RunReport, options: Options) -> None:
+    started = time.monotonic()
+    source = _read(config)
+    with _open_ledger(config) as ledger:
+        mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=options.full)
+    _count_mapped(report, mapped, plan)
+    report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
+    _finish(config, report=report, source=source, mapped=mapped, loops_rejects=[], started=started)
+
+
+def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
+    """The sync's latest runs, newest first, each with how it ended (`status`, `reason`)."""
+    with _open_ledger(config) as ledger:
+        return ledger.runs(limit)
+
+
+def as_stop_run(
+    error: BaseException, config: Config | None, env: Mapping[str, str] | None = None
+) -> StopRun:
+    """Whatever ended a run, as the StopRun that says what happens next.
+
+    A StopRun stays itself, also inside the exception group of the sender's task groups;
+    Ctrl-C becomes Interrupted; anything else is a bug: an InternalError, its traceback written
+    (API key blanked out) to the crash log of `config` (the temp directory when it is None).
+    """
+    if isinstance(error, BaseExceptionGroup):
+        stops, others = error.split(StopRun)
+        if stops is not None and others is None:
+            return _first_leaf(stops)
+        interrupts, others = error.split(KeyboardInterrupt)
+        if interrupts is not None and others is None:
+            return Interrupted("interrupted: nothing more was sent")
+    if isinstance(error, StopRun):
+        return error
+    if isinstance(error, KeyboardInterrupt):
+        return Interrupted("interrupted: nothing more was sent")
+    return InternalError(
+        error, write_crash_log(crash_log_path(config), error, _secrets(config, env))
+    )
+
+
+def crash_log_path(config: Config | None) -> Path:
+    """Where a bug's traceback goes: the state directory, once the config is known."""
+    if config is None:
+        return Path(tempfile.gettempdir()) / "loops-sync-error.log"
+    return config.state_dir / f"{config.name}-error.log"
+
+
+def _first_leaf(group: BaseExceptionGroup[StopRun]) -> StopRun:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _secrets(config: Config | None, env: Mapping[str, str] | None) -> list[str]:
+    """The values a crash log must not show: the API key, from the environment as it is."""
+    env = os.environ if env is None else env
+    names = {"LOOPS_API_KEY", config.spec.loops.api_key_env if config else "LOOPS_API_KEY"}
+    return [env[name] for name in names if env.get(name)]
+
+
+@contextmanager
+def _ending_as_stop_run(
+    config: Config, report: RunReport, env: Mapping[str, str] | None
+) -> Iterator[None]:
+    """Whatever ends the run early leaves as a StopRun carrying the report as far as it got."""
+    started = time.monotonic()
+    try:
+        yield
+    except (Exception, KeyboardInterrupt, BaseExceptionGroup) as error:
+        stop = as_stop_run(error, config, env)
+        if stop.report is None:
+            report.record_error(stop)
+            report.wall_seconds = time.monotonic() - started
+            stop.report = report
+        if stop is error:
             raise
-        _finish(
-            config,
-            report=report,
-            source=source,
-            mapped=mapped,
-            loops_rejects=loops_rejects,
-            started=started,
-        )
-        ledger.finish_run(run_id, report.exit_code, report.to_json())
-        return report
+        raise stop from error
+
+
+@contextmanager
+def _recorded_in_history(ledger: Ledger, run_id: int, report: RunReport) -> Iterator[None]:
+    """The run's history entry is closed however the run ends, with how it ended. A ledger that
+    cannot be written cannot record a failure either: the entry is then marked died next run."""
+    try:
+        yield
+    except StopRun:
+        with suppress(LedgerError):
+            ledger.finish_run(
+                run_id, report.exit_code, report.to_json(), status="failed", reason=report.outcome()
+            )
+        raise
+    ledger.finish_run(run_id, report.exit_code, report.to_json(), reason=report.outcome())
 
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
@@ -103,7 +221,8 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
     source = _read(config)
     with _open_ledger(config) as ledger:
         mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=full)
-    report = _new_report(config, mapped, plan, dry_run=True)
+    report = _new_report(config, dry_run=True)
+    _count_mapped(report, mapped, plan)
     by_reason = (
         mapped.rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
         if not mapped.rejects.is_empty()
@@ -141,15 +260,14 @@ def _map_and_plan(
     return mapped, make_plan(mapped, confirmed, full=full)
 
 
-def _new_report(config: Config, mapped: Mapped, plan: Plan, *, dry_run: bool) -> RunReport:
-    report = RunReport(
-        sync=config.name,
-        dry_run=dry_run,
-        rows_read=mapped.rows_read,
-        rows_rejected=mapped.rejects.height,
-        duplicates=mapped.duplicates,
-        rate_limit=config.spec.loops.rate_limit,
-    )
+def _new_report(config: Config, *, dry_run: bool) -> RunReport:
+    return RunReport(sync=config.name, dry_run=dry_run, rate_limit=config.spec.loops.rate_limit)
+
+
+def _count_mapped(report: RunReport, mapped: Mapped, plan: Plan) -> None:
+    report.rows_read = mapped.rows_read
+    report.rows_rejected = mapped.rejects.height
+    report.duplicates = mapped.duplicates
     _count_plan(report, plan)
     report.kept_in_loops = plan.kept_in_loops
     if plan.kept_in_loops:
@@ -158,7 +276,6 @@ def _new_report(config: Config, mapped: Mapped, plan: Plan, *, dry_run: bool) ->
             f"empty in the source but sent before, so Loops keeps the old value: {each} "
             "contacts; set `empty: clear` under contact to clear such values"
         )
-    return report
 
 
 def _count_plan(report: RunReport, plan: Plan) -> None:
@@ -170,6 +287,19 @@ def _count_plan(report: RunReport, plan: Plan) -> None:
     report.events_new = counts["events_new"]
     report.events_retry = counts["events_retry"]
     report.events_skipped_delivered = counts["events_already_delivered"]
+
+
+def _count_left_by_limit(report: RunReport, plan: Plan, limit: int | None) -> None:
+    """What --limit kept back: the requests (an upsert riding on an event is one, as Loops sees
+    it) and the contacts of the jobs past the first `limit`, which are the plan's next rows."""
+    if limit is None:
+        return
+    handed_requests = handed_rows = 0
+    for job in plan.jobs(limit):
+        handed_requests += len(job.requests)
+        handed_rows += len(job.requests) + sum(r.folded is not None for r in job.requests)
+    report.requests_left_by_limit = plan.request_count - handed_requests
+    report.contacts_left_by_limit = plan.requests.slice(handed_rows)["identity"].n_unique()
 
 
 def _open_ledger(config: Config) -> closing[Ledger]:
@@ -286,39 +416,54 @@ async def _send_async(
 
 
 class _Recorder:
-    """Turns each request's fate into a ledger write, a count in the report, maybe a reject."""
+    """Turns each request's fate into a count in the report, a ledger write, maybe a reject.
+
+    The count comes first: Loops has what it confirmed even when the ledger cannot record it.
+    """
 
     def __init__(self, ledger: Ledger, report: RunReport, progress: ProgressReporter) -> None:
         self.ledger = ledger
         self.report = report
         self.progress = progress
         self.loops_rejects: list[tuple[int, str]] = []
+        self.unwritable: LedgerError | None = None
 
     def __call__(self, result: RequestResult) -> None:
         request, report = result.request, self.report
         self.progress.advance()
         match result.status, request.kind:
             case "delivered", "contact":
-                props = orjson.loads(request.body).keys()
-                self.ledger.contact_delivered(request.identity, request.ref, props)
                 report.contacts_sent += 1
+                props = orjson.loads(request.body).keys()
+                self._write(self.ledger.contact_delivered, request.identity, request.ref, props)
             case "delivered", "event":
-                self._event_delivered(request)
                 report.events_sent += 1
+                self._write(self._event_delivered, request)
             case "duplicate", _:
-                self._event_delivered(request)
                 report.already_delivered += 1
+                self._write(self._event_delivered, request)
             case "rejected", _:
-                self._failed(request, result.message)
                 self.loops_rejects.append((request.row, result.message))
                 report.rejected_by_loops += 1
+                self._write(self._failed, request, result.message)
             case "failed", _:
-                self._failed(request, result.message)
                 report.failed += 1
+                self._write(self._failed, request, result.message)
             case "deferred", _:
                 report.deferred += 1
             case _:
                 report.not_sent += 1
+
+    def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """Once the ledger cannot be written, try no more (each try may wait out its busy
+        timeout) and raise again: the sender stops on it, and nothing more is sent."""
+        if self.unwritable is not None:
+            raise self.unwritable
+        try:
+            write(*args)
+        except LedgerError as error:
+            self.unwritable = error
+            raise
 
     def _event_delivered(self, request: Request) -> None:
         self.ledger.event_delivered(

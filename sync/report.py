@@ -7,35 +7,35 @@ never reaches any of it: nothing here is given the key.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sync import __version__
+from sync.errors import ExitCode, InternalError, StopRun
 from sync.mapping import ROW
 
-__all__ = ["ExitCode", "ProgressReporter", "RunReport", "render_summary", "write_rejects"]
+__all__ = [
+    "ProgressReporter",
+    "RunReport",
+    "render_summary",
+    "write_crash_log",
+    "write_rejects",
+]
 
 FORMULA_START = r"^[=+\-@\t\r]"
-
-
-class ExitCode(IntEnum):
-    """The process exit codes; the README's table is checked against this by a test."""
-
-    OK = 0  # every row delivered (or already in Loops)
-    PARTIAL = 1  # the run finished, but some rows were rejected or failed
-    USAGE = 2  # usage, config or source error: nothing was sent
-    FATAL_API = 3  # Loops refused the key, or cannot be reached
-    LOCKED = 4  # another run of the same sync holds the lock
-    OUT_OF_TIME = 5  # --max-duration ran out with work left: the next run continues
-    INTERRUPTED = 130  # stopped by SIGINT or SIGTERM after finishing the requests in flight
 
 
 @dataclass
@@ -61,6 +61,8 @@ class RunReport:
     failed: int = 0
     deferred: int = 0
     not_sent: int = 0
+    requests_left_by_limit: int = 0  # planned requests past --limit: the next run sends them
+    contacts_left_by_limit: int = 0  # and the contacts (identities) they belong to
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
@@ -72,6 +74,8 @@ class RunReport:
     dry_run_file: str | None = None
     stopped: str | None = None  # why sending stopped early: "time budget" or "signal"
     exit_code: int = 0
+    error: str | None = None  # the message of the error that ended the run early
+    log_file: str | None = None  # where the traceback of an internal error (exit 70) went
     warnings: list[str] = field(default_factory=list)
     # Per contact property: contacts whose value Loops keeps though the source's cell is empty.
     kept_in_loops: dict[str, int] = field(default_factory=dict)
@@ -84,10 +88,17 @@ class RunReport:
     def retried_from_earlier(self) -> int:
         return self.contacts_retry + self.events_retry
 
+    @property
+    def work_left(self) -> int:
+        """Planned requests this run did not send, for the next run: stopped early, or --limit."""
+        return self.not_sent + self.requests_left_by_limit
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["skipped_unchanged"] = self.skipped_unchanged
         data["retried_from_earlier"] = self.retried_from_earlier
+        data["work_left"] = self.work_left
+        data["outcome"] = self.outcome()
         return data
 
     def write_json(self, path: Path) -> None:
@@ -97,11 +108,40 @@ class RunReport:
     def decide_exit_code(self) -> int:
         if self.stopped == "signal":
             return ExitCode.INTERRUPTED
-        if self.stopped == "time budget" and self.not_sent:
-            return ExitCode.OUT_OF_TIME
+        if self.work_left:
+            return ExitCode.WORK_LEFT
         if self.rows_rejected or self.rejected_by_loops or self.failed or self.deferred:
             return ExitCode.PARTIAL
         return ExitCode.OK
+
+    def record_error(self, error: StopRun) -> None:
+        """The run ended early with `error`: its exit code and message become the report's."""
+        self.exit_code = error.exit_code
+        self.error = str(error)
+        if isinstance(error, InternalError) and error.log_file is not None:
+            self.log_file = str(error.log_file)
+
+    def outcome(self) -> str:
+        """How the run ended, in a line or two: what `history` shows beside the exit code."""
+        if self.error:
+            return self.error
+        match self.exit_code:
+            case ExitCode.INTERRUPTED:
+                return f"interrupted by a signal; {self.work_left} requests left for the next run"
+            case ExitCode.WORK_LEFT:
+                causes = []
+                if self.not_sent:
+                    causes.append(f"stopped early ({self.stopped}): {self.not_sent} requests")
+                if self.requests_left_by_limit:
+                    causes.append(
+                        f"--limit: {self.requests_left_by_limit} requests "
+                        f"({self.contacts_left_by_limit} contacts)"
+                    )
+                return "work left for the next run: " + "; ".join(causes)
+            case ExitCode.PARTIAL:
+                rejected = self.rows_rejected + self.rejected_by_loops
+                return f"{rejected} rows rejected, {self.failed + self.deferred} failed"
+        return "dry run: nothing sent" if self.dry_run else "every row delivered"
 
 
 def render_summary(report: RunReport, out: TextIO | None = None) -> None:
@@ -125,7 +165,7 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
         ("events Loops already had (409)", report.already_delivered),
         ("rejected by Loops", report.rejected_by_loops),
         ("failed (retried next run)", report.failed + report.deferred),
-        ("left for the next run", report.not_sent),
+        ("left for the next run", report.work_left),
         (
             "requests / retries / 429s",
             f"{report.requests} / {report.retries} / {report.rate_limited}",
@@ -146,6 +186,11 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
         console.print(
             f"stopped early ({report.stopped}); the next run continues where this one left off"
         )
+    if report.requests_left_by_limit:
+        console.print(
+            f"--limit reached: {report.requests_left_by_limit} requests for "
+            f"{report.contacts_left_by_limit} contacts left for the next run"
+        )
     console.print(f"exit code {report.exit_code}")
 
 
@@ -153,12 +198,13 @@ def write_rejects(path: Path, source: pl.DataFrame, rejects: pl.DataFrame) -> Pa
     """The rejected rows with their original columns plus row, column and reason.
 
     Cells a spreadsheet would run as a formula (starting with = + - @) get a leading quote.
-    Returns None (and removes an old file) when nothing was rejected.
+    Source columns CSV cannot hold (a SQL array or JSON column, a Parquet list or struct, bytes)
+    are written as text. Returns None (and removes an old file) when nothing was rejected.
     """
     if rejects.is_empty():
         path.unlink(missing_ok=True)
         return None
-    original = source.join(rejects.select(ROW), on=ROW, how="semi")
+    original = _as_csv_cells(source.join(rejects.select(ROW), on=ROW, how="semi"))
     # A source column may itself be called row, column or reason: it keeps its data, renamed.
     clashes = {name: f"{name} (source)" for name in ("row", "column", "reason") if name in source}
     original = original.rename(clashes)
@@ -174,6 +220,45 @@ def write_rejects(path: Path, source: pl.DataFrame, rejects: pl.DataFrame) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     safe.sort("row").write_csv(path)
     return path
+
+
+def _as_csv_cells(frame: pl.DataFrame) -> pl.DataFrame:
+    """Nested cells as JSON text, bytes as hex: a rejects file holds few rows, so one Python
+    call per cell costs nothing, and the person fixing the row sees the value whole."""
+    return frame.with_columns(
+        pl.Series(name, [_cell_text(value) for value in frame.get_column(name).to_list()])
+        for name, dtype in frame.schema.items()
+        if dtype.is_nested() or dtype in (pl.Binary, pl.Object)
+    )
+
+
+def _cell_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def write_crash_log(path: Path, error: BaseException, secrets: Iterable[str] = ()) -> Path | None:
+    """Append the traceback of a bug to `path`, or to the temp directory when `path` cannot be
+    written; every secret (the API key) is blanked out. Returns where it went, None if nowhere."""
+    text = "".join(traceback.format_exception(error))
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in (secret, secret.strip()):
+            if form:
+                text = text.replace(form, "***")
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+    entry = f"--- {started}, loops-sync {__version__}, pid {os.getpid()}\n{text}\n"
+    for target in (path, Path(tempfile.gettempdir()) / path.name):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("a", encoding="utf-8") as log:
+                log.write(entry)
+        except OSError:
+            continue
+        return target
+    return None
 
 
 class ProgressReporter:

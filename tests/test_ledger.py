@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -15,8 +16,8 @@ from hypothesis import strategies as st
 
 from sync import mapping
 from sync.config import SyncConfig
-from sync.errors import LockedError, SourceError
-from sync.ledger import SCHEMA_VERSION, Ledger, Snapshot, hold_lock
+from sync.errors import ExitCode, LedgerError, LockedError, SourceError
+from sync.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Snapshot, hold_lock
 from sync.mapping import ROW, Mapped, map_rows
 from sync.plan import make_plan
 
@@ -122,11 +123,113 @@ def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> N
 def test_runs_are_recorded_for_history(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
     run_id = ledger.start_run("cfg")
-    ledger.finish_run(run_id, 1, {"contacts_sent": 3})
+    assert ledger.runs()[0].status == "running"
+    ledger.finish_run(run_id, 1, {"contacts_sent": 3}, reason="2 rows rejected, 0 failed")
     [run] = ledger.runs()
     assert run.exit_code == 1
     assert run.counts == {"contacts_sent": 3}
     assert run.ended_at is not None
+    assert (run.status, run.reason) == ("finished", "2 rows rejected, 0 failed")
+
+
+def test_a_run_that_never_ended_is_marked_died_when_the_next_one_starts(tmp_path: Path) -> None:
+    """Killed, out of memory, a crash: its record says running until a run takes the lock."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger.start_run("cfg")  # then SIGKILL: never finished
+    Ledger(tmp_path / "ledger.sqlite", "other").start_run("cfg")  # another sync's run: no effect
+    assert ledger.runs()[0].status == "running"
+    ledger.start_run("cfg")
+    now, dead = ledger.runs()
+    assert now.status == "running"
+    assert dead.status == "died"
+    assert dead.reason is not None
+    assert dead.reason.startswith("died: no end was recorded")
+    assert (dead.ended_at, dead.exit_code) == (None, None)
+
+
+def test_a_failed_run_keeps_the_reason_it_failed(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    run_id = ledger.start_run("cfg")
+    reason = "Loops refused the API key (HTTP 401)"
+    ledger.finish_run(run_id, ExitCode.FATAL_API, {}, status="failed", reason=reason)
+    ledger.start_run("cfg")  # a run that ended is not marked died
+    [_, run] = ledger.runs()
+    assert (run.status, run.reason, run.exit_code) == ("failed", reason, 3)
+
+
+def test_a_version_1_ledger_keeps_its_runs_and_marks_the_unended_ones_running(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0])
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    old.execute("INSERT INTO runs VALUES (1, 't', 100.0, 160.0, 0, 'cfg', '{\"requests\": 5}')")
+    old.execute("INSERT INTO runs VALUES (2, 't', 200.0, NULL, NULL, 'cfg', NULL)")
+    old.commit()
+    old.close()
+    ledger = Ledger(path, "t")
+    running, finished = ledger.runs()
+    assert (finished.status, finished.exit_code, finished.counts) == (
+        "finished",
+        0,
+        {"requests": 5},
+    )
+    assert running.status == "running"
+    ledger.start_run("cfg")
+    assert [run.status for run in ledger.runs()] == ["running", "died", "finished"]
+
+
+class FailingCommits:
+    """A ledger connection whose commits fail while `failing` is set, as on a full disk."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.failing = False
+
+    def execute(self, statement: str, *args: Any) -> sqlite3.Cursor:
+        if self.failing and statement == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.connection.execute(statement, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+
+def test_a_failed_commit_keeps_its_batch_and_the_next_flush_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, "t")
+    connection = FailingCommits(ledger._db)
+    ledger._db = connection
+    connection.failing = True
+    ledger.contact_delivered("e:a@x.io", "c1:aaa")
+    with pytest.raises(LedgerError, match="database or disk is full") as caught:
+        ledger.flush()
+    assert caught.value.exit_code == ExitCode.LEDGER == 6
+    assert str(path) in str(caught.value)
+    assert Ledger(path, "t").delivered_contacts().is_empty()
+
+    connection.failing = False
+    ledger.contact_delivered("e:b@x.io", "c1:bbb")
+    ledger.flush()
+    contacts = Ledger(path, "t").delivered_contacts().select("identity", "hash")
+    assert sorted(contacts.rows()) == [("e:a@x.io", "c1:aaa"), ("e:b@x.io", "c1:bbb")]
+
+
+def test_an_event_that_cannot_be_recorded_raises_at_once(tmp_path: Path) -> None:
+    """Its sender must stop: a delivered event the ledger forgot is sent again next run."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    connection = FailingCommits(ledger._db)
+    ledger._db = connection
+    connection.failing = True
+    with pytest.raises(LedgerError):
+        ledger.event_delivered("ls1-x", "e:a@x.io", "signup")
+    with pytest.raises(LedgerError):
+        ledger.start_run("cfg")
+    connection.failing = False
+    ledger.flush()  # the batch kept, written now
+    assert ledger.delivered_events().rows() == [("ls1-x",)]
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:

@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
-from sync import cli
-from sync.config import load_config
-from sync.pipeline import Options, run_sync
+from sync import cli, pipeline
+from sync.config import Config, load_config
+from sync.errors import FatalApiError, LedgerError
+from sync.ledger import Ledger
+from sync.pipeline import Options, run_history, run_sync
 from sync.sender import RetryPolicy
 from tests.fakes import ScriptedLoops
 
+KEY = "sk-live-0123456789abcdef"
+WITH_EVENTS = "\nevents:\n  - name: signup\n    email: email\n"
 
-def project(tmp_path: Path, rows: int) -> Path:
+
+def project(tmp_path: Path, rows: int, extra: str = "", loops: str = "rate_limit: 50") -> Path:
     (tmp_path / "people.csv").write_text(
         "email\n" + "".join(f"p{i}@example.com\n" for i in range(rows))
     )
     config = tmp_path / "sync.yaml"
     config.write_text(
-        "name: t\nsource: {csv: people.csv}\nloops: {rate_limit: 50}\ncontact: {email: email}\n"
+        f"name: t\nsource: {{csv: people.csv}}\nloops: {{{loops}}}\ncontact: {{email: email}}\n"
+        + extra
     )
     return config
+
+
+def run_against(loops: ScriptedLoops, config: Config, **options: Any) -> Any:
+    settings = Options(
+        env={"LOOPS_API_KEY": KEY},
+        transport=loops.transport,
+        retry=RetryPolicy.immediate(),
+        quiet=True,
+        **options,
+    )
+    return run_sync(config, settings)
+
+
+def sent(loops: ScriptedLoops) -> list[httpx.Request]:
+    """The contact and event requests (not a check of the API key, if the run makes one)."""
+    return [r for r in loops.requests if r.url.path.endswith(("/update", "/send"))]
 
 
 def test_a_lower_limit_from_loops_is_followed_and_reported(tmp_path: Path) -> None:
@@ -55,3 +81,142 @@ def test_ctrl_c_before_sending_is_a_message_and_exit_130(
     assert result.exit_code == 130
     assert "interrupted" in result.output
     assert "Traceback" not in result.output
+
+
+def test_limit_leaves_work_says_how_much_and_exits_5(tmp_path: Path) -> None:
+    """0 means every row delivered: a run that --limit cut short has work left for the next."""
+    loops = ScriptedLoops()
+    config = load_config(project(tmp_path, 5, WITH_EVENTS), env={})
+    report = run_against(loops, config, limit=2)
+    assert len(sent(loops)) == 2  # each upsert rides on its contact's event
+    assert report.exit_code == 5
+    assert (report.requests_left_by_limit, report.contacts_left_by_limit) == (3, 3)
+    assert report.to_json()["work_left"] == 3
+    assert "--limit: 3 requests (3 contacts)" in report.outcome()
+    assert run_history(config)[0].reason == report.outcome()
+
+    rest = run_against(ScriptedLoops(), config)
+    assert (rest.exit_code, rest.events_sent, rest.requests_left_by_limit) == (0, 3, 0)
+
+
+def test_a_fatal_api_error_mid_run_keeps_the_partial_report_and_the_reason(
+    tmp_path: Path,
+) -> None:
+    loops = ScriptedLoops({"/api/v1/events/send": [200, 200, 401]})
+    config = load_config(project(tmp_path, 5, WITH_EVENTS, "rate_limit: 50, concurrency: 1"))
+    with pytest.raises(FatalApiError) as caught:
+        run_against(loops, config)
+    report = caught.value.report
+    assert report is not None
+    assert report.events_sent == 2
+    assert report.exit_code == 3
+    assert report.error == str(caught.value)
+    [run] = run_history(config)
+    assert (run.status, run.exit_code, run.reason) == ("failed", 3, str(caught.value))
+    assert run.counts["events_sent"] == 2
+
+
+class CommitsRunOut:
+    """A ledger connection on a disk that fills up: commits fail after the first `allowed`."""
+
+    def __init__(self, connection: sqlite3.Connection, allowed: int) -> None:
+        self.connection = connection
+        self.allowed = allowed
+
+    def execute(self, statement: str, *args: Any) -> sqlite3.Cursor:
+        if statement == "COMMIT":
+            if self.allowed == 0:
+                raise sqlite3.OperationalError("database or disk is full")
+            self.allowed -= 1
+        return self.connection.execute(statement, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+
+def test_a_ledger_that_cannot_be_written_stops_sending_at_once_with_exit_6(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FillingLedger(Ledger):
+        def __init__(self, path: Path, sync: str) -> None:
+            super().__init__(path, sync)
+            self._db = CommitsRunOut(self._db, allowed=4)  # the run's start, then 3 events
+
+    monkeypatch.setattr(pipeline, "Ledger", FillingLedger)
+    loops = ScriptedLoops()
+    config = load_config(project(tmp_path, 40, WITH_EVENTS, "rate_limit: 200, concurrency: 2"))
+    with pytest.raises(LedgerError, match="database or disk is full") as caught:
+        run_against(loops, config)
+    assert caught.value.exit_code == 6
+    assert caught.value.report is not None
+    assert caught.value.report.exit_code == 6
+    recorded = Ledger(config.state_dir / "ledger.sqlite", "t").delivered_events().height
+    assert recorded == 3
+    # Sent but not recorded: the request whose record failed and at most one other in flight.
+    assert len(sent(loops)) <= recorded + 2
+
+
+def test_a_bug_exits_70_with_one_line_and_the_traceback_in_the_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(*_: object, **__: object) -> None:
+        raise RuntimeError(f"boom near {KEY}")
+
+    monkeypatch.setattr(pipeline, "map_rows", bug)
+    config = project(tmp_path, 3)
+    runner = CliRunner()
+    env = {"LOOPS_API_KEY": KEY, "LOOPS_SYNC_STATE": ""}
+    result = runner.invoke(
+        cli.main, ["run", str(config), "--report", str(tmp_path / "last.json")], env=env
+    )
+
+    assert result.exit_code == 70
+    log = tmp_path / ".loops-sync" / "t-error.log"
+    assert result.stderr == (
+        f"error: internal error (RuntimeError), a bug in loops-sync; the traceback is in {log}\n"
+    )
+    assert "Traceback" not in result.output
+    text = log.read_text()
+    assert "Traceback" in text
+    assert "RuntimeError: boom near ***" in text
+    assert KEY not in text
+    report = json.loads((tmp_path / "last.json").read_text())
+    assert (report["exit_code"], report["log_file"]) == (70, str(log))
+    history = runner.invoke(cli.main, ["history", str(config), "--json"], env=env)
+    [run] = json.loads(history.stdout)
+    assert (run["status"], run["exit_code"]) == ("failed", 70)
+    assert run["reason"].startswith("internal error (RuntimeError)")
+
+
+def test_a_bug_before_the_config_is_known_logs_in_the_temp_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(*_: object, **__: object) -> None:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(cli, "load_config", bug)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = CliRunner().invoke(cli.main, ["plan", str(project(tmp_path, 1))])
+    assert result.exit_code == 70
+    assert str(tmp_path / "loops-sync-error.log") in result.stderr
+    assert "ZeroDivisionError" in (tmp_path / "loops-sync-error.log").read_text()
+
+
+def test_ctrl_c_while_reading_writes_the_report_and_closes_the_history_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "read_source", interrupted)
+    config = project(tmp_path, 1)
+    runner = CliRunner()
+    result = runner.invoke(
+        cli.main,
+        ["run", str(config), "--report", str(tmp_path / "last.json")],
+        env={"LOOPS_API_KEY": KEY},
+    )
+    assert result.exit_code == 130
+    assert json.loads((tmp_path / "last.json").read_text())["exit_code"] == 130
+    [run] = run_history(load_config(config))
+    assert (run.status, run.exit_code) == ("failed", 130)

@@ -133,3 +133,25 @@ def test_the_rejects_of_a_mapping_go_into_the_file(tmp_path: Path) -> None:
         "Email": "c@example.com",
         "N": "x",
     }
+
+
+def test_source_columns_csv_cannot_hold_are_written_as_text(tmp_path: Path) -> None:
+    """A SQL `text[]` or JSON column, a Parquet list or struct, or bytes, read with `select *`:
+    the rejects file still gets written (it crashed every run), the values whole and readable."""
+    frame = source(
+        {
+            "Email": ["bad", "ok@example.com"],
+            "tags": [["vip", "beta"], ["x"]],
+            "profile": [{"plan": "pro", "seats": 3}, None],
+            "avatar": [b"\x00\xff", None],
+        }
+    )
+    path = tmp_path / "rejects.csv"
+
+    write_rejects(path, frame, rejected([(1, "Email", "bad email")]))
+
+    [row] = read_rows(path)
+    assert row["tags"] == '["vip","beta"]'
+    assert row["profile"] == '{"plan":"pro","seats":3}'
+    assert row["avatar"] == "0x00ff"
+    assert row["Email"] == "bad"
