@@ -7,7 +7,7 @@ import signal
 import time
 from collections.abc import Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -19,12 +19,12 @@ import polars as pl
 from sync.config import Config, check_columns
 from sync.errors import ConfigError, ConfigProblem, FatalApiError
 from sync.ledger import Ledger, Snapshot, hold_lock
-from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient
+from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
 from sync.pacing import Pacer
 from sync.plan import Plan, Request, make_plan
 from sync.report import ProgressReporter, RunReport, write_rejects
-from sync.sender import RequestResult, RetryPolicy, default_concurrency, send_jobs
+from sync.sender import RequestResult, RetryPolicy, StopSwitch, default_concurrency, send_jobs
 from sync.sources import read_source
 
 __all__ = ["Options", "PlanPreview", "plan_sync", "run_sync"]
@@ -78,6 +78,12 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
         report = _new_report(config, mapped, plan, dry_run=False)
         run_id = ledger.start_run(config.config_hash)
         try:
+            check_api_key(
+                config.base_url,
+                api_key,
+                timeout=config.spec.loops.timeout,
+                transport=options.transport,
+            )
             loops_rejects = _send(config, plan, ledger, report, api_key=api_key, options=options)
         except FatalApiError:
             ledger.finish_run(run_id, 3, report.to_json())
@@ -189,7 +195,7 @@ def _send(
     """Send the plan; record in the ledger only what Loops confirmed. Returns Loops' rejects."""
     rate = config.spec.loops.rate_limit
     deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
-    stop = _StopFlag(deadline)
+    stop = StopSwitch(deadline)
     if plan.request_count / rate > (options.max_duration or math.inf):
         report.warnings.append(
             f"at {rate:g} requests/s the {plan.request_count} requests need about "
@@ -224,10 +230,13 @@ async def _send_async(
     *,
     plan: Plan,
     recorder: _Recorder,
-    stop: _StopFlag,
+    stop: StopSwitch,
     api_key: str,
     options: Options,
 ) -> None:
+    """The pool, sized and timed by the config: `concurrency` workers and connections,
+    `timeout` per request (and as the silence after which Loops counts as unreachable),
+    `max_attempts` tries per request, waited out as `options.retry` says."""
     settings = config.spec.loops
     concurrency = settings.concurrency or default_concurrency(settings.rate_limit)
     client = LoopsClient(
@@ -241,17 +250,18 @@ async def _send_async(
     try:
         async with anyio.create_task_group() as group:
             if options.handle_signals:
-                group.start_soon(_watch_signals, stop, group.cancel_scope)
+                group.start_soon(_watch_signals, stop)
             pacer = Pacer(settings.rate_limit)
             try:
                 counters = await send_jobs(
                     plan.jobs(options.limit),
                     client=client,
                     pacer=pacer,
-                    policy=options.retry,
+                    policy=replace(options.retry, attempts=settings.max_attempts),
                     concurrency=concurrency,
                     on_result=recorder,
-                    should_stop=stop,
+                    stop=stop,
+                    unreachable_after=settings.timeout,
                 )
             except FatalApiError as error:
                 fatal = error
@@ -309,27 +319,14 @@ class _Recorder:
         self.ledger.request_failed(request.kind, ref, message)
 
 
-class _StopFlag:
-    """Asked before each request: has a signal arrived, or the time budget run out?"""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.reason: str | None = None
-
-    def __call__(self) -> bool:
-        if self.reason is None and time.monotonic() >= self.deadline:
-            self.reason = "time budget"
-        return self.reason is not None
-
-
-async def _watch_signals(stop: _StopFlag, scope: anyio.CancelScope) -> None:
-    """First SIGINT/SIGTERM: send nothing new, let requests in flight finish. Second: stop now."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _watch_signals(stop: StopSwitch) -> None:
+    """First SIGINT, SIGTERM or SIGHUP (a closed terminal): start nothing new, let requests in
+    flight finish. A second: abandon those too (their outcome unknown, the next run sends them)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        received = 0
         async for _ in signals:
-            if stop.reason == "signal":
-                scope.cancel()
-                return
-            stop.reason = "signal"
+            received += 1
+            stop.throw("signal", now=received > 1)
 
 
 def _finish(
