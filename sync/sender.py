@@ -359,7 +359,7 @@ class _Sender:
         since = time.strftime("%H:%M:%S", time.localtime(time.time() - silent))
         raise FatalApiError(
             f"Loops cannot be reached at {self.client.base_url} since {since}: "
-            f"{self.silence.count} requests in a row got no answer in {silent:.0f} s "
+            f"{self.silence.count} attempts in a row got no answer over {silent:.0f} s "
             f"(the last: {error}). What Loops confirmed is recorded; the next run sends the rest."
         )
 

@@ -1,4 +1,5 @@
-"""The sender against a recording MockTransport: retries, rejects, fatal errors, ordering."""
+"""The sender against a recording MockTransport: retries, rejects, fatal errors, ordering, the
+fold fallback, stops, an unreachable Loops, and the config's settings reaching the pool."""
 
 from __future__ import annotations
 

@@ -206,6 +206,7 @@ def test_a_second_ctrl_c_exits_130_without_a_traceback_and_the_next_run_complete
     assert_key_hidden(stopped, project.emulator.api_key)
 
     project.emulator.set_faults(latency_ms=0)
+    project.write(config(rate=200, events=True))
     assert project.sync().returncode == 0
     assert len(project.emulator.contacts()) == count
     keys = Counter(e["idempotencyKey"] for e in project.emulator.events())
@@ -218,7 +219,7 @@ def test_a_stop_wakes_a_worker_sleeping_in_a_retry_back_off(project: Project, si
     project.write(config(attempts=6), people(1))
     project.emulator.set_faults(fail_match="example.com")  # every upsert: 500
     running = project.start("run", str(project.config), "--quiet", "--report", "stopped.json")
-    wait_until(lambda: upserts(project) >= 2)  # now sleeping 1-2 s before the third try
+    wait_until(lambda: upserts(project) >= 3)  # now sleeping 2-3 s before the fourth try
     tried = upserts(project)
     stopped = stop_and_wait(running, sig)
     assert stopped.returncode == 130, stopped.stderr
