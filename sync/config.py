@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from sync.errors import ConfigError, ConfigProblem
+from sync.loops_api import key_problem
 
 __all__ = ["Config", "PropertyMapping", "SyncConfig", "check_columns", "load_config"]
 
@@ -280,7 +281,21 @@ class Config:
         return candidate if candidate.is_absolute() else self.file.parent / candidate
 
     def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
-        return (os.environ if env is None else env).get(self.spec.loops.api_key_env) or None
+        """The key from the environment, trimmed (a key file saved with CRLF leaves a `\\r`);
+        None if unset or blank. A key that cannot go in an HTTP header is a ConfigError naming
+        the variable, never showing the key."""
+        variable = self.spec.loops.api_key_env
+        key = (os.environ if env is None else env).get(variable, "").strip()
+        if not key:
+            return None
+        problem = key_problem(key)
+        if problem is not None:
+            message = (
+                f"the environment variable {variable} holds {problem}, which cannot be sent "
+                "in an HTTP header: copy the key again from Loops (Settings → API)"
+            )
+            raise ConfigError(str(self.file), [ConfigProblem("loops.api_key_env", message)])
+        return key
 
     def source_columns(self) -> list[str]:
         """Every source column the mapping reads, in a stable order."""

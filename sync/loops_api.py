@@ -2,6 +2,9 @@
 
 `classify()` is the single place that decides what an answer means. Every httpx exception is
 translated here too (`TRANSPORT_ERRORS`), so nothing above this module handles httpx types.
+Messages are built from what this module knows (method, path, status, Loops' own message, the
+error's class), never from a library's exception text: httpx and h11 quote request headers in
+theirs, and the Authorization header holds the key.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
+import anyio
 import httpx
 import orjson
 
@@ -22,13 +26,22 @@ __all__ = [
     "Answer",
     "LoopsClient",
     "Outcome",
+    "check_api_key",
     "classify",
+    "key_problem",
     "parse_retry_after",
 ]
 
 CONTACT_PATH = "/v1/contacts/update"
 EVENT_PATH = "/v1/events/send"
 API_KEY_PATH = "/v1/api-key"
+
+# The key check before a run: a few quick tries, each answered or not within CHECK_TIMEOUT, all
+# within CHECK_SECONDS, so that an unreachable API ends the run within seconds.
+CHECK_TRIES = 3
+CHECK_PAUSE = 0.5  # seconds before the second try, doubled before the third
+CHECK_TIMEOUT = 5.0
+CHECK_SECONDS = 12.0
 
 
 class Outcome(Enum):
@@ -81,6 +94,26 @@ class Answer:
     message: str
     limit: int | None = None
     remaining: int | None = None
+    team: str = ""  # the key check's `teamName`
+
+
+def key_problem(api_key: str) -> str | None:
+    """What keeps `api_key` out of an HTTP header, worded without showing the key; or None.
+
+    A header value is visible ASCII: a key pasted with a control character (a key file saved
+    with CRLF leaves a carriage return), a space or a non-ASCII character cannot be sent.
+    """
+    for position, character in enumerate(api_key, start=1):
+        if character == " ":
+            found = "a space"
+        elif not character.isascii():
+            found = "a non-ASCII character"
+        elif not character.isprintable():
+            found = "a control character"
+        else:
+            continue
+        return f"{found} (character {position} of {len(api_key)})"
+    return None
 
 
 class LoopsClient:
@@ -96,6 +129,9 @@ class LoopsClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        problem = key_problem(api_key)
+        if problem is not None:  # httpx would fail later, quoting the header in its message
+            raise FatalApiError(f"the API key cannot be sent in an HTTP header: it holds {problem}")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={
@@ -119,8 +155,10 @@ class LoopsClient:
     async def send_event(self, body: bytes, idempotency_key: str) -> Answer:
         return await self._send("event", "POST", EVENT_PATH, body, idempotency_key)
 
-    async def check_key(self) -> Answer:
-        return await self._send("check", "GET", API_KEY_PATH, None, None)
+    async def check_key(self) -> str:
+        """The name of the team the key belongs to ("" if Loops does not say)."""
+        answer = await self._send("check", "GET", API_KEY_PATH, None, None)
+        return answer.team
 
     async def _send(
         self,
@@ -135,13 +173,14 @@ class LoopsClient:
         try:
             response = await self._http.request(method, path, content=body, headers=headers)
         except httpx.HTTPError as error:
-            raise _translate(error, self.base_url) from None
+            raise _translate(error, f"{method} {path}", self.base_url) from None
         answer = Answer(
             classify(kind, response.status_code),
             response.status_code,
             _message(response),
             _int_header(response, "x-ratelimit-limit"),
             _int_header(response, "x-ratelimit-remaining"),
+            _team(response) if kind == "check" else "",
         )
         return _raise_for(answer, response, self.base_url)
 
@@ -178,13 +217,22 @@ def _fatal_message(answer: Answer, base_url: str) -> str:
     )
 
 
-def _translate(error: httpx.HTTPError, base_url: str) -> Exception:
-    for error_type, meaning in TRANSPORT_ERRORS.items():
-        if isinstance(error, error_type):
-            if isinstance(error, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
-                return FatalApiError(f"cannot call {base_url}: {meaning} ({error})")
-            return RetryableError(f"{meaning}: {type(error).__name__}")
-    return RetryableError(f"HTTP error: {type(error).__name__}")
+def _translate(error: httpx.HTTPError, request: str, base_url: str) -> Exception:
+    """The error, described by what we know: the request, the meaning of the error's class.
+
+    Never `str(error)`: h11's "Illegal header value b'Bearer …'" would print the key.
+    """
+    meaning = next(
+        (text for error_type, text in TRANSPORT_ERRORS.items() if isinstance(error, error_type)),
+        "HTTP error",
+    )
+    described = f"{request}: {meaning} ({type(error).__name__})"
+    if isinstance(error, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        return FatalApiError(
+            f"cannot call {base_url}: {described}. Check loops.base_url or LOOPS_BASE_URL, "
+            "and that the API key is the one Loops shows (Settings → API)."
+        )
+    return RetryableError(described)
 
 
 def _message(response: httpx.Response) -> str:
@@ -198,6 +246,15 @@ def _message(response: httpx.Response) -> str:
         if isinstance(text, str):
             return text
     return response.reason_phrase
+
+
+def _team(response: httpx.Response) -> str:
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return ""
+    team = data.get("teamName") if isinstance(data, dict) else None
+    return team if isinstance(team, str) else ""
 
 
 def _int_header(response: httpx.Response, name: str) -> int | None:
@@ -220,3 +277,64 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def check_api_key(
+    base_url: str,
+    api_key: str,
+    *,
+    timeout: float = CHECK_TIMEOUT,
+    transport: httpx.AsyncBaseTransport | None = None,
+    pause: float = CHECK_PAUSE,
+) -> str:
+    """Ask Loops whether it takes the key (`GET /v1/api-key`); the team's name if it does.
+
+    Run before sending, also when there is nothing to send: an empty plan proves nothing about
+    the key. FatalApiError within seconds when the key is refused (401), the base URL is not
+    the Loops API (404, 405), or Loops cannot be reached (refused, DNS, TLS, no answer), after
+    at most CHECK_TRIES quick tries for what may pass (no answer, 429, 5xx).
+    """
+    return anyio.run(_check_api_key, base_url, api_key, timeout, transport, pause)
+
+
+async def _check_api_key(
+    base_url: str,
+    api_key: str,
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None,
+    pause: float,
+) -> str:
+    client = LoopsClient(
+        base_url,
+        api_key,
+        timeout=min(timeout, CHECK_TIMEOUT),
+        max_connections=1,
+        transport=transport,
+    )
+    last: RetryableError | None = None
+    try:
+        with anyio.move_on_after(CHECK_SECONDS):
+            for attempt in range(CHECK_TRIES):
+                if attempt:
+                    await anyio.sleep(pause * 2 ** (attempt - 1))
+                try:
+                    return await client.check_key()
+                except RetryableError as error:
+                    last = error
+    finally:
+        await client.aclose()
+    raise FatalApiError(_unconfirmed(client.base_url, last))
+
+
+def _unconfirmed(base_url: str, last: RetryableError | None) -> str:
+    if last is None:
+        return f"Loops cannot be reached at {base_url}: no answer to GET {API_KEY_PATH} in time."
+    if last.status is None:
+        return (
+            f"Loops cannot be reached at {base_url}: {last}. Check the network and "
+            "loops.base_url or LOOPS_BASE_URL. Nothing was sent."
+        )
+    return (
+        f"Loops did not confirm the API key at {base_url}: {last} ({CHECK_TRIES} tries). "
+        "Loops seems to be in trouble; nothing was sent, the next run tries again."
+    )

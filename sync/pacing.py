@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -72,11 +72,20 @@ class Pacer:
         self._next = at + 1.0 / self.rate
         return slot
 
-    async def wait(self) -> Slot:
+    async def wait(self, *, until: Callable[[], Awaitable[object]] | None = None) -> Slot | None:
+        """Wait for the next slot. None if `until` (a stop, say) completes first: a slot can be
+        seconds away at a low rate or after a 429, and a stopped run must not send when it comes.
+        """
         slot = self.reserve()
         delay = slot.sent_at - self._clock()
-        if delay > 0:
+        if delay <= 0:
+            return slot
+        if until is None:
             await anyio.sleep(delay)
+            return slot
+        with anyio.move_on_after(delay):
+            await until()
+            return None
         return slot
 
     def pause(self, seconds: float) -> None:

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,12 @@ from sync.errors import (
     StopRun,
 )
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
-from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient
+from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
 from sync.pacing import Pacer
 from sync.plan import Plan, Request, make_plan
 from sync.report import ProgressReporter, RunReport, write_crash_log, write_rejects
-from sync.sender import RequestResult, RetryPolicy, default_concurrency, send_jobs
+from sync.sender import RequestResult, RetryPolicy, StopSwitch, default_concurrency, send_jobs
 from sync.sources import read_source
 
 __all__ = [
@@ -107,9 +107,15 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
             mapped, plan = _map_and_plan(
                 config, source, _snapshot(config, ledger), full=options.full
             )
+            _count_mapped(report, mapped, plan)
+            check_api_key(
+                config.base_url,
+                api_key,
+                timeout=config.spec.loops.timeout,
+                transport=options.transport,
+            )
             if plan.adopted is not None and not plan.adopted.is_empty():
                 ledger.adopt(plan.adopted)
-            _count_mapped(report, mapped, plan)
             loops_rejects = _send(config, plan, ledger, report, api_key=api_key, options=options)
             _count_left_by_limit(report, plan, options.limit)
             _finish(
@@ -334,7 +340,7 @@ def _send(
     """Send the plan; record in the ledger only what Loops confirmed. Returns Loops' rejects."""
     rate = config.spec.loops.rate_limit
     deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
-    stop = _StopFlag(deadline)
+    stop = StopSwitch(deadline)
     if plan.request_count / rate > (options.max_duration or math.inf):
         report.warnings.append(
             f"at {rate:g} requests/s the {plan.request_count} requests need about "
@@ -369,10 +375,13 @@ async def _send_async(
     *,
     plan: Plan,
     recorder: _Recorder,
-    stop: _StopFlag,
+    stop: StopSwitch,
     api_key: str,
     options: Options,
 ) -> None:
+    """The pool, sized and timed by the config: `concurrency` workers and connections,
+    `timeout` per request (and as the silence after which Loops counts as unreachable),
+    `max_attempts` tries per request, waited out as `options.retry` says."""
     settings = config.spec.loops
     concurrency = settings.concurrency or default_concurrency(settings.rate_limit)
     client = LoopsClient(
@@ -386,17 +395,18 @@ async def _send_async(
     try:
         async with anyio.create_task_group() as group:
             if options.handle_signals:
-                group.start_soon(_watch_signals, stop, group.cancel_scope)
+                group.start_soon(_watch_signals, stop)
             pacer = Pacer(settings.rate_limit)
             try:
                 counters = await send_jobs(
                     plan.jobs(options.limit),
                     client=client,
                     pacer=pacer,
-                    policy=options.retry,
+                    policy=replace(options.retry, attempts=settings.max_attempts),
                     concurrency=concurrency,
                     on_result=recorder,
-                    should_stop=stop,
+                    stop=stop,
+                    unreachable_after=settings.timeout,
                 )
             except FatalApiError as error:
                 fatal = error
@@ -475,27 +485,14 @@ class _Recorder:
         self.ledger.request_failed(request.kind, ref, message)
 
 
-class _StopFlag:
-    """Asked before each request: has a signal arrived, or the time budget run out?"""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.reason: str | None = None
-
-    def __call__(self) -> bool:
-        if self.reason is None and time.monotonic() >= self.deadline:
-            self.reason = "time budget"
-        return self.reason is not None
-
-
-async def _watch_signals(stop: _StopFlag, scope: anyio.CancelScope) -> None:
-    """First SIGINT/SIGTERM: send nothing new, let requests in flight finish. Second: stop now."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _watch_signals(stop: StopSwitch) -> None:
+    """First SIGINT, SIGTERM or SIGHUP (a closed terminal): start nothing new, let requests in
+    flight finish. A second: abandon those too (their outcome unknown, the next run sends them)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        received = 0
         async for _ in signals:
-            if stop.reason == "signal":
-                scope.cancel()
-                return
-            stop.reason = "signal"
+            received += 1
+            stop.throw("signal", now=received > 1)
 
 
 def _finish(

@@ -224,12 +224,12 @@ def test_an_event_that_cannot_be_recorded_raises_at_once(tmp_path: Path) -> None
     ledger._db = connection
     connection.failing = True
     with pytest.raises(LedgerError):
-        ledger.event_delivered("ls1-x", "e:a@x.io", "signup")
+        ledger.event_delivered("ls2-x", "e:a@x.io", "signup")
     with pytest.raises(LedgerError):
         ledger.start_run("cfg")
     connection.failing = False
     ledger.flush()  # the batch kept, written now
-    assert ledger.delivered_events().rows() == [("ls1-x",)]
+    assert ledger.delivered_events().rows() == [("ls2-x",)]
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import bisect
 
+import anyio
 import pytest
 
-from sync.pacing import Pacer
+from sync.pacing import Pacer, Slot
 
 
 class FakeClock:
@@ -109,3 +110,20 @@ def test_steady_round_trips_cost_no_pace() -> None:
         clock.now = slot.sent_at
         times.append(slot.sent_at)
     assert (len(times) - 1) / (times[-1] - times[0]) >= 0.95 * 10
+
+
+def test_a_wait_for_a_far_slot_gives_way_to_a_stop() -> None:
+    """At one request a minute the second slot is a minute away; a stop must not wait for it."""
+    pacer = Pacer(1 / 60)
+    stop = anyio.Event()
+
+    async def main() -> tuple[Slot | None, Slot | None]:
+        first = await pacer.wait(until=stop.wait)
+        stop.set()
+        with anyio.fail_after(5):
+            second = await pacer.wait(until=stop.wait)
+        return first, second
+
+    first, second = anyio.run(main, backend="asyncio")
+    assert first is not None  # the first slot is now: nothing to wait for
+    assert second is None

@@ -16,6 +16,7 @@ import pytest
 from sync.emulator.server import EmulatorHandle, running_emulator
 
 REPO = Path(__file__).resolve().parents[2]
+KEY_CHECK = "/v1/api-key"
 
 
 @pytest.fixture
@@ -74,7 +75,16 @@ class Project:
         return self.run("run", str(self.config), "--quiet", *args, **env)
 
     def api_requests(self, path_end: str = "") -> list[dict[str, Any]]:
-        return [r for r in self.emulator.requests() if r["path"].endswith(path_end)]
+        """The requests that carried the sync's data, oldest first: the key check that starts
+        every real run (`GET /v1/api-key`) is left out."""
+        return [
+            r
+            for r in self.emulator.requests()
+            if r["path"] != KEY_CHECK and r["path"].endswith(path_end)
+        ]
+
+    def key_checks(self) -> int:
+        return int(self.emulator.counters()["paths"].get(KEY_CHECK, 0))
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def test_two_runs_of_one_sync_at_once_the_second_exits_4_and_sends_nothing(
     assert "pid" in second.stderr
     first.communicate(timeout=60)
     assert first.returncode == 0
-    assert project.emulator.counters()["requests"] == 40  # the first run's, nothing more
+    assert len(project.api_requests()) == 40  # the first run's, nothing more
 
 
 def test_sigterm_finishes_requests_in_flight_flushes_and_the_next_run_completes(
@@ -154,10 +154,10 @@ def test_sigterm_finishes_requests_in_flight_flushes_and_the_next_run_completes(
     assert report["not_sent"] > 0
     assert "next run continues" in out
 
-    sent_before = project.emulator.counters()["requests"]
+    sent_before = len(project.api_requests())
     project.emulator.set_faults(latency_ms=0)
     assert project.sync().returncode == 0
-    resent = project.emulator.counters()["requests"] - sent_before
+    resent = len(project.api_requests()) - sent_before
     assert resent == count - sent_before  # the ledger was flushed: nothing sent twice
     assert_exactly_once(project, count)
 
