@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -151,7 +154,8 @@ def run(
         handle_signals=True,
     )
     try:
-        report = run_sync(_load(config), options)
+        with _termination_as_interrupt():
+            report = run_sync(_load(config), options)
     except CLICK_OWN:
         raise
     except (Exception, KeyboardInterrupt, BaseExceptionGroup) as error:
@@ -168,6 +172,23 @@ def run(
     if verbose and report.rejects_file:
         click.echo(Path(report.rejects_file).read_text(), err=True)
     sys.exit(report.exit_code)
+
+
+@contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) end a run as Ctrl-C does, also while it reads or
+    plans: the report is written and history closed, never a silent death. While sending, the
+    run's own handlers take over (they let the requests in flight finish)."""
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @main.command()

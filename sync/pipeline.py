@@ -128,6 +128,19 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
             )
 
 
+@contextmanager
+def _handlers_kept(*signals: signal.Signals) -> Iterator[None]:
+    """asyncio resets a signal it handled to the default (death, for SIGTERM) when its loop
+    ends: give back the handlers that were there before sending."""
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
 def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
     source = _read(config)
@@ -360,7 +373,8 @@ def _send(
                 api_key=api_key,
                 options=options,
             )
-            anyio.run(send, backend="asyncio")
+            with _handlers_kept(signal.SIGTERM, signal.SIGHUP):
+                anyio.run(send, backend="asyncio")
         finally:
             ledger.flush()
     report.stopped = stop.reason

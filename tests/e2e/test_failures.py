@@ -295,3 +295,28 @@ def test_an_event_loops_refuses_does_not_keep_its_contact_out_of_loops(project: 
     assert second.returncode == 1
     assert upserts(project) == 3
     assert len(project.api_requests("/events/send")) == 6
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_before_sending_still_writes_the_report_and_closes_history(
+    project: Project, sig: int
+) -> None:
+    """Stopped during the key check (Loops accepts the connection and never answers): the run
+    ends as Ctrl-C does, exit 130, never a silent death."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        base_url = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
+        project.write(config(events=True), people(3))
+        running = project.start(
+            "run", str(project.config), "--quiet", "--report", "last.json", LOOPS_BASE_URL=base_url
+        )
+        time.sleep(2)  # reading and planning are done; the key check waits for an answer
+        result = stop_and_wait(running, sig)
+
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((project.root / "last.json").read_text())
+    assert report["exit_code"] == 130
+    history = project.run("history", str(project.config))
+    assert "interrupted" in history.stdout
