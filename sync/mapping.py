@@ -116,7 +116,8 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         coerce.append(applies.alias(prefix + "applies"))
         coerced = _coerced(fields, prefix, applies, coerce)
         errors += [field.error for field in coerced]
-        build += _event_columns(spec.name, event, coerced, prefix=prefix)
+        ls1_forms = _ls1_forms(fields, frame.schema, prefix, coerce)
+        build += _event_columns(spec.name, event, coerced, prefix=prefix, ls1_forms=ls1_forms)
     build = [
         pl.col(ROW),
         _row_problems(errors).alias("__problems"),
@@ -772,8 +773,32 @@ def _contact_columns(section: ContactSection, fields: list[_Field]) -> list[pl.E
     ]
 
 
+def _ls1_forms(
+    fields: list[_Field], schema: pl.Schema, prefix: str, into: list[pl.Expr]
+) -> dict[str, pl.Expr]:
+    """The text `ls1` keys were made of where it differs from today's canonical text: a float or
+    decimal id or `once_per` value was its plain cast (`101.0`). Found by these, the events an
+    older ledger holds are not sent again."""
+    forms = {}
+    for field in fields:
+        identifying = field.key == "userId" or field.key.startswith("once_per.")
+        column = field.column
+        if not identifying or column is None or column not in schema:
+            continue
+        if schema[column].is_float() or schema[column].is_decimal():
+            text = pl.col(column).cast(pl.String).str.strip_chars()
+            into.append(pl.when(text != "").then(text).alias(f"{prefix}ls1.{field.key}"))
+            forms[field.key] = pl.col(f"{prefix}ls1.{field.key}")
+    return forms
+
+
 def _event_columns(
-    sync_name: str, event: EventSection, fields: list[_Field], *, prefix: str
+    sync_name: str,
+    event: EventSection,
+    fields: list[_Field],
+    *,
+    prefix: str,
+    ls1_forms: dict[str, pl.Expr] | None = None,
 ) -> list[pl.Expr]:
     """An occurrence's keys (by email, by userId, and the `ls1` one), still to be hashed, its
     `once_per` values as a JSON object for the ledger, and the request body."""
@@ -797,7 +822,14 @@ def _event_columns(
         ).alias(prefix + name)
         for name, identifier in by.items()
     ]
-    legacy = legacy_event_keys(sync_name, event.name, identity, list(once_per.values()))
+    old = ls1_forms or {}
+    as_before = [_Field(f.key, f.column, old.get(f.key, f.value), f.error, f.kind) for f in sent]
+    legacy = legacy_event_keys(
+        sync_name,
+        event.name,
+        _identity(as_before),
+        [old.get(f"once_per.{name}", value) for name, value in once_per.items()],
+    )
     return [
         pl.col(prefix + "applies"),
         identity.alias(prefix + "identity"),

@@ -254,3 +254,29 @@ def test_a_value_emptied_in_the_source_is_counted_as_kept_in_loops_under_empty_s
     assert second.returncode == 0
     ann = next(c for c in project.emulator.contacts() if c["email"] == "ann@x.com")
     assert ann["plan"] == "pro"
+
+
+def test_events_an_older_ledger_keyed_by_a_float_form_are_not_sent_again(
+    project: Project,
+) -> None:
+    """Before one text form, a Float64 once_per value went into the ls1 key as '1.0'."""
+    project.state.mkdir()
+    ledger = sqlite3.connect(project.state / "ledger.sqlite")
+    ledger.executescript(MIGRATIONS[0])
+    ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    ledger.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for email, order in (("ann@x.com", "1.0"), ("bob@x.com", "2.0")):
+        key = legacy_event_key("shop", "order", f"e:{email}", [order])
+        ledger.execute("INSERT INTO events VALUES ('shop', ?, ?, 'order', 0)", (key, f"e:{email}"))
+    ledger.commit()
+    ledger.close()
+    frame = {"email": ["ann@x.com", "bob@x.com"], "order_id": [1.0, 2.0]}
+    pl.DataFrame(frame).write_parquet(project.root / "orders.parquet")
+    project.write(
+        ORDERS.format(once_per="[order_id]").replace("csv: people.csv", "parquet: orders.parquet")
+    )
+
+    result = project.sync()
+
+    assert result.returncode == 0, result.stderr
+    assert project.emulator.events() == []
