@@ -230,14 +230,20 @@ def mark_all_delivered(config: Path, state: Path) -> None:
     db = sqlite3.connect(state / LEDGER_FILE)
     now = time.time()
     contacts = requests.filter(pl.col("kind") == "contact").select("identity", "ref")
-    events = requests.filter(pl.col("kind") == "event").select("ref", "identity", "event")
+    events = requests.filter(pl.col("kind") == "event").select(
+        "ref", "identity", "event", "key_email", "key_user", "occurrence_email", "once_per"
+    )
     db.executemany(
-        "INSERT INTO contacts VALUES (?, ?, ?, ?)",
+        "INSERT INTO contacts (sync, identity, hash, delivered_at) VALUES (?, ?, ?, ?)",
         ((loaded.name, identity, ref, now) for identity, ref in contacts.iter_rows()),
     )
     db.executemany(
-        "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-        ((loaded.name, ref, identity, event, now) for ref, identity, event in events.iter_rows()),
+        "INSERT INTO events (sync, key, identity, event, delivered_at, key_email, key_user,"
+        " email, once_per) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            (loaded.name, ref, identity, event, now, *found_by)
+            for ref, identity, event, *found_by in events.iter_rows()
+        ),
     )
     db.commit()
     db.close()
