@@ -104,6 +104,8 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     Loops already `confirmed` (same hash, same event key) is set aside at once (see `_settle`).
     """
     _check_filters(spec, frame)
+    held = _Held.of(confirmed) if confirmed is not None else None
+    legacy = held is not None and held.legacy
     contact_fields = _contact_fields(spec.contact, frame.schema) if spec.contact else []
     event_fields = [_event_fields(event, frame.schema) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
@@ -116,7 +118,7 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         coerce.append(applies.alias(prefix + "applies"))
         coerced = _coerced(fields, prefix, applies, coerce)
         errors += [field.error for field in coerced]
-        ls1_forms = _ls1_forms(fields, frame.schema, prefix, coerce)
+        ls1_forms = _ls1_forms(fields, frame.schema, prefix, coerce) if legacy else None
         build += _event_columns(spec.name, event, coerced, prefix=prefix, ls1_forms=ls1_forms)
     build = [
         pl.col(ROW),
@@ -124,12 +126,10 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         *(_contact_columns(spec.contact, contact_columns) if spec.contact else []),
         *build,
     ]
-    held = _Held.of(confirmed) if confirmed is not None else None
 
     def built(piece: pl.DataFrame) -> pl.DataFrame:
         return piece.lazy().select(coerce).collect().select(build)
 
-    legacy = held is not None and held.legacy
     pieces = [
         _settle(spec, _hashed(spec, piece, legacy=legacy), held)
         for piece in _one_ahead(built, frame.iter_slices(SLICE_ROWS))
@@ -197,9 +197,7 @@ def _hashed(spec: SyncConfig, piece: pl.DataFrame, *, legacy: bool) -> pl.DataFr
         pl.coalesce(f"__e{i}.key_email", f"__e{i}.key_user").alias(f"__e{i}.key")
         for i in range(len(spec.events))
     )
-    if legacy:
-        return hashed
-    return hashed.drop(f"__e{i}.legacy" for i in range(len(spec.events)))
+    return hashed
 
 
 def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice:
@@ -800,8 +798,9 @@ def _event_columns(
     prefix: str,
     ls1_forms: dict[str, pl.Expr] | None = None,
 ) -> list[pl.Expr]:
-    """An occurrence's keys (by email, by userId, and the `ls1` one), still to be hashed, its
-    `once_per` values as a JSON object for the ledger, and the request body."""
+    """An occurrence's keys (by email, by userId, and, given `ls1_forms` because the ledger
+    holds `ls1` keys, the `ls1` one), still to be hashed, its `once_per` values as a JSON object
+    for the ledger, and the request body."""
     sent = [f for f in fields if f.key != "__identity"]
     payload = [f for f in sent if not f.key.startswith("once_per.")]
     once_per = {
@@ -822,19 +821,22 @@ def _event_columns(
         ).alias(prefix + name)
         for name, identifier in by.items()
     ]
-    old = ls1_forms or {}
-    as_before = [_Field(f.key, f.column, old.get(f.key, f.value), f.error, f.kind) for f in sent]
-    legacy = legacy_event_keys(
-        sync_name,
-        event.name,
-        _identity(as_before),
-        [old.get(f"once_per.{name}", value) for name, value in once_per.items()],
-    )
+    legacy = []
+    if ls1_forms is not None:
+        old = ls1_forms
+        as_before = [_Field(f.key, f.column, old.get(f.key, f.value), f.error, f.kind) for f in sent]
+        ls1 = legacy_event_keys(
+            sync_name,
+            event.name,
+            _identity(as_before),
+            [old.get(f"once_per.{name}", value) for name, value in once_per.items()],
+        )
+        legacy.append(ls1.alias(prefix + "legacy"))
     return [
         pl.col(prefix + "applies"),
         identity.alias(prefix + "identity"),
         *keys,
-        legacy.alias(prefix + "legacy"),
+        *legacy,
         json_object({name: json_value(value) for name, value in once_per.items()}).alias(
             prefix + "once_per"
         ),
