@@ -143,7 +143,9 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     rejects = _rejects(checked)
     contacts, duplicates, contacts_settled = _contacts(spec, checked, settled)
     valid = checked.filter(pl.col("__problems").is_null())
-    events = _events(spec, valid)
+    events = _events(spec, valid).filter(
+        ~pl.col("identity").is_in(_rejected_last(spec, checked, settled)).fill_null(False)
+    )
     events_settled = _count_settled_events(spec, settled, events)
     skipped = (
         tuple(spec.contact.properties) if spec.contact and spec.contact.empty == "skip" else ()
@@ -248,51 +250,80 @@ def _settled_rows(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
     return rows.select(ROW, identity.alias("identity"), email.alias("email"), *fingerprints)
 
 
+def _rejected_last(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame) -> pl.Series:
+    """The contacts whose last row is rejected: they get no upsert this run, so none of their
+    events either (an event would create or update the contact without its properties)."""
+    if spec.contact is None:
+        return pl.Series([], dtype=pl.String).implode()
+    rows = pl.concat(
+        [
+            checked.select(
+                ROW, pl.col("__c.identity").alias("identity"), pl.col("__problems").is_not_null()
+            ),
+            settled.select(ROW, "identity", pl.lit(False).alias("__problems")),
+        ]
+    ).filter(pl.col("identity").is_not_null())
+    last = rows.filter(pl.col(ROW) == pl.col(ROW).max().over("identity"))
+    return last.filter(pl.col("__problems")).get_column("identity").implode()
+
+
 def _by_both(spec: SyncConfig) -> bool:
     """Whether contacts carry an email and a user id: then two rows can reach one contact."""
     return spec.contact is not None and None not in (spec.contact.email, spec.contact.user_id)
 
 
 def _one_contact_twice(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame) -> pl.Expr:
-    """The problem of each row whose contact shares its email with another contact's last row.
+    """The problem of each row that Loops would make one contact with another row's.
 
     Loops matches a contact by email or userId: `ann@x.com` with user id 1 and `ann@x.com` with
     user id 2 (or none) are one contact there, and the second upsert would rewrite the first's
-    user id. Which row is right is not ours to guess: every such row is rejected, naming the
-    others. Rows Loops already holds (settled) count as the others too.
+    user id; user id 7 on `a@x.com` and on `b@x.com` is one contact too, and an event sent with
+    the email of the row that lost would create a second, empty one. Which row is right is not
+    ours to guess: every such row is rejected, naming the others. Rows Loops already holds
+    (settled) count as the others too.
     """
-    if not _by_both(spec):
+    if not _by_both(spec) or spec.contact is None:
         return pl.col("__problems")
     pending = checked.filter(pl.col("__problems").is_null()).select(
         ROW, pl.col("__c.identity").alias("identity"), pl.col("__c.email").alias("email")
     )
     everyone = pl.concat([pending, settled.select(ROW, "identity", "email")])
     last = everyone.filter(pl.col(ROW) == pl.col(ROW).max().over("identity"))
-    shared = (
-        last.filter(pl.col("email").is_not_null())
-        .group_by("email")
-        .agg(pl.col(ROW).sort(), pl.col("identity").n_unique().alias("contacts"))
-        .filter(pl.col("contacts") > 1)
-        .explode(ROW)
-        .join(last.select(ROW, "email"), on=[ROW, "email"])
+    by_user_id = everyone.filter(pl.col("identity").str.starts_with("u:"))
+    conflicts = [
+        _sharing(last, "email", "identity", "'{}' is on rows {} with different user ids"),
+        _sharing(by_user_id, "identity", "email", "user id {} is on rows {} with different emails"),
+    ]
+    reasons = (
+        pl.concat(conflicts)
+        .group_by(ROW)
+        .agg(pl.col("reason").str.join("; "))
+        .select(ROW, pl.lit(f"{spec.contact.email}\x1f") + pl.col("reason"))
     )
-    if shared.is_empty():
+    if reasons.is_empty():
         return pl.col("__problems")
-    rows = shared.group_by("email").agg(pl.col(ROW).sort().alias("rows"))
-    reasons = shared.join(rows, on="email").select(
-        ROW,
-        pl.format(
-            "{}\x1f'{}' is on rows {} with different user ids: Loops would make them one "
-            "contact; keep one row per person",
-            pl.lit(spec.contact.email if spec.contact else ""),
-            pl.col("email"),
-            pl.col("rows").cast(pl.List(pl.String)).list.join(", "),
-        ).alias("__conflict"),
-    )
     conflict = pl.col(ROW).replace_strict(
-        reasons.get_column(ROW), reasons.get_column("__conflict"), default=None
+        reasons.get_column(ROW), reasons.get_column("literal"), default=None
     )
     return pl.coalesce(pl.col("__problems"), conflict)
+
+
+def _sharing(rows: pl.DataFrame, shared: str, differing: str, wording: str) -> pl.DataFrame:
+    """Row and reason for each of `rows` whose `shared` value comes with more than one value of
+    `differing` (a missing one counts as a value)."""
+    groups = (
+        rows.filter(pl.col(shared).is_not_null())
+        .group_by(shared)
+        .agg(pl.col(ROW).sort(), pl.col(differing).n_unique().alias("values"))
+        .filter(pl.col("values") > 1)
+    )
+    named = pl.col(shared).str.replace(r"^u:", "")
+    reason = pl.format(
+        wording + ": Loops would make them one contact; keep one row per person",
+        named,
+        pl.col(ROW).cast(pl.List(pl.String)).list.join(", "),
+    )
+    return groups.select(reason.alias("reason"), ROW).explode(ROW).select(ROW, "reason")
 
 
 def _count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.DataFrame) -> int:
@@ -824,7 +855,9 @@ def _event_columns(
     legacy = []
     if ls1_forms is not None:
         old = ls1_forms
-        as_before = [_Field(f.key, f.column, old.get(f.key, f.value), f.error, f.kind) for f in sent]
+        as_before = [
+            _Field(f.key, f.column, old.get(f.key, f.value), f.error, f.kind) for f in sent
+        ]
         ls1 = legacy_event_keys(
             sync_name,
             event.name,

@@ -928,11 +928,35 @@ def test_rows_that_loops_would_merge_into_one_contact_are_rejected_naming_each_o
         config,
         {
             "email": ["ann@x.com", "bob@x.com", "ANN@x.com", "ann@x.com", "cy@x.com"],
-            "id": ["1", "2", "3", None, "2"],
+            "id": ["1", "2", "3", None, "5"],
         },
     )
     rejects = dict(zip(result.rejects[ROW], result.rejects["reason"], strict=True))
     assert set(rejects) == {1, 3, 4}
     assert "'ann@x.com' is on rows 1, 3, 4 with different user ids" in rejects[1]
-    assert sorted(result.contacts[ROW]) == [5]  # bob's id 2 is cy's now: the last row wins
+    assert sorted(result.contacts[ROW]) == [2, 5]
     assert set(result.events["email"]) == {"bob@x.com", "cy@x.com"}
+
+
+def test_an_event_waits_when_its_contacts_last_row_is_rejected() -> None:
+    """The last row wins, also when it is rejected: no upsert this run, so no event either."""
+    config = spec(
+        {"email": "email", "properties": {"seats": {"column": "seats", "type": "number"}}},
+        [{"name": "signup", "email": "email"}],
+    )
+    result = run(
+        config, {"email": ["ann@x.com", "ann@x.com", "bob@x.com"], "seats": ["3", "n/a", "1"]}
+    )
+    assert result.rejects[ROW].to_list() == [2]
+    assert result.contacts["email"].to_list() == ["bob@x.com"]
+    assert result.events["email"].to_list() == ["bob@x.com"]
+
+
+def test_rows_of_one_user_id_with_different_emails_are_rejected_naming_each_other() -> None:
+    config = spec({"email": "email", "user_id": "id"}, [{"name": "signup", "email": "email"}])
+    result = run(config, {"email": ["a@x.com", "b@x.com", "c@x.com"], "id": ["7", "7", "8"]})
+    rejects = dict(zip(result.rejects[ROW], result.rejects["reason"], strict=True))
+    assert set(rejects) == {1, 2}
+    assert "user id 7 is on rows 1, 2 with different emails" in rejects[2]
+    assert result.contacts["email"].to_list() == ["c@x.com"]
+    assert result.events["email"].to_list() == ["c@x.com"]
