@@ -195,11 +195,10 @@ def _hashed(spec: SyncConfig, piece: pl.DataFrame, *, legacy: bool) -> pl.DataFr
             hashes.append(hash_event_keys(piece.get_column(prefix + name)))
         if legacy:
             hashes.append(hash_event_keys(piece.get_column(prefix + "legacy"), scheme="ls1"))
-    hashed = piece.with_columns(hashes).with_columns(
+    return piece.with_columns(hashes).with_columns(
         pl.coalesce(f"__e{i}.key_email", f"__e{i}.key_user").alias(f"__e{i}.key")
         for i in range(len(spec.events))
     )
-    return hashed
 
 
 def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice:
