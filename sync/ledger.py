@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import polars as pl
 
 from sync.errors import LedgerError, LockedError, SourceError
@@ -78,10 +80,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE events ADD COLUMN user_id TEXT;
     ALTER TABLE events ADD COLUMN once_per TEXT;
     ALTER TABLE contacts ADD COLUMN props TEXT;
+    CREATE TABLE event_once_per (
+        sync TEXT NOT NULL, event TEXT NOT NULL, columns TEXT NOT NULL,
+        retired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sync, event, columns)) WITHOUT ROWID;
     UPDATE events SET email = substr(identity, 3), key_email = ls2_key(sync, event, identity)
         WHERE identity LIKE 'e:%';
-    UPDATE events SET user_id = substr(identity, 3), key_user = ls2_key(sync, event, identity)
-        WHERE identity LIKE 'u:%';
+    UPDATE events SET user_id = substr(ls2_identity(identity), 3),
+        key_user = ls2_key(sync, event, identity) WHERE identity LIKE 'u:%';
     """,
     # A run's end, told apart: finished (an exit code from a completed run), failed (an error
     # ended it: `reason` says which), died (no end recorded), or still running.
@@ -186,6 +191,7 @@ class Ledger:
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.create_function("ls2_key", 3, _ls2_key_of_identity, deterministic=True)
+            self._db.create_function("ls2_identity", 1, _canonical_identity, deterministic=True)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
@@ -233,35 +239,83 @@ class Ledger:
         )
 
     def _other_once_per(self, once_per: Mapping[str, Sequence[str]]) -> pl.DataFrame:
-        """The occurrences of each event whose `once_per` columns changed (see `Snapshot`)."""
+        """The occurrences of each event delivered under other `once_per` columns than today's
+        and not yet adopted (see `Snapshot`, `adopt`); none at all in the usual case."""
         frames = [_empty_once_per()]
         for event, columns in once_per.items():
-            today = json.dumps(sorted(columns), separators=(",", ":"))
-            changed = self._db.execute(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE sync = ? AND event = ? "
-                "AND once_per IS NOT NULL "
-                "AND (SELECT json_group_array(key) FROM json_each(once_per)) != ?)",
-                (self.sync, event, today),
-            ).fetchone()[0]
-            if changed:
-                frames.append(
-                    self._frame(
-                        "SELECT event, email, user_id, once_per, "
-                        "(SELECT json_group_array(key) FROM json_each(once_per)) = ?2 "
-                        "FROM events WHERE sync = ?1 AND event = ?3 AND once_per IS NOT NULL",
-                        _ONCE_PER_SCHEMA,
-                        (self.sync, today, event),
-                    )
+            if self._once_per_changed(event, columns):
+                found = self._frame(
+                    "SELECT event, email, user_id, once_per FROM events "
+                    "WHERE sync = ?1 AND event = ?2 AND once_per IS NOT NULL",
+                    dict.fromkeys(("event", "email", "user_id", "once_per"), pl.String),
+                    (self.sync, event),
                 )
+                today = pl.lit("\x1f".join(sorted(columns)))
+                frames.append(found.with_columns((once_per_columns() == today).alias("current")))
         return pl.concat(frames)
 
-    def adopt(self, adopted: pl.DataFrame) -> None:
-        """Record occurrences as delivered without sending them: those an event delivered under
-        its earlier `once_per` columns stands for (see `plan`). Columns as `Plan.adopted`."""
-        for key, identity, event, *found_by in adopted.select(
-            "key", "identity", "event", "key_email", "key_user", "email", "userId", "once_per"
-        ).iter_rows():
-            self.event_delivered(key, identity, event, Occurrence(*found_by))
+    def _once_per_changed(self, event: str, columns: Sequence[str]) -> bool:
+        """Whether `event` was delivered under other `once_per` columns, not yet adopted."""
+        changed = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM event_once_per WHERE sync = ? AND event = ? "
+            "AND retired = 0 AND columns != ?)",
+            (self.sync, event, once_per_signature(columns)),
+        ).fetchone()[0]
+        return bool(changed)
+
+    def adopt(self, adopted: pl.DataFrame, once_per: Mapping[str, Sequence[str]]) -> None:
+        """Record, in one transaction, the occurrences that an event delivered under its earlier
+        `once_per` columns stands for (`Plan.adopted`), and retire those earlier columns: from
+        now on an occurrence is new unless delivered under today's (see `plan`)."""
+        columns = ("key", "identity", "event", "key_email", "key_user", "email", "userId")
+        now = time.time()
+        changed = [
+            event for event, names in once_per.items() if self._once_per_changed(event, names)
+        ]
+        if adopted.is_empty() and not changed:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (sync, key, identity, event, delivered_at,"
+                " key_email, key_user, email, user_id, once_per)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (self.sync, key, identity, event, now, *found_by, once)
+                    for key, identity, event, *found_by, once in adopted.select(
+                        *columns, "once_per"
+                    ).iter_rows()
+                ),
+            )
+            for event, names in once_per.items():
+                today = once_per_signature(names)
+                self._db.execute(
+                    "UPDATE event_once_per SET retired = 1 WHERE sync = ? AND event = ? "
+                    "AND columns != ?",
+                    (self.sync, event, today),
+                )
+                self._db.execute(
+                    "INSERT OR IGNORE INTO event_once_per (sync, event, columns) VALUES (?, ?, ?)",
+                    (self.sync, event, today),
+                )
+
+    def learn(self, learned: pl.DataFrame) -> None:
+        """Give delivered occurrences the identifiers they now also carry (`Mapped.learned`),
+        so that they are found by either later, whichever of the two changes then."""
+        if learned.is_empty():
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE events SET key_email = coalesce(key_email, ?2),"
+                " key_user = coalesce(key_user, ?3), email = coalesce(email, ?4),"
+                " user_id = coalesce(user_id, ?5)"
+                " WHERE sync = ?6 AND (key = ?1 OR key_email = ?1 OR key_user = ?1)",
+                (
+                    (*row, self.sync)
+                    for row in learned.select("by", "key_email", "key_user", "email", "user_id")
+                    .unique()
+                    .iter_rows()
+                ),
+            )
 
     def delivered_contacts(self) -> pl.DataFrame:
         return self._frame(
@@ -328,6 +382,11 @@ class Ledger:
 
         `occurrence`: the identifiers it was delivered with, by which later runs find it."""
         found_by = occurrence or Occurrence()
+        if found_by.once_per is not None:
+            self._queue(
+                "INSERT OR IGNORE INTO event_once_per (sync, event, columns) VALUES (?, ?, ?)",
+                (self.sync, event, once_per_signature(orjson.loads(found_by.once_per))),
+            )
         self._queue(
             "INSERT OR IGNORE INTO events (sync, key, identity, event, delivered_at, key_email,"
             " key_user, email, user_id, once_per) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -448,9 +507,27 @@ class Ledger:
         ]
 
 
+def once_per_signature(columns: Iterable[str]) -> str:
+    """An event's `once_per` column names as one text, the same however they are ordered."""
+    return "\x1f".join(sorted(columns))
+
+
+def once_per_columns() -> pl.Expr:
+    """The column names of each `once_per` JSON object (column `once_per`), as
+    `once_per_signature` writes them: a value never ends in a quote and a colon, a key does."""
+    names = pl.col("once_per").str.extract_all(r'"((?:[^"\\]|\\.)*)":')
+    return names.list.eval(pl.element().str.slice(1).str.strip_suffix('":')).list.join("\x1f")
+
+
 def _ls2_key_of_identity(sync: str, event: str, identity: str) -> str:
-    """For the migration to ls2: the key of an `ls1` occurrence by its one identifier."""
-    return event_key(sync, event, identity)
+    """For the migration to ls2: the key of an `ls1` occurrence by its one identifier, in
+    today's one text form (a user id read from a float column was written `u:101.0`)."""
+    return event_key(sync, event, _canonical_identity(identity))
+
+
+def _canonical_identity(identity: str) -> str:
+    whole = re.fullmatch(r"u:(-?\d+)\.0+", identity)
+    return f"u:{whole.group(1)}" if whole else identity
 
 
 @contextmanager

@@ -8,6 +8,7 @@ Python step left, sha256 per body and key, runs over bounded slices while Polars
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -53,6 +54,13 @@ ISO_REWRITES = [
 ]
 
 
+# A delivered occurrence found by one identifier that now carries another: `by`, the key it
+# was found by; the other key and identifier, for the ledger to find it by those too.
+_LEARNED = pl.DataFrame(
+    schema=dict.fromkeys(("by", "key_email", "key_user", "email", "user_id"), pl.String)
+)
+
+
 @dataclass(frozen=True)
 class Mapped:
     """What the source becomes: valid request bodies, and the rows that cannot be sent.
@@ -73,6 +81,8 @@ class Mapped:
     contacts_settled: int = 0
     events_settled: int = 0
     skipped_when_empty: tuple[str, ...] = ()  # contact properties `empty: skip` leaves out
+    # Delivered occurrences whose other identifier the ledger lacks (see `_learned`).
+    learned: pl.DataFrame = dataclasses.field(default_factory=_LEARNED.clear)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class _Slice:
 
     pending: pl.DataFrame
     settled: pl.DataFrame
+    learned: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,7 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         contacts_settled,
         events_settled,
         skipped,
+        pl.concat([piece.learned for piece in pieces]),
     )
 
 
@@ -211,15 +223,17 @@ def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice
     made of (the config reserves those names), so no two identities share a hash.
     """
     if held is None:
-        return _Slice(piece, _settled_rows(spec, piece.head(0)))
+        return _Slice(piece, _settled_rows(spec, piece.head(0)), _LEARNED)
     skip_body: dict[str, pl.Expr] = {}  # body column: whether Loops holds it (no retry due)
     whole = pl.col("__problems").is_null()
     if spec.contact:
         skip_body["__c.body"] = held.contacts.holds(piece.get_column("__c.hash"))
         skip_body["__c.body"] &= ~pl.col("__c.identity").is_in(held.retried)
         whole &= skip_body["__c.body"]
+    learned = [_LEARNED]
     for index in range(len(spec.events)):
         key = f"__e{index}.key"
+        learned.append(_learned(piece, held, f"__e{index}."))
         skip_body[f"__e{index}.body"] = held.holds_event(piece, f"__e{index}.")
         skip_body[f"__e{index}.body"] &= ~pl.col(key).is_in(held.retried)
         whole &= ~pl.col(f"__e{index}.applies") | skip_body[f"__e{index}.body"]
@@ -232,7 +246,36 @@ def _settle(spec: SyncConfig, piece: pl.DataFrame, held: _Held | None) -> _Slice
     if pending.height < piece.height // 2:
         pending = _compact(pending)
     settled = _settled_rows(spec, marked.filter(pl.col("__settled")))
-    return _Slice(pending, _compact(settled))
+    return _Slice(pending, _compact(settled), pl.concat(learned))
+
+
+def _learned(piece: pl.DataFrame, held: _Held, prefix: str) -> pl.DataFrame:
+    """Occurrences Loops holds by one of their keys only, though they carry both identifiers:
+    a contact that gained a user id (or an email) since. The ledger learns the other key, or a
+    later change of the first identifier (a new email) would make the occurrence look new."""
+    by_email = held.events.holds(piece.get_column(prefix + "key_email"))
+    by_user = held.events.holds(piece.get_column(prefix + "key_user"))
+    both = pl.col(prefix + "key_email").is_not_null() & pl.col(prefix + "key_user").is_not_null()
+    rows = piece.filter(
+        pl.col(prefix + "applies") & pl.col("__problems").is_null() & both & (by_email ^ by_user)
+    )
+    if rows.is_empty():
+        return _LEARNED
+    found_by_email = rows.filter(held.events.holds(rows.get_column(prefix + "key_email")))
+    return rows.select(
+        pl.when(
+            pl.col(prefix + "key_email").is_in(
+                found_by_email.get_column(prefix + "key_email").implode()
+            )
+        )
+        .then(pl.col(prefix + "key_email"))
+        .otherwise(pl.col(prefix + "key_user"))
+        .alias("by"),
+        pl.col(prefix + "key_email").alias("key_email"),
+        pl.col(prefix + "key_user").alias("key_user"),
+        pl.col(prefix + "email").alias("email"),
+        pl.col(prefix + "userId").alias("user_id"),
+    )
 
 
 def _settled_rows(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:

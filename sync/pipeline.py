@@ -114,8 +114,8 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 timeout=config.spec.loops.timeout,
                 transport=options.transport,
             )
-            if plan.adopted is not None and not plan.adopted.is_empty():
-                ledger.adopt(plan.adopted)
+            ledger.adopt(plan.adopted, _once_per_of(config))
+            ledger.learn(mapped.learned)
             loops_rejects = _send(config, plan, ledger, report, api_key=api_key, options=options)
             _count_left_by_limit(report, plan, options.limit)
             _finish(
@@ -268,7 +268,11 @@ def _read(config: Config) -> pl.DataFrame:
 
 
 def _snapshot(config: Config, ledger: Ledger) -> Snapshot:
-    return ledger.snapshot({event.name: event.once_per for event in config.spec.events})
+    return ledger.snapshot(_once_per_of(config))
+
+
+def _once_per_of(config: Config) -> dict[str, list[str]]:
+    return {event.name: event.once_per for event in config.spec.events}
 
 
 def _map_and_plan(

@@ -23,7 +23,7 @@ import orjson
 import polars as pl
 
 from sync.keys import canonical_json, json_object, json_value
-from sync.ledger import Occurrence, Snapshot
+from sync.ledger import Occurrence, Snapshot, once_per_columns
 from sync.mapping import ROW, Mapped, delivered_events
 
 __all__ = ["Job", "Plan", "Request", "make_plan"]
@@ -65,7 +65,8 @@ class Plan:
 
     requests: pl.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
-    adopted: pl.DataFrame | None = None  # occurrences an earlier `once_per` delivery stands for
+    # Occurrences that an event delivered under earlier `once_per` columns stands for.
+    adopted: pl.DataFrame = field(default_factory=pl.DataFrame)
     kept_in_loops: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -244,7 +245,7 @@ def _held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.S
         today = indexed.filter(pl.col("event") == event)
         if today.is_empty():
             continue
-        columns = set(today.head(1).select(_once_per_columns()).item().split("\x1f"))
+        columns = set(today.head(1).select(once_per_columns()).item().split("\x1f"))
         adopted_before = records.filter(pl.col("current"))
         known_emails = adopted_before.get_column("email").drop_nulls().implode()
         known_ids = adopted_before.get_column("user_id").drop_nulls().implode()
@@ -253,8 +254,8 @@ def _held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.S
             & ~pl.col("userId").is_in(known_ids).fill_null(False)
         )
         earlier = records.filter(~pl.col("current"))
-        for signature in earlier.select(_once_per_columns().unique()).to_series().to_list():
-            same = earlier.filter(_once_per_columns() == signature)
+        for signature in earlier.select(once_per_columns().unique()).to_series().to_list():
+            same = earlier.filter(once_per_columns() == signature)
             shared = sorted(set(signature.split("\x1f")) & columns - {""})
             mine = today.with_columns(_projected(shared))
             theirs = same.with_columns(_projected(shared))
@@ -270,13 +271,6 @@ def _held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.S
         return covered
     matched_rows = pl.concat(found).implode()
     return indexed.select(pl.col("__i").is_in(matched_rows)).to_series().alias("covered")
-
-
-def _once_per_columns() -> pl.Expr:
-    """The column names of each `once_per` JSON object, joined by \x1f: a value never ends in a
-    quote followed by a colon, a key always does."""
-    names = pl.col("once_per").str.extract_all(r'"((?:[^"\\]|\\.)*)":')
-    return names.list.eval(pl.element().str.slice(1).str.strip_suffix('":')).list.join("\x1f")
 
 
 def _projected(columns: list[str]) -> pl.Expr:

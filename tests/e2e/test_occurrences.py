@@ -280,3 +280,72 @@ def test_events_an_older_ledger_keyed_by_a_float_form_are_not_sent_again(
 
     assert result.returncode == 0, result.stderr
     assert project.emulator.events() == []
+
+
+def test_a_contact_that_gains_a_user_id_then_changes_email_keeps_its_events(
+    project: Project,
+) -> None:
+    """Found by email the night it gains a user id, the ledger learns the user id: the night
+    its email changes, the event is still found."""
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,,free\n")
+    assert project.sync().returncode == 0
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@x.com,42,free\n")
+    assert project.sync().returncode == 0
+    project.write(BY_EMAIL_AND_ID, "email,id,plan\nann@new.com,42,free\n")
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 1
+
+
+def test_a_once_per_column_with_a_non_ascii_name_added_later_values_are_sent(
+    project: Project,
+) -> None:
+    project.write(ORDERS.format(once_per="[]"), "email,número\nann@x.com,c1\n")
+    assert project.sync().returncode == 0
+    project.write(ORDERS.format(once_per="[número]"))
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 1
+    project.write(ORDERS.format(once_per="[número]"), "email,número\nann@x.com,c2\n")
+    assert project.sync().returncode == 0
+    assert len(project.emulator.events()) == 2  # c2 is a new occurrence
+
+
+def test_an_older_ledger_with_a_user_id_written_from_a_float_keeps_its_event(
+    project: Project,
+) -> None:
+    project.state.mkdir()
+    ledger = sqlite3.connect(project.state / "ledger.sqlite")
+    ledger.executescript(MIGRATIONS[0])
+    ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    ledger.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    key = legacy_event_key("people", "signup", "u:101.0")
+    ledger.execute("INSERT INTO events VALUES ('people', ?, 'u:101.0', 'signup', 0)", (key,))
+    ledger.commit()
+    ledger.close()
+    by_id = BY_EMAIL_AND_ID.replace(
+        "        email: email\n        user_id: id\n", "        user_id: id\n"
+    )
+    project.write(by_id, "email,id,plan\nann@x.com,101,free\n")
+    assert project.sync().returncode == 0
+    assert project.emulator.events() == []
+
+
+def test_an_event_waits_when_its_contacts_last_row_is_rejected(project: Project) -> None:
+    config = """
+        name: people
+        source:
+          csv: people.csv
+        loops:
+          rate_limit: 200
+        contact:
+          email: email
+          properties:
+            seats: {column: seats, type: number}
+        events:
+          - name: signup
+            email: email
+            when: "plan = 'pro'"
+    """
+    project.write(config, "email,seats,plan\nann@x.com,3,pro\nann@x.com,n/a,free\n")
+    assert project.sync().returncode == 1
+    assert project.api_requests("/events/send") == []
+    assert project.api_requests("/contacts/update") == []
