@@ -280,7 +280,8 @@ class _Sender:
         """Send a request; for an event carrying its contact's upsert, account for both.
 
         A 409 on the carrier means its event was delivered before (by a run that crashed, say)
-        and Loops ignored the whole body: the plain upsert is sent so the properties still land.
+        and Loops ignored the whole body: the event is recorded, then the plain upsert is sent so
+        the properties still land.
         A 400 on the carrier may be the event's fault alone: the plain upsert is sent too. If it
         lands, only the event is rejected (with Loops' message); if Loops refuses it as well,
         the contact is rejected and its events wait.
@@ -293,7 +294,9 @@ class _Sender:
             case "delivered":
                 return [RequestResult(contact, "delivered"), result]
             case "duplicate":
-                return [await self.deliver(contact), result]
+                # Recorded before the plain upsert: a stop during it must not lose the 409.
+                self._report(result)
+                return [await self.deliver(contact)]
             case "rejected":
                 alone = await self.deliver(contact)
                 if alone.status == "delivered":

@@ -166,6 +166,32 @@ def test_409_on_an_event_means_already_delivered() -> None:
     assert statuses(results)["ls2-1-0"] == "duplicate"
 
 
+def test_a_409_on_a_carrier_is_recorded_before_its_plain_upsert_is_sent() -> None:
+    """A stop (or a fatal answer) during the plain upsert must not lose the 409: the event is
+    delivered, and past Loops' 24 hours only the ledger says so."""
+    loops = ScriptedLoops({EVENT: [409], UPSERT: [401]})
+    results: list[RequestResult] = []
+
+    async def main() -> None:
+        client = LoopsClient("http://loops.test/api", "k", transport=loops.transport)
+        try:
+            await send_jobs(
+                [folded(1)],
+                client=client,
+                pacer=Pacer(10_000),
+                policy=RetryPolicy.immediate(),
+                concurrency=1,
+                on_result=results.append,
+            )
+        finally:
+            await client.aclose()
+
+    with pytest.raises(FatalApiError):
+        anyio.run(main, backend="asyncio")
+    assert loops.paths() == ["/v1/events/send", "/v1/contacts/update"]
+    assert statuses(results) == {"ls2-1-0": "duplicate"}
+
+
 def test_401_stops_the_whole_run_at_once() -> None:
     loops = ScriptedLoops({UPSERT: [401]}, default=200)
     with pytest.raises(FatalApiError, match="API key") as caught:
