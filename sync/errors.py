@@ -12,6 +12,9 @@
     ├── RetryableError             sent again (now with back-off, or on the next run)
     └── RejectedRow                the row goes to the rejects file with the reason
 
+The three a request can raise (FatalApiError, RetryableError, RejectedRow) carry the `Outcome`
+they stand for: the words `classify()` gave the answer are the ones the recorder reads.
+
 Exit codes 0 (all delivered), 1 (some rows rejected or failed) and 5 (work left for the next run)
 are outcomes of a finished run, not errors. Every code is a member of `ExitCode`, defined once
 here: the errors carry them, `loops-sync --help` lists them, a test checks the README's table.
@@ -22,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
+
+from sync.model import Outcome
 
 if TYPE_CHECKING:
     from sync.report import RunReport
@@ -128,6 +133,7 @@ class FatalApiError(StopRun):
     """Loops refused the whole run (a bad key) or cannot be reached at all."""
 
     exit_code = ExitCode.FATAL_API
+    outcome: ClassVar[Outcome] = Outcome.FATAL
 
 
 class LockedError(StopRun):
@@ -167,8 +173,11 @@ class Interrupted(StopRun):
 class RetryableError(LoopsSyncError):
     """A request that may succeed later: rate limited, a 5xx, a timeout, a dropped connection.
 
-    `retry_after` is the server's hint in seconds, when it gave one.
+    `retry_after` is the server's hint in seconds, when it gave one. Once the tries are spent,
+    the request's outcome is FAILED, and the next run sends it again.
     """
+
+    outcome: ClassVar[Outcome] = Outcome.FAILED
 
     def __init__(
         self, message: str, *, status: int | None = None, retry_after: float | None = None
@@ -180,6 +189,8 @@ class RetryableError(LoopsSyncError):
 
 class RejectedRow(LoopsSyncError):
     """Loops refused this one request (a 400): the row goes to the rejects file."""
+
+    outcome: ClassVar[Outcome] = Outcome.REJECTED
 
     def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)

@@ -29,11 +29,11 @@ import polars as pl
 
 from sync.errors import LedgerError, LockedError, SourceError
 from sync.keys import event_key
+from sync.model import Occurrence
 
 __all__ = [
     "SCHEMA_VERSION",
     "Ledger",
-    "Occurrence",
     "RunRecord",
     "RunStatus",
     "Snapshot",
@@ -153,18 +153,6 @@ class Snapshot:
             self.legacy_events,
             self.other_once_per,
         )
-
-
-@dataclass(frozen=True)
-class Occurrence:
-    """What the ledger keeps of a delivered event besides its key: its keys by email and by
-    userId, the identifiers themselves and its `once_per` values (a JSON object)."""
-
-    key_email: str | None = None
-    key_user: str | None = None
-    email: str | None = None
-    user_id: str | None = None
-    once_per: str | None = None
 
 
 @dataclass(frozen=True)

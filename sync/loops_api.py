@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-from dataclasses import dataclass
-from enum import Enum
 from typing import Literal
 
 import anyio
@@ -20,12 +18,11 @@ import httpx
 import orjson
 
 from sync.errors import FatalApiError, RejectedRow, RetryableError
+from sync.model import Answer, Outcome
 
 __all__ = [
     "TRANSPORT_ERRORS",
-    "Answer",
     "LoopsClient",
-    "Outcome",
     "check_api_key",
     "classify",
     "key_problem",
@@ -44,26 +41,20 @@ CHECK_TIMEOUT = 5.0
 CHECK_SECONDS = 12.0
 
 
-class Outcome(Enum):
-    OK = "ok"
-    DUPLICATE = "duplicate"  # an event whose Idempotency-Key Loops has seen: delivered before
-    REJECT = "reject"  # this request can never succeed as it is: the row goes to rejects
-    RETRY = "retry"  # may succeed later: rate limited, server error
-    FATAL = "fatal"  # no request can succeed: bad key, wrong URL
-
-
 def classify(kind: Literal["contact", "event", "check"], status: int) -> Outcome:
-    """What an HTTP status means for a request of this kind."""
+    """What an HTTP status means for a request of this kind: DELIVERED, DUPLICATE (an event
+    Loops has seen), REJECTED (never as it is), FAILED (may succeed later: tried again) or
+    FATAL (no request can succeed)."""
     if 200 <= status < 300:
-        return Outcome.OK
+        return Outcome.DELIVERED
     if status == 409 and kind == "event":
         return Outcome.DUPLICATE
     if status in (401, 403, 404, 405):
         # 404/405: the base URL does not point at the Loops API; every request would fail alike.
         return Outcome.FATAL
     if status in (408, 425, 429) or status >= 500:
-        return Outcome.RETRY
-    return Outcome.REJECT
+        return Outcome.FAILED
+    return Outcome.REJECTED
 
 
 # Every httpx error a request can raise, and what it means. A test checks this covers them all.
@@ -83,18 +74,6 @@ TRANSPORT_ERRORS: dict[type[httpx.HTTPError], str] = {
     httpx.DecodingError: "undecodable answer",
     httpx.TooManyRedirects: "too many redirects",
 }
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A classified answer, with the rate-limit headers the pacer watches."""
-
-    outcome: Outcome
-    status: int
-    message: str
-    limit: int | None = None
-    remaining: int | None = None
-    team: str = ""  # the key check's `teamName`
 
 
 def key_problem(api_key: str) -> str | None:
@@ -168,7 +147,8 @@ class LoopsClient:
         body: bytes | None,
         idempotency_key: str | None,
     ) -> Answer:
-        """One attempt: OK or DUPLICATE, or RetryableError, RejectedRow, FatalApiError."""
+        """One attempt: DELIVERED or DUPLICATE, or the error that carries FAILED, REJECTED or FATAL
+        (RetryableError, RejectedRow, FatalApiError)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         try:
             response = await self._http.request(method, path, content=body, headers=headers)
@@ -187,20 +167,19 @@ class LoopsClient:
 
 def _raise_for(answer: Answer, response: httpx.Response, base_url: str) -> Answer:
     match answer.outcome:
-        case Outcome.OK | Outcome.DUPLICATE:
-            return answer
-        case Outcome.RETRY:
+        case Outcome.FAILED:
             raise RetryableError(
                 f"HTTP {answer.status}: {answer.message}",
                 status=answer.status,
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
-        case Outcome.REJECT:
+        case Outcome.REJECTED:
             raise RejectedRow(
                 f"Loops answered {answer.status}: {answer.message}", status=answer.status
             )
         case Outcome.FATAL:
             raise FatalApiError(_fatal_message(answer, base_url))
+    return answer  # DELIVERED or DUPLICATE
 
 
 def _fatal_message(answer: Answer, base_url: str) -> str:

@@ -32,10 +32,11 @@ from sync.errors import (
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
+from sync.model import Outcome, Request, RequestResult
 from sync.pacing import Pacer
-from sync.plan import Plan, Request, make_plan
+from sync.plan import Plan, make_plan
 from sync.report import ProgressReporter, RunReport, write_crash_log, write_rejects
-from sync.sender import RequestResult, RetryPolicy, StopSwitch, default_concurrency, send_jobs
+from sync.sender import RetryPolicy, StopSwitch, default_concurrency, send_jobs
 from sync.sources import read_source
 
 __all__ = [
@@ -460,24 +461,24 @@ class _Recorder:
         request, report = result.request, self.report
         self.progress.advance()
         match result.status, request.kind:
-            case "delivered", "contact":
+            case Outcome.DELIVERED, "contact":
                 report.contacts_sent += 1
                 props = orjson.loads(request.body).keys()
                 self._write(self.ledger.contact_delivered, request.identity, request.ref, props)
-            case "delivered", "event":
+            case Outcome.DELIVERED, "event":
                 report.events_sent += 1
                 self._write(self._event_delivered, request)
-            case "duplicate", _:
+            case Outcome.DUPLICATE, _:
                 report.already_delivered += 1
                 self._write(self._event_delivered, request)
-            case "rejected", _:
+            case Outcome.REJECTED, _:
                 self.loops_rejects.append((request.row, result.message))
                 report.rejected_by_loops += 1
                 self._write(self._failed, request, result.message)
-            case "failed", _:
+            case Outcome.FAILED, _:
                 report.failed += 1
                 self._write(self._failed, request, result.message)
-            case "deferred", _:
+            case Outcome.DEFERRED, _:
                 report.deferred += 1
             case _:
                 report.not_sent += 1

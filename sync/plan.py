@@ -17,42 +17,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Literal
 
 import orjson
 import polars as pl
 
 from sync.keys import canonical_json, json_object, json_value
-from sync.ledger import Occurrence, Snapshot, once_per_columns
+from sync.ledger import Snapshot, once_per_columns
 from sync.mapping import ROW, Mapped, delivered_events
+from sync.model import Job, Occurrence, Request
 
-__all__ = ["Job", "Plan", "Request", "make_plan"]
+__all__ = ["Plan", "make_plan"]
 
 SLICE_ROWS = 20_000
 # An event's `Occurrence`, column by column, in the plan frame (null on contact lines).
 OCCURRENCE_COLUMNS = ("key_email", "key_user", "occurrence_email", "occurrence_user_id", "once_per")
-
-
-@dataclass(frozen=True)
-class Request:
-    """One API call: its body is the exact canonical JSON that was hashed."""
-
-    kind: Literal["contact", "event"]
-    row: int
-    identity: str
-    ref: str  # the payload hash of a contact, the Idempotency-Key of an event
-    body: bytes
-    event: str | None = None
-    folded: Request | None = None  # the contact upsert this event carries, if any
-    occurrence: Occurrence | None = None  # an event's other keys and identifiers, for the ledger
-
-
-@dataclass(frozen=True)
-class Job:
-    """One identity's requests, sent in order by one worker."""
-
-    identity: str
-    requests: tuple[Request, ...]
 
 
 @dataclass(frozen=True)

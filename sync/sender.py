@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -32,20 +31,17 @@ from tenacity import (
 )
 
 from sync.errors import FatalApiError, RejectedRow, RetryableError
-from sync.loops_api import Answer, LoopsClient, Outcome
+from sync.loops_api import LoopsClient
+from sync.model import Answer, Job, Outcome, Request, RequestResult
 from sync.pacing import Pacer
-from sync.plan import Job, Request
 
 __all__ = [
-    "RequestResult",
     "RetryPolicy",
     "SendCounters",
     "StopSwitch",
     "default_concurrency",
     "send_jobs",
 ]
-
-Status = Literal["delivered", "duplicate", "rejected", "failed", "deferred", "not_sent"]
 
 # Loops counts as unreachable after this many attempts in a row without an answer (and
 # `unreachable_after` seconds of them): one slow connection alone is not an outage.
@@ -79,13 +75,6 @@ class RetryPolicy:
         backoff = wait_exponential(multiplier=self.initial_wait, max=self.max_wait)
         jitter = wait_random(0, self.jitter)
         return min(float(backoff(state) + jitter(state)), self.max_wait + self.jitter)
-
-
-@dataclass(frozen=True)
-class RequestResult:
-    request: Request
-    status: Status
-    message: str = ""
 
 
 @dataclass
@@ -244,7 +233,7 @@ class _Sender:
         async with stream:
             for job in jobs:
                 if self.stop.thrown:
-                    self._settle(job.requests, "not_sent", STOPPED)
+                    self._settle(job.requests, Outcome.NOT_SENT, STOPPED)
                     continue
                 await stream.send(job)
 
@@ -256,7 +245,7 @@ class _Sender:
     async def run_job(self, job: Job) -> None:
         for index, request in enumerate(job.requests):
             if self.stop.thrown:
-                self._settle(job.requests[index:], "not_sent", STOPPED)
+                self._settle(job.requests[index:], Outcome.NOT_SENT, STOPPED)
                 return
             try:
                 results = await self._deliver_with_contact(request)
@@ -268,12 +257,12 @@ class _Sender:
             for result in results:
                 self._report(result)
             contact = next((r for r in results if r.request.kind == "contact"), None)
-            if contact is not None and contact.status != "delivered":
+            if contact is not None and contact.status is not Outcome.DELIVERED:
                 rest = job.requests[index + 1 :]
-                if contact.status == "not_sent":
-                    self._settle(rest, "not_sent", STOPPED)
+                if contact.status is Outcome.NOT_SENT:
+                    self._settle(rest, Outcome.NOT_SENT, STOPPED)
                 else:
-                    self._settle(rest, "deferred", WAITING)
+                    self._settle(rest, Outcome.DEFERRED, WAITING)
                 return
 
     async def _deliver_with_contact(self, request: Request) -> list[RequestResult]:
@@ -291,15 +280,15 @@ class _Sender:
         if contact is None:
             return [result]
         match result.status:
-            case "delivered":
-                return [RequestResult(contact, "delivered"), result]
-            case "duplicate":
+            case Outcome.DELIVERED:
+                return [RequestResult(contact, Outcome.DELIVERED), result]
+            case Outcome.DUPLICATE:
                 # Recorded before the plain upsert: a stop during it must not lose the 409.
                 self._report(result)
                 return [await self.deliver(contact)]
-            case "rejected":
+            case Outcome.REJECTED:
                 alone = await self.deliver(contact)
-                if alone.status == "delivered":
+                if alone.status is Outcome.DELIVERED:
                     return [alone, result]
                 return [alone, _held_back(request, alone)]
             case _:
@@ -321,13 +310,10 @@ class _Sender:
                 with attempt:
                     answer = await self._attempt(request)
         except _Stopped:
-            return RequestResult(request, "not_sent", STOPPED)
-        except RetryableError as error:
-            return RequestResult(request, "failed", str(error))
-        except RejectedRow as error:
-            return RequestResult(request, "rejected", str(error))
-        status: Status = "duplicate" if answer.outcome is Outcome.DUPLICATE else "delivered"
-        return RequestResult(request, status)
+            return RequestResult(request, Outcome.NOT_SENT, STOPPED)
+        except (RetryableError, RejectedRow) as error:
+            return RequestResult(request, error.outcome, str(error))
+        return RequestResult(request, answer.outcome)
 
     async def _attempt(self, request: Request) -> Answer:
         slot = await self.pacer.wait(until=self.stop.wait)
@@ -377,13 +363,13 @@ class _Sender:
     def _report(self, result: RequestResult) -> None:
         self.on_result(result)
 
-    def _settle(self, requests: Iterable[Request], status: Status, message: str) -> None:
+    def _settle(self, requests: Iterable[Request], status: Outcome, message: str) -> None:
         for request in requests:
             self._report(RequestResult(request, status, message))
 
 
 def _held_back(event: Request, contact: RequestResult) -> RequestResult:
     """The fate of an event whose contact's upsert did not land: it waits, or the run stopped."""
-    if contact.status == "not_sent":
-        return RequestResult(event, "not_sent", STOPPED)
-    return RequestResult(event, "deferred", WAITING)
+    if contact.status is Outcome.NOT_SENT:
+        return RequestResult(event, Outcome.NOT_SENT, STOPPED)
+    return RequestResult(event, Outcome.DEFERRED, WAITING)

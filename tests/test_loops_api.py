@@ -8,47 +8,65 @@ import anyio
 import httpx
 import pytest
 
-from sync.errors import FatalApiError, RetryableError
+from sync.errors import FatalApiError, RejectedRow, RetryableError
 from sync.loops_api import (
     CHECK_TRIES,
     TRANSPORT_ERRORS,
     LoopsClient,
-    Outcome,
     check_api_key,
     classify,
     key_problem,
     parse_retry_after,
 )
+from sync.model import Outcome
 from tests.fakes import ScriptedLoops
 
 
 @pytest.mark.parametrize(
     ("kind", "status", "expected"),
     [
-        pytest.param("contact", 200, Outcome.OK, id="upsert-ok"),
-        pytest.param("event", 200, Outcome.OK, id="event-ok"),
-        pytest.param("contact", 201, Outcome.OK, id="created"),
+        pytest.param("contact", 200, Outcome.DELIVERED, id="upsert-ok"),
+        pytest.param("event", 200, Outcome.DELIVERED, id="event-ok"),
+        pytest.param("contact", 201, Outcome.DELIVERED, id="created"),
         pytest.param("event", 409, Outcome.DUPLICATE, id="duplicate-event"),
-        pytest.param("contact", 409, Outcome.REJECT, id="contact-conflict-is-a-bad-row"),
-        pytest.param("contact", 400, Outcome.REJECT, id="bad-row"),
-        pytest.param("event", 400, Outcome.REJECT, id="bad-event"),
-        pytest.param("contact", 413, Outcome.REJECT, id="too-large"),
-        pytest.param("contact", 422, Outcome.REJECT, id="unprocessable"),
+        pytest.param("contact", 409, Outcome.REJECTED, id="contact-conflict-is-a-bad-row"),
+        pytest.param("contact", 400, Outcome.REJECTED, id="bad-row"),
+        pytest.param("event", 400, Outcome.REJECTED, id="bad-event"),
+        pytest.param("contact", 413, Outcome.REJECTED, id="too-large"),
+        pytest.param("contact", 422, Outcome.REJECTED, id="unprocessable"),
         pytest.param("contact", 401, Outcome.FATAL, id="bad-key"),
         pytest.param("event", 403, Outcome.FATAL, id="forbidden"),
         pytest.param("contact", 404, Outcome.FATAL, id="wrong-base-url"),
         pytest.param("contact", 405, Outcome.FATAL, id="wrong-method-or-url"),
-        pytest.param("contact", 429, Outcome.RETRY, id="rate-limited"),
-        pytest.param("event", 429, Outcome.RETRY, id="event-rate-limited"),
-        pytest.param("contact", 408, Outcome.RETRY, id="request-timeout"),
-        pytest.param("contact", 500, Outcome.RETRY, id="server-error"),
-        pytest.param("event", 502, Outcome.RETRY, id="bad-gateway"),
-        pytest.param("contact", 503, Outcome.RETRY, id="unavailable"),
+        pytest.param("contact", 429, Outcome.FAILED, id="rate-limited"),
+        pytest.param("event", 429, Outcome.FAILED, id="event-rate-limited"),
+        pytest.param("contact", 408, Outcome.FAILED, id="request-timeout"),
+        pytest.param("contact", 500, Outcome.FAILED, id="server-error"),
+        pytest.param("event", 502, Outcome.FAILED, id="bad-gateway"),
+        pytest.param("contact", 503, Outcome.FAILED, id="unavailable"),
         pytest.param("check", 401, Outcome.FATAL, id="key-check-refused"),
     ],
 )
 def test_classify(kind: str, status: int, expected: Outcome) -> None:
     assert classify(kind, status) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [200, 409, 400, 401, 404, 429, 500])
+def test_an_attempt_speaks_the_outcome_classify_gave_its_answer(status: int) -> None:
+    """One vocabulary: the answer, or the error that drives retries and stops, carries the
+    outcome `classify()` named, and the recorder reads that same word."""
+
+    async def main() -> Outcome:
+        loops = ScriptedLoops(default=status)
+        client = LoopsClient("http://loops.test/api", KEY, transport=loops.transport)
+        try:
+            return (await client.send_event(b"{}", "key")).outcome
+        except (RetryableError, RejectedRow, FatalApiError) as error:
+            return error.outcome
+        finally:
+            await client.aclose()
+
+    assert anyio.run(main, backend="asyncio") is classify("event", status)
 
 
 def _concrete_httpx_errors() -> set[type[httpx.HTTPError]]:

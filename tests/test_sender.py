@@ -3,6 +3,8 @@ fold fallback, stops, an unreachable Loops, and the config's settings reaching t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +18,11 @@ import pytest
 from sync.config import load_config
 from sync.errors import FatalApiError
 from sync.loops_api import LoopsClient
+from sync.model import Job, Request, RequestResult
 from sync.pacing import Pacer
 from sync.pipeline import Options, run_sync
-from sync.plan import Job, Request, carry
-from sync.sender import RequestResult, RetryPolicy, SendCounters, StopSwitch, send_jobs
+from sync.plan import carry
+from sync.sender import RetryPolicy, SendCounters, StopSwitch, send_jobs
 from tests.fakes import ScriptedLoops
 
 UPSERT = "/api/v1/contacts/update"
@@ -369,3 +372,15 @@ def test_loops_concurrency_caps_the_requests_in_flight(tmp_path: Path) -> None:
 
     run(sync_project(tmp_path, 12, "concurrency: 3"), httpx.MockTransport(slow_loops))
     assert most == 3
+
+
+def test_importing_the_sender_loads_neither_polars_nor_pydantic_nor_yaml() -> None:
+    """The sender depends on the shared types, not on the planner or the config: a fresh
+    interpreter shows what importing it really loads."""
+    code = (
+        "import sys, sync.sender; print(sorted({'polars', 'pydantic', 'yaml'} & set(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert loaded.strip() == "[]"

@@ -1,0 +1,90 @@
+"""The types the stages hand each other: a request, a job, an event's occurrence, and one word
+for what happened to a request, from Loops' answer to the ledger.
+
+They live apart from the stages so that each stage depends on them and not on the stage before
+it: the sender knows a `Job` without importing the planner, the ledger an `Occurrence` without
+the sender. Standard library only: `import sync.sender` must not pull in Polars, pydantic or
+YAML (a test holds it to that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+__all__ = ["Answer", "Job", "Occurrence", "Outcome", "Request", "RequestKind", "RequestResult"]
+
+RequestKind = Literal["contact", "event"]
+
+
+class Outcome(StrEnum):
+    """What happened to a request: the one vocabulary of `classify()`, of the errors a request
+    raises, of a `RequestResult` and of the recorder that writes it to the ledger.
+
+    `classify()` names an answer with the first five; a request that was never answered is
+    DEFERRED or NOT_SENT. A member equals its word ("delivered"), as reports and logs spell it.
+    """
+
+    DELIVERED = "delivered"  # Loops took it: the ledger records it
+    DUPLICATE = "duplicate"  # an event whose Idempotency-Key Loops has seen: delivered before
+    REJECTED = "rejected"  # can never succeed as it is: the row goes to the rejects file
+    FAILED = "failed"  # may succeed later (rate limited, a 5xx, no answer): tried again
+    FATAL = "fatal"  # no request can succeed (a bad key, a wrong URL): the run stops
+    DEFERRED = "deferred"  # not sent: it waits for its contact's upsert, which did not land
+    NOT_SENT = "not_sent"  # not sent: the run stopped first; the next run sends it
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """What the ledger keeps of a delivered event besides its key: its keys by email and by
+    userId, the identifiers themselves and its `once_per` values (a JSON object)."""
+
+    key_email: str | None = None
+    key_user: str | None = None
+    email: str | None = None
+    user_id: str | None = None
+    once_per: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One API call: its body is the exact canonical JSON that was hashed."""
+
+    kind: RequestKind
+    row: int
+    identity: str
+    ref: str  # the payload hash of a contact, the Idempotency-Key of an event
+    body: bytes
+    event: str | None = None
+    folded: Request | None = None  # the contact upsert this event carries, if any
+    occurrence: Occurrence | None = None  # an event's other keys and identifiers, for the ledger
+
+
+@dataclass(frozen=True)
+class Job:
+    """One identity's requests, sent in order by one worker."""
+
+    identity: str
+    requests: tuple[Request, ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A classified answer, with the rate-limit headers the pacer watches."""
+
+    outcome: Outcome
+    status: int  # the HTTP status
+    message: str
+    limit: int | None = None
+    remaining: int | None = None
+    team: str = ""  # the key check's `teamName`
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """A request's fate, as the sender reports it to the recorder."""
+
+    request: Request
+    status: Outcome
+    message: str = ""
