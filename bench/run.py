@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import write_config, write_inputs
 
 from sync.config import load_config
-from sync.pipeline import LEDGER_FILE, plan_sync
+from sync.pipeline import plan_sync
+from sync.state import LEDGER_FILE
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable

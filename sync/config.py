@@ -25,13 +25,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from sync.errors import ConfigError, ConfigProblem
-from sync.loops_api import key_problem
+from sync.state import StateDir
 
 __all__ = ["Config", "PropertyMapping", "SyncConfig", "check_columns", "load_config"]
 
@@ -263,39 +264,34 @@ class SyncConfig(_Model):
 
 @dataclass(frozen=True)
 class Config:
-    """A checked config plus what comes from outside the file: its place and the environment."""
+    """A checked config plus what comes from outside the file: its place and the environment,
+    read once by `load_config`.
+
+    `api_key` is the value of the variable `loops.api_key_env` names, trimmed (a key file saved
+    with CRLF leaves a `\\r`), None if unset or blank; it prints as stars. Whether it can go in
+    an HTTP header is checked only by a run that sends, so `plan` and `--dry-run` need no key.
+    """
 
     file: Path
     spec: SyncConfig
     base_url: str
     state_dir: Path
     config_hash: str
+    api_key: SecretStr | None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def state(self) -> StateDir:
+        """Every file this sync keeps between runs: ask it for a path, never build one."""
+        return StateDir(self.state_dir, self.name)
+
     def resolve(self, path: str) -> Path:
         """Paths in the config are relative to the config file, not to the working directory."""
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else self.file.parent / candidate
-
-    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
-        """The key from the environment, trimmed (a key file saved with CRLF leaves a `\\r`);
-        None if unset or blank. A key that cannot go in an HTTP header is a ConfigError naming
-        the variable, never showing the key."""
-        variable = self.spec.loops.api_key_env
-        key = (os.environ if env is None else env).get(variable, "").strip()
-        if not key:
-            return None
-        problem = key_problem(key)
-        if problem is not None:
-            message = (
-                f"the environment variable {variable} holds {problem}, which cannot be sent "
-                "in an HTTP header: copy the key again from Loops (Settings → API)"
-            )
-            raise ConfigError(str(self.file), [ConfigProblem("loops.api_key_env", message)])
-        return key
 
     def source_columns(self) -> list[str]:
         """Every source column the mapping reads, in a stable order."""
@@ -313,7 +309,11 @@ class Config:
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and check a config file; raise `ConfigError` with every problem found."""
+    """Read and check a config file; raise `ConfigError` with every problem found.
+
+    `env` (os.environ by default) is read here and nowhere else: the API key, LOOPS_BASE_URL
+    and LOOPS_SYNC_STATE.
+    """
     env = os.environ if env is None else env
     file = Path(path)
     try:
@@ -333,6 +333,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         base_url=_base_url(str(file), spec, env),
         state_dir=_state_dir(file, spec, env),
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
+        api_key=_api_key(spec, env),
     )
 
 
@@ -346,6 +347,11 @@ def _state_dir(file: Path, spec: SyncConfig, env: Mapping[str, str]) -> Path:
         return Path(env["LOOPS_SYNC_STATE"]).expanduser().resolve()
     base = file.resolve().parent
     return (base / Path(spec.state).expanduser() if spec.state else base / ".loops-sync").resolve()
+
+
+def _api_key(spec: SyncConfig, env: Mapping[str, str]) -> SecretStr | None:
+    key = env.get(spec.loops.api_key_env, "").strip()
+    return SecretStr(key) if key else None
 
 
 def _base_url(file: str, spec: SyncConfig, env: Mapping[str, str]) -> str:

@@ -30,6 +30,7 @@ import polars as pl
 from sync.errors import LedgerError, LockedError, SourceError
 from sync.keys import event_key
 from sync.model import Occurrence
+from sync.state import StateDir, make_state_dir
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -175,7 +176,7 @@ class Ledger:
     def __init__(self, path: Path, sync: str) -> None:
         self.path = path
         self.sync = sync
-        _make_state_dir(path.parent)
+        make_state_dir(path.parent)
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.create_function("ls2_key", 3, _ls2_key_of_identity, deterministic=True)
@@ -519,10 +520,10 @@ def _canonical_identity(identity: str) -> str:
 
 
 @contextmanager
-def hold_lock(state_dir: Path, sync: str) -> Iterator[None]:
+def hold_lock(state: StateDir) -> Iterator[None]:
     """One run of a sync at a time: an OS file lock, released by the OS if the holder dies."""
-    _make_state_dir(state_dir)
-    path = state_dir / f"{sync}.lock"
+    state.make()
+    path, sync = state.lock_file, state.sync
     try:
         handle = path.open("a+")
     except OSError as error:
@@ -544,13 +545,3 @@ def hold_lock(state_dir: Path, sync: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def _make_state_dir(state_dir: Path) -> None:
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SourceError(
-            f"cannot use {state_dir} as the state directory ({error.strerror}); set "
-            "LOOPS_SYNC_STATE or `state:` in the config to a writable folder"
-        ) from None

@@ -7,7 +7,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -30,7 +30,7 @@ from sync.errors import (
     StopRun,
 )
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
-from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key
+from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key, key_problem
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
 from sync.model import Outcome, Request, RequestResult
 from sync.pacing import Pacer
@@ -49,8 +49,6 @@ __all__ = [
     "run_sync",
 ]
 
-LEDGER_FILE = "ledger.sqlite"
-
 
 @dataclass(frozen=True)
 class Options:
@@ -61,7 +59,6 @@ class Options:
     limit: int | None = None
     max_duration: float | None = None
     quiet: bool = False
-    env: Mapping[str, str] | None = None
     transport: httpx.AsyncBaseTransport | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False
@@ -87,7 +84,7 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
     """
     options = options or Options()
     report = _new_report(config, dry_run=options.dry_run)
-    with _ending_as_stop_run(config, report, options.env):
+    with _ending_as_stop_run(config, report):
         if options.dry_run:
             _dry_run(config, report, options)
         else:
@@ -97,12 +94,12 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
 
 def _sync(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
-    api_key = _require_api_key(config, options.env)
-    with hold_lock(config.state_dir, config.name), _open_ledger(config) as ledger:
+    api_key = _require_api_key(config)
+    with hold_lock(config.state), _open_ledger(config) as ledger:
         run_id = ledger.start_run(config.config_hash)
         with (
             _recorded_in_history(ledger, run_id, report),
-            _ending_as_stop_run(config, report, options.env),
+            _ending_as_stop_run(config, report),
         ):
             source = _read(config)
             mapped, plan = _map_and_plan(
@@ -158,9 +155,7 @@ def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
         return ledger.runs(limit)
 
 
-def as_stop_run(
-    error: BaseException, config: Config | None, env: Mapping[str, str] | None = None
-) -> StopRun:
+def as_stop_run(error: BaseException, config: Config | None) -> StopRun:
     """Whatever ended a run, as the StopRun that says what happens next.
 
     A StopRun stays itself, also inside the exception group of the sender's task groups;
@@ -178,16 +173,14 @@ def as_stop_run(
         return error
     if isinstance(error, KeyboardInterrupt):
         return Interrupted("interrupted: nothing more was sent")
-    return InternalError(
-        error, write_crash_log(crash_log_path(config), error, _secrets(config, env))
-    )
+    return InternalError(error, write_crash_log(crash_log_path(config), error, _secrets(config)))
 
 
 def crash_log_path(config: Config | None) -> Path:
     """Where a bug's traceback goes: the state directory, once the config is known."""
     if config is None:
         return Path(tempfile.gettempdir()) / "loops-sync-error.log"
-    return config.state_dir / f"{config.name}-error.log"
+    return config.state.crash_log
 
 
 def _first_leaf(group: BaseExceptionGroup[StopRun]) -> StopRun:
@@ -195,23 +188,22 @@ def _first_leaf(group: BaseExceptionGroup[StopRun]) -> StopRun:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-def _secrets(config: Config | None, env: Mapping[str, str] | None) -> list[str]:
-    """The values a crash log must not show: the API key, from the environment as it is."""
-    env = os.environ if env is None else env
-    names = {"LOOPS_API_KEY", config.spec.loops.api_key_env if config else "LOOPS_API_KEY"}
-    return [env[name] for name in names if env.get(name)]
+def _secrets(config: Config | None) -> list[str]:
+    """The values a crash log must not show: the config's API key. Before the config is loaded
+    nothing is resolved yet: then the default variable's value, as the environment holds it."""
+    if config is None:
+        return [key] if (key := os.environ.get("LOOPS_API_KEY")) else []
+    return [config.api_key.get_secret_value()] if config.api_key else []
 
 
 @contextmanager
-def _ending_as_stop_run(
-    config: Config, report: RunReport, env: Mapping[str, str] | None
-) -> Iterator[None]:
+def _ending_as_stop_run(config: Config, report: RunReport) -> Iterator[None]:
     """Whatever ends the run early leaves as a StopRun carrying the report as far as it got."""
     started = time.monotonic()
     try:
         yield
     except (Exception, KeyboardInterrupt, BaseExceptionGroup) as error:
-        stop = as_stop_run(error, config, env)
+        stop = as_stop_run(error, config)
         if stop.report is None:
             report.record_error(stop)
             report.wall_seconds = time.monotonic() - started
@@ -327,22 +319,24 @@ def _count_left_by_limit(report: RunReport, plan: Plan, limit: int | None) -> No
 
 
 def _open_ledger(config: Config) -> closing[Ledger]:
-    return closing(Ledger(config.state_dir / LEDGER_FILE, config.name))
+    return closing(Ledger(config.state.ledger_file, config.name))
 
 
-def _require_api_key(config: Config, env: Mapping[str, str] | None) -> str:
-    key = config.api_key(env)
-    if key is None:
-        variable = config.spec.loops.api_key_env
-        raise ConfigError(
-            str(config.file),
-            [
-                ConfigProblem(
-                    "loops.api_key_env",
-                    f"the environment variable {variable} is not set (it holds the Loops API key)",
-                )
-            ],
+def _require_api_key(config: Config) -> str:
+    """The key a run that sends needs (`plan` and a dry run never ask): a ConfigError naming
+    the variable when it is unset or cannot go in an HTTP header, never showing the key."""
+    variable = config.spec.loops.api_key_env
+    if config.api_key is None:
+        problem = f"the environment variable {variable} is not set (it holds the Loops API key)"
+        raise ConfigError(str(config.file), [ConfigProblem("loops.api_key_env", problem)])
+    key = config.api_key.get_secret_value()
+    found = key_problem(key)
+    if found is not None:
+        problem = (
+            f"the environment variable {variable} holds {found}, which cannot be sent "
+            "in an HTTP header: copy the key again from Loops (Settings → API)"
         )
+        raise ConfigError(str(config.file), [ConfigProblem("loops.api_key_env", problem)])
     return key
 
 
@@ -534,15 +528,15 @@ def _finish(
             schema={ROW: pl.UInt32, "column": pl.String, "reason": pl.String},
         )
         rejects = pl.concat([rejects, from_loops]).unique(ROW, keep="first", maintain_order=True)
-    path = write_rejects(config.state_dir / f"{config.name}-rejects.csv", source, rejects)
+    path = write_rejects(config.state.rejects_file, source, rejects)
     report.rejects_file = str(path) if path else None
     report.wall_seconds = time.monotonic() - started
     report.exit_code = report.decide_exit_code()
 
 
 def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:
-    path = config.state_dir / f"{config.name}-dry-run.ndjson"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    config.state.make()
+    path = config.state.dry_run_file
     with path.open("wb") as out:
         for job in plan.jobs(limit):
             for request in job.requests:

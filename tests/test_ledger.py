@@ -20,6 +20,7 @@ from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Snapshot, hold_lock
 from sync.mapping import ROW, Mapped, map_rows
 from sync.plan import make_plan
+from sync.state import StateDir
 
 SPEC = SyncConfig.model_validate(
     {
@@ -234,23 +235,24 @@ def test_an_event_that_cannot_be_recorded_raises_at_once(tmp_path: Path) -> None
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:
     with (
-        hold_lock(tmp_path, "t"),
+        hold_lock(StateDir(tmp_path, "t")),
         pytest.raises(LockedError, match=r"pid \d+") as caught,
-        hold_lock(tmp_path, "t"),
+        hold_lock(StateDir(tmp_path, "t")),
     ):
         pass
     assert caught.value.exit_code == 4
-    with hold_lock(tmp_path, "t"):  # released: the next run goes ahead
+    with hold_lock(StateDir(tmp_path, "t")):  # released: the next run goes ahead
         pass
 
 
 def test_a_dead_holders_lock_does_not_block(tmp_path: Path) -> None:
     code = (
         "import os, sys; from pathlib import Path; from sync.ledger import hold_lock\n"
-        f"with hold_lock(Path({str(tmp_path)!r}), 't'): os._exit(9)"
+        "from sync.state import StateDir\n"
+        f"with hold_lock(StateDir(Path({str(tmp_path)!r}), 't')): os._exit(9)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
-    with hold_lock(tmp_path, "t"):
+    with hold_lock(StateDir(tmp_path, "t")):
         pass
 
 
@@ -357,7 +359,7 @@ def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) 
     with pytest.raises(SourceError, match="LOOPS_SYNC_STATE") as caught:
         Ledger(blocker / "ledger.sqlite", "t")
     assert caught.value.exit_code == 2
-    with pytest.raises(SourceError, match="state directory"), hold_lock(blocker, "t"):
+    with pytest.raises(SourceError, match="state directory"), hold_lock(StateDir(blocker, "t")):
         pass
 
 

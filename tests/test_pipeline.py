@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from sync import cli, pipeline
 from sync.config import Config, load_config
-from sync.errors import FatalApiError, LedgerError
+from sync.errors import ConfigError, FatalApiError, LedgerError
 from sync.ledger import Ledger
-from sync.pipeline import Options, run_history, run_sync
+from sync.pipeline import Options, plan_sync, run_history, run_sync
 from sync.sender import RetryPolicy
 from tests.fakes import ScriptedLoops
 
@@ -38,7 +38,6 @@ def project(tmp_path: Path, rows: int, extra: str = "", loops: str = "rate_limit
 
 def run_against(loops: ScriptedLoops, config: Config, **options: Any) -> Any:
     settings = Options(
-        env={"LOOPS_API_KEY": KEY},
         transport=loops.transport,
         retry=RetryPolicy.immediate(),
         quiet=True,
@@ -59,13 +58,8 @@ def test_a_lower_limit_from_loops_is_followed_and_reported(tmp_path: Path) -> No
         headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "19"},
     )
     loops = ScriptedLoops({"/api/v1/contacts/update": [lower]})
-    options = Options(
-        env={"LOOPS_API_KEY": "k"},
-        transport=loops.transport,
-        retry=RetryPolicy.immediate(),
-        quiet=True,
-    )
-    report = run_sync(load_config(project(tmp_path, 3), env={}), options)
+    options = Options(transport=loops.transport, retry=RetryPolicy.immediate(), quiet=True)
+    report = run_sync(load_config(project(tmp_path, 3), env={"LOOPS_API_KEY": "k"}), options)
     assert report.contacts_sent == 3
     assert any("limit of 20 requests/s" in warning for warning in report.warnings)
 
@@ -83,10 +77,24 @@ def test_ctrl_c_before_sending_is_a_message_and_exit_130(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("key", [None, "sk-live\x01secret"], ids=["missing", "malformed"])
+def test_plan_and_a_dry_run_need_no_key_and_a_real_run_refuses_it(
+    tmp_path: Path, key: str | None
+) -> None:
+    env = {} if key is None else {"LOOPS_API_KEY": key}
+    config = load_config(project(tmp_path, 3), env=env)
+    assert plan_sync(config).plan.request_count == 3
+    assert run_sync(config, Options(dry_run=True, quiet=True)).exit_code == 0
+    with pytest.raises(ConfigError, match="LOOPS_API_KEY") as caught:
+        run_sync(config, Options(quiet=True))
+    assert caught.value.exit_code == 2
+    assert key is None or key not in str(caught.value)
+
+
 def test_limit_leaves_work_says_how_much_and_exits_5(tmp_path: Path) -> None:
     """0 means every row delivered: a run that --limit cut short has work left for the next."""
     loops = ScriptedLoops()
-    config = load_config(project(tmp_path, 5, WITH_EVENTS), env={})
+    config = load_config(project(tmp_path, 5, WITH_EVENTS), env={"LOOPS_API_KEY": KEY})
     report = run_against(loops, config, limit=2)
     assert len(sent(loops)) == 2  # each upsert rides on its contact's event
     assert report.exit_code == 5
@@ -103,7 +111,10 @@ def test_a_fatal_api_error_mid_run_keeps_the_partial_report_and_the_reason(
     tmp_path: Path,
 ) -> None:
     loops = ScriptedLoops({"/api/v1/events/send": [200, 200, 401]})
-    config = load_config(project(tmp_path, 5, WITH_EVENTS, "rate_limit: 50, concurrency: 1"))
+    config = load_config(
+        project(tmp_path, 5, WITH_EVENTS, "rate_limit: 50, concurrency: 1"),
+        env={"LOOPS_API_KEY": KEY},
+    )
     with pytest.raises(FatalApiError) as caught:
         run_against(loops, config)
     report = caught.value.report
@@ -144,7 +155,10 @@ def test_a_ledger_that_cannot_be_written_stops_sending_at_once_with_exit_6(
 
     monkeypatch.setattr(pipeline, "Ledger", FillingLedger)
     loops = ScriptedLoops()
-    config = load_config(project(tmp_path, 40, WITH_EVENTS, "rate_limit: 200, concurrency: 2"))
+    config = load_config(
+        project(tmp_path, 40, WITH_EVENTS, "rate_limit: 200, concurrency: 2"),
+        env={"LOOPS_API_KEY": KEY},
+    )
     with pytest.raises(LedgerError, match="database or disk is full") as caught:
         run_against(loops, config)
     assert caught.value.exit_code == 6

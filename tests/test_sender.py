@@ -339,10 +339,8 @@ def sync_project(tmp_path: Path, rows: int, loops_settings: str) -> Path:
 
 
 def run(config: Path, transport: httpx.AsyncBaseTransport) -> None:
-    options = Options(
-        env={"LOOPS_API_KEY": "k"}, transport=transport, retry=RetryPolicy.immediate(), quiet=True
-    )
-    run_sync(load_config(config, env={}), options)
+    options = Options(transport=transport, retry=RetryPolicy.immediate(), quiet=True)
+    run_sync(load_config(config, env={"LOOPS_API_KEY": "k"}), options)
 
 
 def test_loops_max_attempts_is_how_often_a_request_is_tried(tmp_path: Path) -> None:

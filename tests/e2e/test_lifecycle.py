@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from sync.ledger import hold_lock
+from sync.state import StateDir
 from tests.e2e.conftest import Project
 
 CONFIG = """
@@ -125,7 +126,7 @@ def test_a_wrong_api_key_still_writes_the_report_and_history_says_why(project: P
 def test_a_locked_run_still_writes_the_report(project: Project) -> None:
     project.write(CONFIG.format(rate=200), people(3))
     (project.root / "last.json").write_text(json.dumps(STALE))
-    with hold_lock(project.state, "people"):
+    with hold_lock(StateDir(project.state, "people")):
         result = project.sync("--report", "last.json")
     assert result.returncode == 4
     report = json.loads((project.root / "last.json").read_text())

@@ -653,12 +653,26 @@ def test_the_api_key_never_appears_in_a_config_error(write_config: WriteConfig) 
     messages.append(str(caught.value))
 
     config = load_config(write_config(VALID), env=env)
-    assert config.api_key(env) == key
+    assert config.api_key is not None
+    assert config.api_key.get_secret_value() == key
     with pytest.raises(ConfigError) as caught:
         check_columns(config, {"Email": pl.String})
     messages.append(str(caught.value))
 
     assert all(key not in message for message in messages), messages
+
+
+def test_the_api_key_is_read_once_trimmed_and_never_printed(write_config: WriteConfig) -> None:
+    key = "sk_live_9f8e7d6c5b4a39281706"
+    env = {"MY_KEY": f" {key}\r\n"}
+    text = VALID.replace("  rate_limit: 5\n", "  rate_limit: 5\n  api_key_env: MY_KEY\n")
+    config = load_config(write_config(text), env=env)
+    env.clear()  # resolved by load_config: the environment is not read again
+    assert config.api_key is not None
+    assert config.api_key.get_secret_value() == key
+    assert key not in repr(config)
+    assert key not in str(config)
+    assert load_config(write_config(VALID), env={"LOOPS_API_KEY": " \n"}).api_key is None
 
 
 # --- the sample configs stay true ---------------------------------------------------------------

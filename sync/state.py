@@ -1,0 +1,71 @@
+"""The state directory of one sync: every file a run keeps between runs, named in one place.
+
+The directory is chosen once, by `load_config` (LOOPS_SYNC_STATE, else `state:`, else
+`.loops-sync/` beside the config); several syncs may share it. The ledger is one file for all
+of them, each sync's rows under its name; every other file is named after the sync. A module
+that needs one of these files asks `StateDir` for it and never builds the path itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sync.errors import SourceError
+
+__all__ = ["LEDGER_FILE", "StateDir", "make_state_dir"]
+
+LEDGER_FILE = "ledger.sqlite"
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Where sync `sync` keeps its ledger, lock, rejects, dry run, crash log and spool."""
+
+    root: Path
+    sync: str
+
+    @property
+    def ledger_file(self) -> Path:
+        """What Loops confirmed, for every sync of this directory: what makes a run incremental."""
+        return self.root / LEDGER_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        """Held while the sync runs, so that two runs never send the same requests."""
+        return self.root / f"{self.sync}.lock"
+
+    @property
+    def rejects_file(self) -> Path:
+        """The last run's rejected rows, with the reason; absent when it rejected none."""
+        return self.root / f"{self.sync}-rejects.csv"
+
+    @property
+    def dry_run_file(self) -> Path:
+        """The requests a dry run would have sent, one JSON line each."""
+        return self.root / f"{self.sync}-dry-run.ndjson"
+
+    @property
+    def crash_log(self) -> Path:
+        """The tracebacks of bugs, appended: the one-line message names this file."""
+        return self.root / f"{self.sync}-error.log"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where a run may keep its plan on disk while sending it; not made until asked."""
+        return self.root / f"{self.sync}-spool"
+
+    def make(self) -> None:
+        """Create the directory if it is missing; a SourceError says why it cannot be."""
+        make_state_dir(self.root)
+
+
+def make_state_dir(root: Path) -> None:
+    """Create `root` and its parents, or raise a SourceError that says how to choose another."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SourceError(
+            f"cannot use {root} as the state directory ({error.strerror}); set "
+            "LOOPS_SYNC_STATE or `state:` in the config to a writable folder"
+        ) from None
