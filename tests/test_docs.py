@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -58,3 +60,13 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert re.search(r"loops-sync, version \d+\.\d+\.\d+", result.output)
+
+
+def test_make_demo_runs_a_real_sync_and_a_second_run_sends_nothing() -> None:
+    """The README's first command: it must work on a fresh clone."""
+    demo = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+    result = subprocess.run(
+        [sys.executable, str(demo)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "sent 0 contacts or events: nothing had changed" in result.stdout
