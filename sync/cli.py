@@ -20,7 +20,8 @@ from sync.config import Config, load_config
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
 from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
-from sync.report import RunReport, render_summary
+from sync.render import ProgressDisplay, render_summary
+from sync.report import RunReport
 
 __all__ = ["main"]
 
@@ -145,16 +146,17 @@ def run(
     quiet: bool,
 ) -> None:
     """Sync CONFIG's source into Loops, sending only what changed."""
+    progress = ProgressDisplay()
     options = Options(
         dry_run=dry_run,
         full=full,
         limit=limit,
         max_duration=parse_duration(max_duration) if max_duration else None,
-        quiet=quiet,
+        on_progress=None if quiet else progress,
         handle_signals=True,
     )
     try:
-        with _termination_as_interrupt():
+        with _termination_as_interrupt(), progress:
             report = run_sync(_load(config), options)
     except CLICK_OWN:
         raise

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-__all__ = ["Answer", "Job", "Occurrence", "Outcome", "Request", "RequestKind", "RequestResult"]
+__all__ = [
+    "Answer",
+    "Job",
+    "Occurrence",
+    "Outcome",
+    "Request",
+    "RequestKind",
+    "RequestResult",
+    "SendProgress",
+]
 
 RequestKind = Literal["contact", "event"]
 
@@ -88,3 +97,12 @@ class RequestResult:
     request: Request
     status: Outcome
     message: str = ""
+
+
+@dataclass(frozen=True)
+class SendProgress:
+    """How far sending has come: requests settled (sent, refused, left) of the plan's total.
+    The library reports it through `Options.on_progress`; what to show is the caller's."""
+
+    done: int
+    total: int

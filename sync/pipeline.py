@@ -32,10 +32,10 @@ from sync.errors import (
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key, key_problem
 from sync.mapping import ROW, Mapped, constant_problems, map_rows
-from sync.model import Outcome, Request, RequestResult
+from sync.model import Outcome, Request, RequestResult, SendProgress
 from sync.pacing import Pacer
 from sync.plan import Plan, make_plan
-from sync.report import ProgressReporter, RunReport, write_crash_log, write_rejects
+from sync.report import RunReport, write_crash_log, write_rejects
 from sync.sender import RetryPolicy, StopSwitch, default_concurrency, send_jobs
 from sync.sources import read_source
 
@@ -58,7 +58,7 @@ class Options:
     full: bool = False
     limit: int | None = None
     max_duration: float | None = None
-    quiet: bool = False
+    on_progress: Callable[[SendProgress], None] | None = None  # e.g. the CLI's progress bar
     transport: httpx.AsyncBaseTransport | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False
@@ -360,22 +360,21 @@ def _send(
             "the rest is sent by the next runs"
         )
     sending_since = time.monotonic()
-    with ProgressReporter(plan.size, quiet=options.quiet) as progress:
-        recorder = _Recorder(ledger, report, progress)
-        try:
-            send = partial(
-                _send_async,
-                config,
-                plan=plan,
-                recorder=recorder,
-                stop=stop,
-                api_key=api_key,
-                options=options,
-            )
-            with _handlers_kept(signal.SIGTERM, signal.SIGHUP):
-                anyio.run(send, backend="asyncio")
-        finally:
-            ledger.flush()
+    recorder = _Recorder(ledger, report, options.on_progress, plan.size)
+    try:
+        send = partial(
+            _send_async,
+            config,
+            plan=plan,
+            recorder=recorder,
+            stop=stop,
+            api_key=api_key,
+            options=options,
+        )
+        with _handlers_kept(signal.SIGTERM, signal.SIGHUP):
+            anyio.run(send, backend="asyncio")
+    finally:
+        ledger.flush()
     report.stopped = stop.reason
     report.send_seconds = time.monotonic() - sending_since
     if report.send_seconds > 0:
@@ -444,16 +443,25 @@ class _Recorder:
     The count comes first: Loops has what it confirmed even when the ledger cannot record it.
     """
 
-    def __init__(self, ledger: Ledger, report: RunReport, progress: ProgressReporter) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        report: RunReport,
+        on_progress: Callable[[SendProgress], None] | None,
+        total: int,
+    ) -> None:
         self.ledger = ledger
         self.report = report
-        self.progress = progress
+        self.on_progress = on_progress
+        self.progress = SendProgress(0, total)
         self.loops_rejects: list[tuple[int, str]] = []
         self.unwritable: LedgerError | None = None
 
     def __call__(self, result: RequestResult) -> None:
         request, report = result.request, self.report
-        self.progress.advance()
+        self.progress = SendProgress(self.progress.done + 1, self.progress.total)
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
         match result.status, request.kind:
             case Outcome.DELIVERED, "contact":
                 report.contacts_sent += 1

@@ -1,39 +1,30 @@
-"""What a run tells people and machines: the summary, the JSON report, the rejects file, progress.
+"""What a run leaves for people and machines: the run report, the rejects file, the crash log.
 
-Numbers are gathered in `RunReport` by the pipeline; this module only renders them. The API key
-never reaches any of it: nothing here is given the key.
+Numbers are gathered in `RunReport` by the pipeline; the terminal's view of them (the summary,
+the progress bar) is the CLI's, in `sync.render`. The API key never reaches any of it: nothing
+here is given the key.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 import polars as pl
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from sync import __version__
 from sync.errors import ExitCode, InternalError, StopRun
 from sync.mapping import ROW
 
-__all__ = [
-    "ProgressReporter",
-    "RunReport",
-    "render_summary",
-    "write_crash_log",
-    "write_rejects",
-]
+__all__ = ["RunReport", "write_crash_log", "write_rejects"]
 
 FORMULA_START = r"^[=+\-@\t\r]"
 
@@ -144,56 +135,6 @@ class RunReport:
         return "dry run: nothing sent" if self.dry_run else "every row delivered"
 
 
-def render_summary(report: RunReport, out: TextIO | None = None) -> None:
-    console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
-    title = f"loops-sync {'dry run' if report.dry_run else 'run'}: {report.sync}"
-    table = Table(title=title, show_header=False, box=None, title_justify="left", pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    rows = [
-        ("rows read", report.rows_read),
-        ("rejected (bad rows)", report.rows_rejected),
-        ("duplicates (last row won)", report.duplicates),
-        (
-            "contacts new / changed / retried",
-            f"{report.contacts_new} / {report.contacts_changed} / {report.contacts_retry}",
-        ),
-        ("contacts unchanged (skipped)", report.contacts_unchanged),
-        ("events already delivered (skipped)", report.events_skipped_delivered),
-        ("contacts sent", report.contacts_sent),
-        ("events sent", report.events_sent),
-        ("events Loops already had (409)", report.already_delivered),
-        ("rejected by Loops", report.rejected_by_loops),
-        ("failed (retried next run)", report.failed + report.deferred),
-        ("left for the next run", report.work_left),
-        (
-            "requests / retries / 429s",
-            f"{report.requests} / {report.retries} / {report.rate_limited}",
-        ),
-        ("wall time", f"{report.wall_seconds:.1f} s"),
-        ("requests per second", f"{report.requests_per_second:.2f} (limit {report.rate_limit:g})"),
-    ]
-    for label, value in rows:
-        table.add_row(label, str(value))
-    console.print(table)
-    for warning in report.warnings:
-        console.print(f"warning: {warning}")
-    if report.rejects_file:
-        console.print(f"rejects: {report.rejects_file}")
-    if report.dry_run_file:
-        console.print(f"payloads (nothing sent): {report.dry_run_file}")
-    if report.stopped:
-        console.print(
-            f"stopped early ({report.stopped}); the next run continues where this one left off"
-        )
-    if report.requests_left_by_limit:
-        console.print(
-            f"--limit reached: {report.requests_left_by_limit} requests for "
-            f"{report.contacts_left_by_limit} contacts left for the next run"
-        )
-    console.print(f"exit code {report.exit_code}")
-
-
 def write_rejects(path: Path, source: pl.DataFrame, rejects: pl.DataFrame) -> Path | None:
     """The rejected rows with their original columns plus row, column and reason.
 
@@ -259,53 +200,3 @@ def write_crash_log(path: Path, error: BaseException, secrets: Iterable[str] = (
             continue
         return target
     return None
-
-
-class ProgressReporter:
-    """A progress bar on a terminal; a plain line every `every` seconds otherwise (cron, CI)."""
-
-    def __init__(
-        self, total: int, *, out: TextIO | None = None, every: float = 10.0, quiet: bool = False
-    ):
-        self.total = total
-        self.done = 0
-        self.quiet = quiet
-        self.out = out or sys.stderr
-        self.every = every
-        self._last = time.monotonic()
-        self._started = self._last
-        self._bar: Progress | None = None
-        self._task: Any = None
-
-    def __enter__(self) -> ProgressReporter:
-        if not self.quiet and self.total and self.out.isatty():
-            self._bar = Progress(
-                TextColumn("sending"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=Console(file=self.out),
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("send", total=self.total)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def advance(self, count: int = 1) -> None:
-        self.done += count
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
-            return
-        now = time.monotonic()
-        if not self.quiet and now - self._last >= self.every:
-            self._last = now
-            rate = self.done / max(now - self._started, 1e-9)
-            print(
-                f"progress: {self.done}/{self.total} requests, {rate:.1f}/s",
-                file=self.out,
-                flush=True,
-            )

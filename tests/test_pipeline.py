@@ -16,6 +16,7 @@ from sync import cli, pipeline
 from sync.config import Config, load_config
 from sync.errors import ConfigError, FatalApiError, LedgerError
 from sync.ledger import Ledger
+from sync.model import SendProgress
 from sync.pipeline import Options, plan_sync, run_history, run_sync
 from sync.sender import RetryPolicy
 from tests.fakes import ScriptedLoops
@@ -40,7 +41,6 @@ def run_against(loops: ScriptedLoops, config: Config, **options: Any) -> Any:
     settings = Options(
         transport=loops.transport,
         retry=RetryPolicy.immediate(),
-        quiet=True,
         **options,
     )
     return run_sync(config, settings)
@@ -58,7 +58,7 @@ def test_a_lower_limit_from_loops_is_followed_and_reported(tmp_path: Path) -> No
         headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "19"},
     )
     loops = ScriptedLoops({"/api/v1/contacts/update": [lower]})
-    options = Options(transport=loops.transport, retry=RetryPolicy.immediate(), quiet=True)
+    options = Options(transport=loops.transport, retry=RetryPolicy.immediate())
     report = run_sync(load_config(project(tmp_path, 3), env={"LOOPS_API_KEY": "k"}), options)
     assert report.contacts_sent == 3
     assert any("limit of 20 requests/s" in warning for warning in report.warnings)
@@ -84,9 +84,9 @@ def test_plan_and_a_dry_run_need_no_key_and_a_real_run_refuses_it(
     env = {} if key is None else {"LOOPS_API_KEY": key}
     config = load_config(project(tmp_path, 3), env=env)
     assert plan_sync(config).plan.request_count == 3
-    assert run_sync(config, Options(dry_run=True, quiet=True)).exit_code == 0
+    assert run_sync(config, Options(dry_run=True)).exit_code == 0
     with pytest.raises(ConfigError, match="LOOPS_API_KEY") as caught:
-        run_sync(config, Options(quiet=True))
+        run_sync(config, Options())
     assert caught.value.exit_code == 2
     assert key is None or key not in str(caught.value)
 
@@ -234,3 +234,16 @@ def test_ctrl_c_while_reading_writes_the_report_and_closes_the_history_entry(
     assert json.loads((tmp_path / "last.json").read_text())["exit_code"] == 130
     [run] = run_history(load_config(config))
     assert (run.status, run.exit_code) == ("failed", 130)
+
+
+def test_the_library_prints_nothing_and_reports_progress_through_its_callback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[SendProgress] = []
+    config = load_config(project(tmp_path, 4, WITH_EVENTS), env={"LOOPS_API_KEY": KEY})
+    report = run_against(ScriptedLoops(), config, on_progress=seen.append)
+    assert report.exit_code == 0
+    assert capfd.readouterr() == ("", "")
+    assert [p.done for p in seen] == list(range(1, len(seen) + 1))
+    assert {p.total for p in seen} == {8}  # 4 upserts and 4 events planned (folded in pairs)
+    assert seen[-1].done == 8

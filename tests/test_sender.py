@@ -339,7 +339,7 @@ def sync_project(tmp_path: Path, rows: int, loops_settings: str) -> Path:
 
 
 def run(config: Path, transport: httpx.AsyncBaseTransport) -> None:
-    options = Options(transport=transport, retry=RetryPolicy.immediate(), quiet=True)
+    options = Options(transport=transport, retry=RetryPolicy.immediate())
     run_sync(load_config(config, env={"LOOPS_API_KEY": "k"}), options)
 
 

@@ -1,0 +1,120 @@
+"""What the CLI shows a person: the run's summary and sending's progress (rich).
+
+The library gathers figures and reports progress through a callback; only the CLI imports this.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sync.model import SendProgress
+from sync.report import RunReport
+
+__all__ = ["ProgressDisplay", "render_summary"]
+
+
+def render_summary(report: RunReport, out: TextIO | None = None) -> None:
+    console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
+    title = f"loops-sync {'dry run' if report.dry_run else 'run'}: {report.sync}"
+    table = Table(title=title, show_header=False, box=None, title_justify="left", pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("rows read", report.rows_read),
+        ("rejected (bad rows)", report.rows_rejected),
+        ("duplicates (last row won)", report.duplicates),
+        (
+            "contacts new / changed / retried",
+            f"{report.contacts_new} / {report.contacts_changed} / {report.contacts_retry}",
+        ),
+        ("contacts unchanged (skipped)", report.contacts_unchanged),
+        ("events already delivered (skipped)", report.events_skipped_delivered),
+        ("contacts sent", report.contacts_sent),
+        ("events sent", report.events_sent),
+        ("events Loops already had (409)", report.already_delivered),
+        ("rejected by Loops", report.rejected_by_loops),
+        ("failed (retried next run)", report.failed + report.deferred),
+        ("left for the next run", report.work_left),
+        (
+            "requests / retries / 429s",
+            f"{report.requests} / {report.retries} / {report.rate_limited}",
+        ),
+        ("wall time", f"{report.wall_seconds:.1f} s"),
+        ("requests per second", f"{report.requests_per_second:.2f} (limit {report.rate_limit:g})"),
+    ]
+    for label, value in rows:
+        table.add_row(label, str(value))
+    console.print(table)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}")
+    if report.rejects_file:
+        console.print(f"rejects: {report.rejects_file}")
+    if report.dry_run_file:
+        console.print(f"payloads (nothing sent): {report.dry_run_file}")
+    if report.stopped:
+        console.print(
+            f"stopped early ({report.stopped}); the next run continues where this one left off"
+        )
+    if report.requests_left_by_limit:
+        console.print(
+            f"--limit reached: {report.requests_left_by_limit} requests for "
+            f"{report.contacts_left_by_limit} contacts left for the next run"
+        )
+    console.print(f"exit code {report.exit_code}")
+
+
+class ProgressDisplay:
+    """Sending's progress: a bar on a terminal, a plain line every `every` seconds otherwise
+    (cron, CI). Given to the library as its progress callback; it starts at the first report,
+    once the plan's size is known, and is closed by the CLI before the summary is shown."""
+
+    def __init__(self, *, out: TextIO | None = None, every: float = 10.0) -> None:
+        self.out = out or sys.stderr
+        self.every = every
+        self._last = time.monotonic()
+        self._started: float | None = None
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressDisplay:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, progress: SendProgress) -> None:
+        if self._started is None:
+            self._start(progress.total)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=progress.done)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            rate = progress.done / max(now - (self._started or now), 1e-9)
+            print(
+                f"progress: {progress.done}/{progress.total} requests, {rate:.1f}/s",
+                file=self.out,
+                flush=True,
+            )
+
+    def _start(self, total: int) -> None:
+        self._started = self._last = time.monotonic()
+        if total and self.out.isatty():
+            self._bar = Progress(
+                TextColumn("sending"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.out),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("send", total=total)
