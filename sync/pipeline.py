@@ -37,7 +37,7 @@ from sync.pacing import Pacer
 from sync.plan import Plan, make_plan
 from sync.report import RunReport, write_crash_log, write_rejects
 from sync.sender import RetryPolicy, StopSwitch, default_concurrency, send_jobs
-from sync.sources import read_source
+from sync.sources import open_source
 
 __all__ = [
     "Options",
@@ -255,8 +255,12 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
 
 
 def _read(config: Config) -> pl.DataFrame:
-    frame = read_source(config)
-    check_columns(config, frame.schema, extra=constant_problems(config.spec))
+    """The source's columns are checked against the config before any row is read; the rows
+    then come a slice at a time (held whole here until mapping streams too)."""
+    stream = open_source(config)
+    check_columns(config, stream.schema, extra=constant_problems(config.spec))
+    slices = list(stream.slices)
+    frame = pl.concat(slices) if slices else pl.DataFrame(schema=stream.schema)
     return frame.with_row_index(ROW, offset=1)
 
 

@@ -1,8 +1,12 @@
-"""Read the configured source into a Polars frame.
+"""Read the configured source: its schema first, then its rows in bounded slices.
 
 CSV is read as text (identifiers keep their leading zeros; the mapping coerces the columns it
-uses and words its own errors). Parquet, Excel and SQL keep their native types. Every failure
-becomes a `SourceError` that names the file or database and says what to change.
+uses and words its own errors). Parquet, Excel and SQL keep their native types. CSV and Parquet
+are scanned lazily and PostgreSQL and MySQL/MariaDB come through connectorx's Arrow stream, so
+a slice at a time is held; Excel files (small by nature) and SQLite databases are read whole and
+then sliced. Several files matching a glob are one stream with the union of their columns.
+Every failure, also one found halfway through, becomes a `SourceError` that names the file or
+database and says what to change.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import os
 import re
 import sqlite3
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -20,21 +26,112 @@ import polars as pl
 from sync.config import Config, SourceConfig
 from sync.errors import SourceError
 
-__all__ = ["read_source"]
+__all__ = ["SLICE_ROWS", "SourceStream", "open_source", "read_source"]
+
+SLICE_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class SourceStream:
+    """The source as bounded slices: its schema, known before any row is read, and the slices in
+    source order (one pass), each with exactly that schema."""
+
+    schema: pl.Schema
+    slices: Iterator[pl.DataFrame]
 
 
 def read_source(config: Config) -> pl.DataFrame:
     """The whole source as one frame, columns as the source names them."""
+    stream = open_source(config)
+    frames = list(stream.slices)
+    return pl.concat(frames) if frames else pl.DataFrame(schema=stream.schema)
+
+
+def open_source(config: Config, *, slice_rows: int = SLICE_ROWS) -> SourceStream:
+    """The source's schema now, its rows a slice of at most `slice_rows` at a time."""
     source = config.spec.source
     match source.kind:
         case "csv":
-            return _read_csv(config, source)
+            parts = _each(config, "csv", source.csv or "", _csv_reader(config, source))
         case "parquet":
-            return _read_each(config, "parquet", source.parquet or "", _read_parquet)
+            parts = _each(config, "parquet", source.parquet or "", _scan_parquet)
         case "excel":
-            return _read_excel(config, source)
+            assert source.excel is not None  # noqa: S101  # the config validated this kind
+            parts = _each(config, "excel", source.excel.path, _excel_reader(source))
         case "sql":
-            return _read_sql(config, source)
+            return _open_sql(config, source, slice_rows)
+    return _joined(parts, source.kind, slice_rows)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One file of the source: its schema, and a lazy frame that reads it."""
+
+    path: Path
+    rows: pl.LazyFrame
+    schema: pl.Schema
+
+
+def _each(
+    config: Config, key: str, pattern: str, reader: Callable[[Path], pl.LazyFrame]
+) -> list[_Part]:
+    parts = []
+    for path in _expand(config, key, pattern):
+        with _read_errors(path, key):
+            rows = reader(path)
+            parts.append(_Part(path, rows, rows.collect_schema()))
+    return parts
+
+
+def _joined(parts: list[_Part], key: str, slice_rows: int) -> SourceStream:
+    """The files as one stream, every slice in the union of their columns (a column a file
+    lacks is null there; a column typed differently takes the type both fit in)."""
+    try:
+        schema = pl.concat(
+            [pl.DataFrame(schema=part.schema) for part in parts], how="diagonal_relaxed"
+        ).schema
+    except pl.exceptions.PolarsError as error:
+        raise SourceError(f"source.{key}: the files differ: {error}") from None
+
+    def slices() -> Iterator[pl.DataFrame]:
+        for part in parts:
+            with _read_errors(part.path, key):
+                for piece in part.rows.collect_batches(chunk_size=slice_rows):
+                    yield _aligned(piece, schema)
+
+    return SourceStream(schema, slices())
+
+
+def _aligned(piece: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    return piece.select(
+        pl.col(name).cast(dtype) if name in piece.columns else pl.lit(None, dtype).alias(name)
+        for name, dtype in schema.items()
+    )
+
+
+@contextmanager
+def _read_errors(path: Path, key: str) -> Iterator[None]:
+    """What reading a file can raise, as a SourceError naming the file."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except pl.exceptions.NoDataError:
+        raise SourceError(f"{path}: the file is empty (not even a header row)") from None
+    except pl.exceptions.ComputeError as error:
+        if "utf-8" in str(error).lower() or "utf8" in str(error).lower():
+            raise SourceError(
+                f"{path}: the file is not UTF-8 text. Save it as UTF-8, or set its encoding "
+                "in the config, e.g. `source: {csv: ..., encoding: cp1252}` (or latin-1)."
+            ) from None
+        raise SourceError(f"{path}: cannot read it as {key}: {_first_line(error)}") from None
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, LookupError) as error:
+        raise SourceError(f"{path}: cannot read it as {key}: {_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
 
 
 def _expand(config: Config, key: str, pattern: str) -> list[Path]:
@@ -49,37 +146,31 @@ def _expand(config: Config, key: str, pattern: str) -> list[Path]:
     return files
 
 
-def _read_csv(config: Config, source: SourceConfig) -> pl.DataFrame:
+def _csv_reader(config: Config, source: SourceConfig) -> Callable[[Path], pl.LazyFrame]:
+    """UTF-8 files are scanned lazily; another encoding is decoded whole first (Polars scans
+    UTF-8 only), which only exports saved by older spreadsheets need."""
     encoding = source.encoding.lower().replace("_", "-")
     utf8 = encoding in ("utf-8", "utf8", "utf-8-sig")
 
-    def read(path: Path, *, header_only: bool = False) -> pl.DataFrame:
-        try:
-            return pl.read_csv(
-                path,
-                infer_schema=False,
-                separator=source.separator,
-                encoding="utf8" if utf8 else encoding,
-                glob=False,  # `_expand` already did: a name with "[" is a name here
-                has_header=not header_only,
-                n_rows=1 if header_only else None,
-            )
-        except pl.exceptions.ComputeError as error:
-            if "utf-8" in str(error).lower() or "utf8" in str(error).lower():
-                raise SourceError(
-                    f"{path}: the file is not UTF-8 text. Save it as UTF-8, or set its encoding "
-                    "in the config, e.g. `source: {csv: ..., encoding: cp1252}` (or latin-1)."
-                ) from None
-            raise
+    def read(path: Path, *, header_only: bool = False) -> pl.LazyFrame:
+        options = {
+            "infer_schema": False,
+            "separator": source.separator,
+            "has_header": not header_only,
+            "n_rows": 1 if header_only else None,
+        }
+        if utf8:
+            return pl.scan_csv(path, glob=False, **options)  # type: ignore[arg-type]
+        return pl.read_csv(path, encoding=encoding, **options).lazy()  # type: ignore[arg-type]
 
-    def read_checked(path: Path) -> pl.DataFrame:
-        frame = read(path)
-        if _renamed_duplicates(frame.columns):
-            header = read(path, header_only=True).row(0)
+    def read_checked(path: Path) -> pl.LazyFrame:
+        rows = read(path)
+        if _renamed_duplicates(rows.collect_schema().names()):
+            header = read(path, header_only=True).collect().row(0)
             _refuse_duplicates(path, [str(name or "") for name in header], _used_columns(config))
-        return frame
+        return rows
 
-    return _read_each(config, "csv", source.csv or "", read_checked)
+    return read_checked
 
 
 def _renamed_duplicates(columns: list[str]) -> bool:
@@ -124,41 +215,18 @@ def _used_columns(config: Config) -> set[str]:
     return used
 
 
-def _read_each(
-    config: Config, key: str, pattern: str, reader: Callable[[Path], pl.DataFrame]
-) -> pl.DataFrame:
-    frames: list[pl.DataFrame] = []
-    for path in _expand(config, key, pattern):
-        try:
-            frames.append(reader(path))
-        except SourceError:
-            raise
-        except pl.exceptions.NoDataError:
-            raise SourceError(f"{path}: the file is empty (not even a header row)") from None
-        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, LookupError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise SourceError(f"{path}: cannot read it as {key}: {first_line}") from None
-    if len(frames) == 1:
-        return frames[0]
-    try:
-        return pl.concat(frames, how="diagonal_relaxed")
-    except pl.exceptions.PolarsError as error:
-        raise SourceError(f"source.{key}: the files matching '{pattern}' differ: {error}") from None
+def _scan_parquet(path: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(path, glob=False)  # `_expand` already did the globbing
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
-    return pl.read_parquet(path, glob=False)  # `_expand` already did the globbing
+def _excel_reader(source: SourceConfig) -> Callable[[Path], pl.LazyFrame]:
+    sheet = source.excel.sheet if source.excel else None
 
-
-def _read_excel(config: Config, source: SourceConfig) -> pl.DataFrame:
-    assert source.excel is not None  # noqa: S101  # the config validated that this kind is set
-    sheet = source.excel.sheet
-
-    def read(path: Path) -> pl.DataFrame:
+    def read(path: Path) -> pl.LazyFrame:
         try:
             if sheet is None:
-                return pl.read_excel(path, infer_schema_length=0)
-            return pl.read_excel(path, sheet_name=sheet, infer_schema_length=0)
+                return pl.read_excel(path, infer_schema_length=0).lazy()
+            return pl.read_excel(path, sheet_name=sheet, infer_schema_length=0).lazy()
         except ModuleNotFoundError as error:
             raise SourceError(
                 f"{path}: reading Excel needs the 'fastexcel' package ({error.name} is missing)"
@@ -166,23 +234,48 @@ def _read_excel(config: Config, source: SourceConfig) -> pl.DataFrame:
         except ValueError as error:
             raise SourceError(f"{path}: {error}") from None
 
-    return _read_each(config, "excel", source.excel.path, read)
+    return read
 
 
-def _read_sql(config: Config, source: SourceConfig) -> pl.DataFrame:
+def _open_sql(config: Config, source: SourceConfig, slice_rows: int) -> SourceStream:
     assert source.sql is not None  # noqa: S101  # the config validated that this kind is set
     # `url: ${DATABASE_URL}` keeps a database password out of the config file.
     url, query = os.path.expandvars(source.sql.url), source.sql.query
     if url.startswith("sqlite:///"):
-        return _read_sqlite(config, url.removeprefix("sqlite:///"), query)
+        whole = _read_sqlite(config, url.removeprefix("sqlite:///"), query)
+        return SourceStream(whole.schema, whole.iter_slices(slice_rows))
     scheme = url.split(":", 1)[0]
     if scheme not in ("postgresql", "postgres", "mysql", "mariadb"):
         raise SourceError(
             f"source.sql.url: unsupported database '{scheme}'; "
             "use sqlite:///path, postgresql://… or mysql://…"
         )
+    with _query_errors(scheme, url):
+        import connectorx  # noqa: PLC0415  # optional: only SQL sources need it
+
+        reader = connectorx.read_sql(
+            url.replace("mariadb://", "mysql://", 1),
+            query,
+            return_type="arrow_stream",
+            batch_size=slice_rows,
+        )
+        schema = pl.DataFrame(reader.schema.empty_table()).schema
+
+    def slices() -> Iterator[pl.DataFrame]:
+        with _query_errors(scheme, url):
+            for batch in reader:
+                piece = pl.from_arrow(batch)
+                assert isinstance(piece, pl.DataFrame)  # noqa: S101  # a batch is a table
+                if piece.height:
+                    yield piece
+
+    return SourceStream(schema, slices())
+
+
+@contextmanager
+def _query_errors(scheme: str, url: str) -> Iterator[None]:
     try:
-        return pl.read_database_uri(query, url.replace("mariadb://", "mysql://", 1))
+        yield
     except ModuleNotFoundError:
         raise SourceError(
             f"source.sql.url: reading {scheme} needs connectorx: pip install 'loops-sync[sql]'"

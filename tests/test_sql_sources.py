@@ -20,7 +20,7 @@ import pytest
 from sync.config import check_columns, load_config
 from sync.errors import ConfigError, SourceError
 from sync.mapping import ROW, map_rows
-from sync.sources import read_source
+from sync.sources import open_source, read_source
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 MARIADB = "mysql://root@127.0.0.1:3306/test"
@@ -258,3 +258,15 @@ def test_a_sql_array_column_mapped_as_a_value_is_a_config_error(
     [problem] = caught.value.problems
     assert problem.path == "contact.properties.labels"
     assert problem.message.startswith("column 'tags' holds List(String), many values per row")
+
+
+def test_a_postgresql_query_streams_in_slices_with_one_schema(
+    tmp_path: Path, postgres_table: str
+) -> None:
+    """The rows come a slice at a time from connectorx's Arrow stream, never the whole table."""
+    config = load_config(sql_config(tmp_path, POSTGRES, f"select * from {postgres_table}"))
+    stream = open_source(config, slice_rows=1)
+    slices = list(stream.slices)
+    assert [piece.height for piece in slices] == [1, 1]
+    assert all(piece.schema == stream.schema for piece in slices)
+    assert pl.concat(slices).equals(read_source(config))

@@ -11,7 +11,7 @@ import pytest
 
 from sync.config import Config, load_config
 from sync.errors import SourceError
-from sync.sources import read_source
+from sync.sources import open_source, read_source
 from tests.unit.conftest import WriteConfig
 
 
@@ -293,3 +293,43 @@ def test_an_unsupported_database_is_a_source_error(
         read_source(config)
     assert f"unsupported database '{scheme}'" in str(caught.value)
     assert "pw" not in str(caught.value)
+
+
+# --- bounded slices -------------------------------------------------------------------------------
+
+
+def test_the_source_comes_as_bounded_slices_after_its_schema(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    """A large export is never held whole: slices of at most `slice_rows`, in source order."""
+    rows = "".join(f"p{i}@x.com,{i}\n" for i in range(25))
+    (data_dir / "a.csv").write_text("Email,seats\n" + rows)
+    config = source_config(write_config, "{csv: data/a.csv}")
+    stream = open_source(config, slice_rows=10)
+    assert stream.schema == pl.Schema({"Email": pl.String, "seats": pl.String})
+    heights = [piece.height for piece in stream.slices]
+    assert max(heights) <= 10
+    assert sum(heights) == 25
+    assert read_source(config)["seats"].to_list() == [str(i) for i in range(25)]
+
+
+def test_files_of_a_glob_stream_as_one_source_with_every_column(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    pl.DataFrame({"Email": ["a@x.com"], "seats": [1]}).write_parquet(data_dir / "1.parquet")
+    pl.DataFrame({"Email": ["b@x.com"], "plan": ["pro"]}).write_parquet(data_dir / "2.parquet")
+    config = source_config(write_config, "{parquet: 'data/*.parquet'}")
+    stream = open_source(config, slice_rows=1)
+    slices = list(stream.slices)
+    assert [piece.schema for piece in slices] == [stream.schema, stream.schema]
+    assert pl.concat(slices).rows() == [("a@x.com", 1, None), ("b@x.com", None, "pro")]
+
+
+def test_a_bad_byte_far_into_a_csv_is_a_source_error_naming_the_file(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    good = "".join(f"p{i}@x.com\n" for i in range(5000)).encode()
+    (data_dir / "late.csv").write_bytes(b"Email\n" + good + b"caf\xe9@x.com\n")
+    config = source_config(write_config, "{csv: data/late.csv}")
+    with pytest.raises(SourceError, match=r"late\.csv: the file is not UTF-8"):
+        list(open_source(config, slice_rows=100).slices)
