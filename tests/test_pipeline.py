@@ -222,7 +222,7 @@ def test_ctrl_c_while_reading_writes_the_report_and_closes_the_history_entry(
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "read_source", interrupted)
+    monkeypatch.setattr(pipeline, "open_source", interrupted)
     config = project(tmp_path, 1)
     runner = CliRunner()
     result = runner.invoke(
