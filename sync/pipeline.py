@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -100,30 +101,70 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
         with (
             _recorded_in_history(ledger, run_id, report),
             _ending_as_stop_run(config, report),
+            _spool(config) as spool,
         ):
-            source = _read(config)
-            mapped, plan = _map_and_plan(
-                config, source, _snapshot(config, ledger), full=options.full
-            )
-            _count_mapped(report, mapped, plan)
+            ready = _ready_to_send(config, ledger, report, spool, full=options.full)
             check_api_key(
                 config.base_url,
                 api_key,
                 timeout=config.spec.loops.timeout,
                 transport=options.transport,
             )
-            ledger.adopt(plan.adopted, _once_per_of(config))
-            ledger.learn(mapped.learned)
-            loops_rejects = _send(config, plan, ledger, report, api_key=api_key, options=options)
-            _count_left_by_limit(report, plan, options.limit)
+            ledger.adopt(ready.plan.adopted, _once_per_of(config))
+            ledger.learn(ready.learned)
+            loops_rejects = _send(
+                config, ready.plan, ledger, report, api_key=api_key, options=options
+            )
+            _count_left_by_limit(report, ready.plan, options.limit)
             _finish(
                 config,
                 report=report,
-                source=source,
-                mapped=mapped,
+                source=ready.source,
+                rejects=ready.rejects,
                 loops_rejects=loops_rejects,
                 started=started,
             )
+
+
+@contextmanager
+def _spool(config: Config) -> Iterator[Path]:
+    """The run's spool directory, empty at the start (a killed run may have left files) and
+    removed at the end, however the run ends."""
+    spool = config.state.spool_dir
+    shutil.rmtree(spool, ignore_errors=True)
+    spool.mkdir(parents=True)
+    try:
+        yield spool
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A run's work once planned, on disk in the spool: sending holds a slice of the plan at a
+    time, not the source, the mapped rows or the plan whole. What stays in memory is small:
+    the rejects, and the identifiers the ledger learns."""
+
+    plan: Plan
+    source: pl.LazyFrame  # for the rejects file: the source columns of the rows Loops refuses
+    rejects: pl.DataFrame
+    learned: pl.DataFrame
+
+
+def _ready_to_send(
+    config: Config, ledger: Ledger, report: RunReport, spool: Path, *, full: bool
+) -> _Ready:
+    """Read, map and plan, then put the plan and the source in the spool."""
+    source = _read(config)
+    mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=full)
+    _count_mapped(report, mapped, plan)
+    source.write_ipc(spool / "source.arrow")
+    return _Ready(
+        plan.spooled(spool / "plan.arrow"),
+        pl.scan_ipc(spool / "source.arrow"),
+        mapped.rejects,
+        mapped.learned,
+    )
 
 
 @contextmanager
@@ -146,7 +187,14 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
         mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=options.full)
     _count_mapped(report, mapped, plan)
     report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
-    _finish(config, report=report, source=source, mapped=mapped, loops_rejects=[], started=started)
+    _finish(
+        config,
+        report=report,
+        source=source,
+        rejects=mapped.rejects,
+        loops_rejects=[],
+        started=started,
+    )
 
 
 def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
@@ -319,7 +367,7 @@ def _count_left_by_limit(report: RunReport, plan: Plan, limit: int | None) -> No
         handed_requests += len(job.requests)
         handed_rows += len(job.requests) + sum(r.folded is not None for r in job.requests)
     report.requests_left_by_limit = plan.request_count - handed_requests
-    report.contacts_left_by_limit = plan.requests.slice(handed_rows)["identity"].n_unique()
+    report.contacts_left_by_limit = plan.identities_from(handed_rows)
 
 
 def _open_ledger(config: Config) -> closing[Ledger]:
@@ -524,12 +572,11 @@ def _finish(
     config: Config,
     *,
     report: RunReport,
-    source: pl.DataFrame,
-    mapped: Mapped,
+    source: pl.DataFrame | pl.LazyFrame,
+    rejects: pl.DataFrame,
     loops_rejects: list[tuple[int, str]],
     started: float,
 ) -> None:
-    rejects = mapped.rejects
     if loops_rejects:
         from_loops = pl.DataFrame(
             {

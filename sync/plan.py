@@ -15,8 +15,9 @@ meaning on an event Loops does not document.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
+from pathlib import Path
 
 import orjson
 import polars as pl
@@ -37,20 +38,33 @@ OCCURRENCE_COLUMNS = ("key_email", "key_user", "occurrence_email", "occurrence_u
 class Plan:
     """What a run will send, and why the rest is skipped.
 
-    `requests`: kind, row, identity, ref, body, event, status (new, changed, retry), ordered
-    so that each identity's upsert precedes its events.
+    `lines`: kind, row, identity, ref, body, event, status (new, changed, retry), fold and an
+    event's occurrence, in send order (each identity's upsert before its events): in memory,
+    or scanned from a spool file once `spooled`, so that sending holds a slice at a time.
+    `size`: those lines, planned requests before folding (what progress and counts speak of).
     """
 
-    requests: pl.DataFrame
+    lines: pl.LazyFrame
+    size: int
     counts: dict[str, int] = field(default_factory=dict)
     # Occurrences that an event delivered under earlier `once_per` columns stands for.
     adopted: pl.DataFrame = field(default_factory=pl.DataFrame)
     kept_in_loops: dict[str, int] = field(default_factory=dict)
 
     @property
-    def size(self) -> int:
-        """Planned requests before folding: what the progress and the counts speak of."""
-        return self.requests.height
+    def requests(self) -> pl.DataFrame:
+        """Every line at once: for a preview, a test or a benchmark, not for sending."""
+        return self.lines.collect()
+
+    def spooled(self, path: Path) -> Plan:
+        """The same plan written to `path` (Arrow IPC) and read back from there as it is sent."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lines.sink_ipc(path)
+        return replace(self, lines=pl.scan_ipc(path))
+
+    def identities_from(self, line: int) -> int:
+        """How many identities the lines from `line` on belong to (what --limit left)."""
+        return int(self.lines.slice(line).select(pl.col("identity").n_unique()).collect().item())
 
     @property
     def request_count(self) -> int:
@@ -65,7 +79,7 @@ class Plan:
         current: list[Request] = []
         folds = False
         columns = ("kind", ROW, "identity", "ref", "body", "event", "fold", *OCCURRENCE_COLUMNS)
-        for piece in self.requests.iter_slices(SLICE_ROWS):
+        for piece in self.lines.collect_batches(chunk_size=SLICE_ROWS):
             for kind, row, identity, ref, body, event, fold, *found_by in piece.select(
                 columns
             ).iter_rows():
@@ -182,7 +196,8 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
         "events_already_delivered": mapped.events.height - events.height + mapped.events_settled,
         "folded": int(ordered.get_column("fold").sum()),
     }
-    return Plan(ordered, counts, adopted, _kept_in_loops(contacts, mapped.skipped_when_empty))
+    kept = _kept_in_loops(contacts, mapped.skipped_when_empty)
+    return Plan(ordered.lazy(), ordered.height, counts, adopted, kept)
 
 
 def _kept_in_loops(contacts: pl.DataFrame, skipped: tuple[str, ...]) -> dict[str, int]:

@@ -135,7 +135,9 @@ class RunReport:
         return "dry run: nothing sent" if self.dry_run else "every row delivered"
 
 
-def write_rejects(path: Path, source: pl.DataFrame, rejects: pl.DataFrame) -> Path | None:
+def write_rejects(
+    path: Path, source: pl.DataFrame | pl.LazyFrame, rejects: pl.DataFrame
+) -> Path | None:
     """The rejected rows with their original columns plus row, column and reason.
 
     Cells a spreadsheet would run as a formula (starting with = + - @) get a leading quote.
@@ -145,9 +147,10 @@ def write_rejects(path: Path, source: pl.DataFrame, rejects: pl.DataFrame) -> Pa
     if rejects.is_empty():
         path.unlink(missing_ok=True)
         return None
-    original = _as_csv_cells(source.join(rejects.select(ROW), on=ROW, how="semi"))
+    rows = source.lazy().join(rejects.select(ROW).lazy(), on=ROW, how="semi").collect()
+    original = _as_csv_cells(rows)
     # A source column may itself be called row, column or reason: it keeps its data, renamed.
-    clashes = {name: f"{name} (source)" for name in ("row", "column", "reason") if name in source}
+    clashes = {name: f"{name} (source)" for name in ("row", "column", "reason") if name in rows}
     original = original.rename(clashes)
     rows = rejects.join(original, on=ROW, how="left").rename({ROW: "row"})
     text_columns = [name for name, dtype in rows.schema.items() if dtype == pl.String]

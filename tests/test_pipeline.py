@@ -247,3 +247,22 @@ def test_the_library_prints_nothing_and_reports_progress_through_its_callback(
     assert [p.done for p in seen] == list(range(1, len(seen) + 1))
     assert {p.total for p in seen} == {8}  # 4 upserts and 4 events planned (folded in pairs)
     assert seen[-1].done == 8
+
+
+def test_sending_reads_the_plan_from_the_spool_which_is_gone_after_the_run(
+    tmp_path: Path,
+) -> None:
+    config = load_config(project(tmp_path, 3, WITH_EVENTS), env={"LOOPS_API_KEY": KEY})
+    spool = config.state.spool_dir
+    seen_while_sending: list[bool] = []
+    loops = ScriptedLoops()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen_while_sending.append((spool / "plan.arrow").is_file())
+        return loops(request)
+
+    settings = Options(transport=httpx.MockTransport(handler), retry=RetryPolicy.immediate())
+    report = run_sync(config, settings)
+    assert report.events_sent == 3
+    assert seen_while_sending and all(seen_while_sending)
+    assert not spool.exists()
