@@ -1,5 +1,5 @@
-"""The types the stages hand each other: a request, a job, an event's occurrence, and one word
-for what happened to a request, from Loops' answer to the ledger.
+"""The types the stages hand each other: the row-number column, a request, a job, an event's
+occurrence, and one word for what happened to a request, from Loops' answer to the ledger.
 
 They live apart from the stages so that each stage depends on them and not on the stage before
 it: the sender knows a `Job` without importing the planner, the ledger an `Occurrence` without
@@ -13,7 +13,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-__all__ = ["Answer", "Job", "Occurrence", "Outcome", "Request", "RequestKind", "RequestResult"]
+__all__ = [
+    "ROW",
+    "Answer",
+    "Job",
+    "Occurrence",
+    "Outcome",
+    "Request",
+    "RequestKind",
+    "RequestResult",
+]
+
+# The column that carries each source row's number (from 1) through every stage, to the rejects.
+ROW = "__row"
 
 RequestKind = Literal["contact", "event"]
 

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from sync import __version__
 from sync.errors import ExitCode, InternalError, StopRun
-from sync.mapping import ROW
+from sync.model import ROW
 
 __all__ = [
     "ProgressReporter",
