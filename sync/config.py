@@ -1,7 +1,8 @@
 """The YAML config: typed, checked once at start, every problem reported together.
 
 `load_config()` turns a file into a `Config` or raises one `ConfigError` listing each problem
-with its key path, its line in the file and, for a misspelt key, the closest valid name.
+with its key path, its line in the file and, for a misspelt key, the closest valid name (the
+file is read, and its problems worded, by `sync.config_file`; the models here say what is valid).
 Column names are checked later, against the source's real columns (`check_columns`), because
 only the source knows them.
 """
@@ -15,10 +16,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import polars as pl
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from sync.config_file import parse_yaml, unknown_type, validation_problems
 from sync.errors import ConfigError, ConfigProblem
 from sync.state import StateDir
 
@@ -45,25 +46,6 @@ IDENTITY_KEYS = frozenset({"email", "userId", "mailingLists"})
 EVENT_REQUEST_KEYS = frozenset({"eventName", "eventProperties"})
 PropertyType = Literal["string", "number", "boolean", "date"]
 PROPERTY_TYPES: tuple[PropertyType, ...] = ("string", "number", "boolean", "date")
-# What people write for a type, from databases and programming languages: the type it means.
-TYPE_SYNONYMS: dict[str, PropertyType] = {
-    "str": "string",
-    "text": "string",
-    "varchar": "string",
-    "char": "string",
-    "int": "number",
-    "integer": "number",
-    "bigint": "number",
-    "float": "number",
-    "double": "number",
-    "decimal": "number",
-    "numeric": "number",
-    "real": "number",
-    "bool": "boolean",
-    "datetime": "date",
-    "timestamp": "date",
-    "timestamptz": "date",
-}
 
 
 class _Model(BaseModel):
@@ -79,13 +61,7 @@ def _property_type(value: object) -> object:
     """One of the four types; anything else is refused naming the value and the closest type."""
     if value is None or value in PROPERTY_TYPES:
         return value
-    types = "(a type is 'string', 'number', 'boolean' or 'date')"
-    written = str(value).strip().lower()
-    close = difflib.get_close_matches(written, [*PROPERTY_TYPES, *TYPE_SYNONYMS], n=1, cutoff=0.6)
-    if not close:
-        raise ValueError(f"unknown type '{value}' {types}")
-    meant = TYPE_SYNONYMS.get(close[0], close[0])
-    raise ValueError(f"unknown type '{value}'; did you mean '{meant}'? {types}")
+    raise ValueError(unknown_type(value, PROPERTY_TYPES))
 
 
 class PropertyMapping(_Model):
@@ -322,11 +298,11 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(str(file), [ConfigProblem("", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(file), [ConfigProblem("", f"cannot read: {error}")]) from None
-    raw, lines = _parse_yaml(str(file), text)
+    raw, lines = parse_yaml(str(file), text)
     try:
         spec = SyncConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(str(file), _problems(error, lines)) from None
+        raise ConfigError(str(file), validation_problems(error, lines, _known_keys)) from None
     return Config(
         file=file.resolve(),
         spec=spec,
@@ -433,86 +409,6 @@ def _missing_column(column: str, available: list[str]) -> str:
         return f"{message}; did you mean '{close[0]}'?"
     shown = ", ".join(available[:12]) + (", …" if len(available) > 12 else "")
     return f"{message} (columns: {shown})"
-
-
-def _parse_yaml(file: str, text: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
-    """Parse the YAML and note the line of every key, so problems can point into the file."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(file, [ConfigProblem("", f"not valid YAML: {problem}", line)]) from None
-    if not isinstance(raw, dict) or node is None:
-        raise ConfigError(file, [ConfigProblem("", "the file must be a YAML mapping of keys")])
-    lines: dict[tuple[str | int, ...], int] = {}
-    duplicates: list[ConfigProblem] = []
-    _note_lines(node, (), lines, duplicates)
-    if duplicates:  # YAML keeps the last silently; a mapping written twice is a mistake
-        raise ConfigError(file, duplicates)
-    return raw, lines
-
-
-def _note_lines(
-    node: yaml.Node,
-    path: tuple[str | int, ...],
-    lines: dict[Any, int],
-    duplicates: list[ConfigProblem],
-) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*path, key.value)
-            line = key.start_mark.line + 1
-            if child in lines:
-                message = f"'{key.value}' is given twice (first at line {lines[child]})"
-                duplicates.append(ConfigProblem(_dotted(child), message, line))
-            lines[child] = line
-            _note_lines(value, child, lines, duplicates)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _note_lines(item, (*path, index), lines, duplicates)
-
-
-def _problems(
-    error: ValidationError, lines: dict[tuple[str | int, ...], int]
-) -> list[ConfigProblem]:
-    problems = []
-    for item in error.errors():
-        loc = tuple(part for part in item["loc"] if part not in ("function-before", "[key]"))
-        path = _dotted(loc)
-        if item["type"] == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}'" + _did_you_mean(
-                str(loc[-1]), _known_keys(loc[:-1])
-            )
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-        problems.append(ConfigProblem(path, message, _line_of(loc, lines)))
-    return problems
-
-
-def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
-    while loc:
-        if loc in lines:
-            return lines[loc]
-        loc = loc[:-1]
-    return None
-
-
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean '{close[0]}'?"
-    return f" (valid keys: {', '.join(candidates)})" if candidates else ""
 
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {

@@ -1,5 +1,5 @@
-"""The types the stages hand each other: a request, a job, an event's occurrence, and one word
-for what happened to a request, from Loops' answer to the ledger.
+"""The types the stages hand each other: the row-number column, a request, a job, an event's
+occurrence, and one word for what happened to a request, from Loops' answer to the ledger.
 
 They live apart from the stages so that each stage depends on them and not on the stage before
 it: the sender knows a `Job` without importing the planner, the ledger an `Occurrence` without
@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Literal
 
 __all__ = [
+    "ROW",
     "Answer",
     "Job",
     "Occurrence",
@@ -23,6 +24,9 @@ __all__ = [
     "RequestResult",
     "SendProgress",
 ]
+
+# The column that carries each source row's number (from 1) through every stage, to the rejects.
+ROW = "__row"
 
 RequestKind = Literal["contact", "event"]
 

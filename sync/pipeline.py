@@ -20,6 +20,7 @@ import httpx
 import orjson
 import polars as pl
 
+from sync.coerce import constant_problems
 from sync.config import Config, check_columns
 from sync.errors import (
     ConfigError,
@@ -32,8 +33,8 @@ from sync.errors import (
 )
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key, key_problem
-from sync.mapping import ROW, Mapped, constant_problems, map_rows
-from sync.model import Outcome, Request, RequestResult, SendProgress
+from sync.mapping import Mapped, map_rows
+from sync.model import ROW, Outcome, Request, RequestResult, SendProgress
 from sync.pacing import Pacer
 from sync.plan import Plan, make_plan
 from sync.report import RunReport, write_crash_log, write_rejects

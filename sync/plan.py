@@ -24,8 +24,9 @@ import polars as pl
 
 from sync.keys import canonical_json, json_object, json_value
 from sync.ledger import Snapshot, once_per_columns
-from sync.mapping import ROW, Mapped, delivered_events
-from sync.model import Job, Occurrence, Request
+from sync.mapping import Mapped
+from sync.model import ROW, Job, Occurrence, Request
+from sync.settle import delivered_events
 
 __all__ = ["Plan", "make_plan"]
 

@@ -22,7 +22,7 @@ import polars as pl
 
 from sync import __version__
 from sync.errors import ExitCode, InternalError, StopRun
-from sync.mapping import ROW
+from sync.model import ROW
 
 __all__ = ["RunReport", "write_crash_log", "write_rejects"]
 

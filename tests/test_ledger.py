@@ -18,7 +18,8 @@ from sync import mapping
 from sync.config import SyncConfig
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Snapshot, hold_lock
-from sync.mapping import ROW, Mapped, map_rows
+from sync.mapping import Mapped, map_rows
+from sync.model import ROW
 from sync.plan import make_plan
 from sync.state import StateDir
 

@@ -264,5 +264,6 @@ def test_sending_reads_the_plan_from_the_spool_which_is_gone_after_the_run(
     settings = Options(transport=httpx.MockTransport(handler), retry=RetryPolicy.immediate())
     report = run_sync(config, settings)
     assert report.events_sent == 3
-    assert seen_while_sending and all(seen_while_sending)
+    assert seen_while_sending
+    assert all(seen_while_sending)
     assert not spool.exists()

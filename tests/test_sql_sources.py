@@ -19,7 +19,8 @@ import pytest
 
 from sync.config import check_columns, load_config
 from sync.errors import ConfigError, SourceError
-from sync.mapping import ROW, map_rows
+from sync.mapping import map_rows
+from sync.model import ROW
 from sync.sources import open_source, read_source
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

@@ -12,11 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync.coerce import constant_problems
 from sync.config import SyncConfig
 from sync.emulator.api import _too_long as emulator_refuses
 from sync.errors import SourceError
 from sync.keys import canonical_json
-from sync.mapping import ROW, Mapped, constant_problems, map_rows
+from sync.mapping import Mapped, map_rows
+from sync.model import ROW
 
 # 2024-01-02T03:04:05Z in Unix milliseconds.
 MOMENT_MS = 1_704_164_645_000

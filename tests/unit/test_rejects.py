@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from sync.config import SyncConfig
-from sync.mapping import ROW, map_rows
+from sync.mapping import map_rows
+from sync.model import ROW
 from sync.report import write_rejects
 
 REJECTS_SCHEMA = {ROW: pl.UInt32, "column": pl.String, "reason": pl.String}
