@@ -4,22 +4,19 @@ Each mapped column is coerced (`sync.coerce`) into its value and, beside it, the
 cannot be sent (or null); this module assembles rows from those columns: their problems,
 identities, bodies and event keys. A row with any reason is rejected whole, with every reason,
 and none of its requests are sent: half a row in Loops is worse than none. The one Python step
-left, sha256 per body and key, runs over bounded slices while Polars builds the next. Each slice
-is then settled against the ledger (`sync.settle`), and the whole source deduplicated
-(`sync.dedupe`).
+left, sha256 per body and key, runs over bounded slices while Polars builds the next. Mapping
+knows nothing of the ledger: planning settles the slices against it and deduplicates them
+(`sync.candidates`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import orjson
 import polars as pl
 
-from sync import dedupe
 from sync.coerce import Field, check_filters, coerce_contact, coerce_event
 from sync.config import ContactSection, EventSection, SyncConfig
 from sync.keys import (
@@ -30,52 +27,30 @@ from sync.keys import (
     legacy_event_keys,
     payload_hashes,
 )
-from sync.ledger import Snapshot
 from sync.model import ROW
-from sync.settle import NOTHING_LEARNED, Held, count_settled_events, settle
 
-__all__ = ["Mapped", "map_rows"]
+__all__ = ["SLICE_ROWS", "map_slices"]
 
 SLICE_ROWS = 50_000
 
 
-@dataclass(frozen=True)
-class Mapped:
-    """What the source becomes: valid request bodies, and the rows that cannot be sent.
+def map_slices(
+    spec: SyncConfig,
+    frames: Iterable[pl.DataFrame],
+    schema: pl.Schema,
+    *,
+    ls1_keys: bool = False,
+) -> Iterator[pl.DataFrame]:
+    """Each slice of the source (with ROW) as its rows' problems, identities, bodies and hashed
+    event keys: a pure function of the rows and the config, one slice at a time.
 
-    `contacts`: row, identity, body (canonical JSON), hash, one per identity (the last row wins).
-    `events`: row, identity, event, key, body, one per key.
-    `rejects`: row, column, reason: one line per rejected row, its problems joined by '; '.
-    Given the ledger's snapshot, what Loops already holds is left out: a row it holds whole is
-    only counted (`contacts_settled`, `events_settled`), and a body it holds is null. So
-    `contacts` and `events` are the candidates to send, not a census of the source.
+    In two steps: coerce each mapped column once (value and reason), then build each row's
+    problems, identities, bodies and event keys from those columns. `ls1_keys`: also build the
+    keys of ledgers written before ls2 (the planner asks for them when its ledger holds some).
+    At least one slice comes out, empty for an empty source, so the columns are always known.
     """
-
-    rows_read: int
-    contacts: pl.DataFrame
-    events: pl.DataFrame
-    rejects: pl.DataFrame
-    duplicates: int
-    contacts_settled: int = 0
-    events_settled: int = 0
-    skipped_when_empty: tuple[str, ...] = ()  # contact properties `empty: skip` leaves out
-    # Delivered occurrences whose other identifier the ledger lacks (see `sync.settle`).
-    learned: pl.DataFrame = dataclasses.field(default_factory=NOTHING_LEARNED.clear)
-
-
-def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | None = None) -> Mapped:
-    """Coerce, validate, deduplicate and serialise every row of `frame` (which has ROW).
-
-    A bounded slice at a time, in two steps: coerce each mapped column once (value and reason),
-    then build each row's problems, identities, bodies and event keys from those columns. Only
-    that compact result is kept for the whole source; deduplication then runs over it. What
-    Loops already `confirmed` (same hash, same event key) is set aside at once (see `settle`).
-    """
-    check_filters(spec, frame)
-    held = Held.of(confirmed) if confirmed is not None else None
-    legacy = held is not None and held.legacy
-    contact_fields = coerce_contact(spec.contact, frame.schema) if spec.contact else []
-    event_fields = [coerce_event(event, frame.schema) for event in spec.events]
+    contact_fields = coerce_contact(spec.contact, schema) if spec.contact else []
+    event_fields = [coerce_event(event, schema) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
     contact_columns = _coerced(contact_fields, "__c.", None, coerce)
     errors = [field.error for field in contact_columns]
@@ -86,7 +61,7 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
         coerce.append(applies.alias(prefix + "applies"))
         coerced = _coerced(fields, prefix, applies, coerce)
         errors += [field.error for field in coerced]
-        ls1_forms = _ls1_forms(fields, frame.schema, prefix, coerce) if legacy else None
+        ls1_forms = _ls1_forms(fields, schema, prefix, coerce) if ls1_keys else None
         build += _event_columns(spec.name, event, coerced, prefix=prefix, ls1_forms=ls1_forms)
     build = [
         pl.col(ROW),
@@ -96,41 +71,16 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
     ]
 
     def built(piece: pl.DataFrame) -> pl.DataFrame:
+        check_filters(spec, piece)
         return piece.lazy().select(coerce).collect().select(build)
 
-    pieces = [
-        settle(spec, _hashed(spec, piece, legacy=legacy), held)
-        for piece in _one_ahead(built, frame.iter_slices(SLICE_ROWS))
-    ]
-    if not pieces:
-        empty = frame.head(0).select(coerce).select(build)
-        pieces = [settle(spec, _hashed(spec, empty, legacy=legacy), None)]
-    checked = pl.concat([piece.pending for piece in pieces], rechunk=False)
-    settled = pl.concat([piece.settled for piece in pieces], rechunk=False)
-    checked = checked.with_columns(
-        dedupe.one_contact_twice(spec, checked, settled).alias("__problems")
-    )
-    rejects = _rejects(checked)
-    contacts, duplicates, contacts_settled = dedupe.contacts(spec, checked, settled)
-    valid = checked.filter(pl.col("__problems").is_null())
-    events = dedupe.events(spec, valid).filter(
-        ~pl.col("identity").is_in(dedupe.rejected_last(spec, checked, settled)).fill_null(False)
-    )
-    events_settled = count_settled_events(spec, settled, events)
-    skipped = (
-        tuple(spec.contact.properties) if spec.contact and spec.contact.empty == "skip" else ()
-    )
-    return Mapped(
-        frame.height,
-        contacts,
-        events,
-        rejects,
-        duplicates,
-        contacts_settled,
-        events_settled,
-        skipped,
-        pl.concat([piece.learned for piece in pieces]),
-    )
+    empty = True
+    for piece in _one_ahead(built, iter(frames)):
+        empty = False
+        yield _hashed(spec, piece, legacy=ls1_keys)
+    if empty:
+        nothing = pl.DataFrame(schema=schema).with_columns(pl.lit(0, pl.UInt32).alias(ROW))
+        yield _hashed(spec, built(nothing.head(0)), legacy=ls1_keys)
 
 
 def _one_ahead(
@@ -211,27 +161,6 @@ def _row_problems(errors: list[pl.Expr]) -> pl.Expr:
 
 def _labelled(field: Field) -> pl.Expr:
     return pl.format("{}\x1f{}", pl.lit(field.column or field.key), field.error)
-
-
-def _rejects(checked: pl.DataFrame) -> pl.DataFrame:
-    problems = (
-        checked.filter(pl.col("__problems").is_not_null())
-        .select(ROW, pl.col("__problems").str.split("\x1e").alias("p"))
-        .explode("p")
-        .select(
-            ROW,
-            pl.col("p").str.split_exact("\x1f", 1).struct.rename_fields(["column", "reason"]),
-        )
-        .unnest("p")
-    )
-    return (
-        problems.group_by(ROW, maintain_order=True)
-        .agg(
-            pl.col("column").unique(maintain_order=True).str.join("; "),
-            pl.col("reason").unique(maintain_order=True).str.join("; "),
-        )
-        .sort(ROW)
-    )
 
 
 def _identity(fields: list[Field]) -> pl.Expr:

@@ -20,6 +20,7 @@ import httpx
 import orjson
 import polars as pl
 
+from sync.candidates import Mapped, gather
 from sync.coerce import constant_problems
 from sync.config import Config, check_columns
 from sync.errors import (
@@ -33,7 +34,7 @@ from sync.errors import (
 )
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key, key_problem
-from sync.mapping import Mapped, map_rows
+from sync.mapping import SLICE_ROWS, map_slices
 from sync.model import ROW, Outcome, Request, RequestResult, SendProgress
 from sync.pacing import Pacer
 from sync.plan import Plan, make_plan
@@ -324,8 +325,12 @@ def _once_per_of(config: Config) -> dict[str, list[str]]:
 def _map_and_plan(
     config: Config, source: pl.DataFrame, confirmed: Snapshot, *, full: bool
 ) -> tuple[Mapped, Plan]:
-    skip = confirmed.without_contacts() if full else confirmed
-    mapped = map_rows(config.spec, source, confirmed=skip)
+    """Map (pure), then plan: settle against the ledger and deduplicate, diff, order, fold.
+    `full`: every contact counts as unsent; events stay delivered, never repeated."""
+    spec = config.spec
+    slices = source.iter_slices(SLICE_ROWS)
+    mapped_slices = map_slices(spec, slices, source.schema, ls1_keys=confirmed.legacy_events)
+    mapped = gather(spec, mapped_slices, confirmed.without_contacts() if full else confirmed)
     return mapped, make_plan(mapped, confirmed, full=full)
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from sync.candidates import Mapped
 from sync.keys import canonical_json, json_object, json_value
 from sync.ledger import Snapshot, once_per_columns
-from sync.mapping import Mapped
 from sync.model import ROW, Job, Occurrence, Request
 from sync.settle import delivered_events
 

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync import mapping
+from sync.candidates import Mapped, map_rows
 from sync.config import SyncConfig
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Snapshot, hold_lock
-from sync.mapping import Mapped, map_rows
 from sync.model import ROW
 from sync.plan import make_plan
 from sync.state import StateDir

@@ -176,7 +176,7 @@ def test_a_bug_exits_70_with_one_line_and_the_traceback_in_the_state_directory(
     def bug(*_: object, **__: object) -> None:
         raise RuntimeError(f"boom near {KEY}")
 
-    monkeypatch.setattr(pipeline, "map_rows", bug)
+    monkeypatch.setattr(pipeline, "gather", bug)
     config = project(tmp_path, 3)
     runner = CliRunner()
     env = {"LOOPS_API_KEY": KEY, "LOOPS_SYNC_STATE": ""}

@@ -17,9 +17,9 @@ import psycopg
 import pymysql
 import pytest
 
+from sync.candidates import map_rows
 from sync.config import check_columns, load_config
 from sync.errors import ConfigError, SourceError
-from sync.mapping import map_rows
 from sync.model import ROW
 from sync.sources import open_source, read_source
 

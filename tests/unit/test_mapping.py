@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -12,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync.candidates import Mapped, map_rows
 from sync.coerce import constant_problems
 from sync.config import SyncConfig
 from sync.emulator.api import _too_long as emulator_refuses
 from sync.errors import SourceError
 from sync.keys import canonical_json
-from sync.mapping import Mapped, map_rows
 from sync.model import ROW
 
 # 2024-01-02T03:04:05Z in Unix milliseconds.
@@ -962,3 +964,15 @@ def test_rows_of_one_user_id_with_different_emails_are_rejected_naming_each_othe
     assert "user id 7 is on rows 1, 2 with different emails" in rejects[2]
     assert result.contacts["email"].to_list() == ["c@x.com"]
     assert result.events["email"].to_list() == ["c@x.com"]
+
+
+def test_mapping_is_pure_it_does_not_know_the_ledger() -> None:
+    """Planning is the only stage that knows what Loops holds: mapping never imports it."""
+    code = (
+        "import sys, sync.mapping; print(sorted(m for m in sys.modules if m.startswith('sync.')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    for later_stage in ("sync.ledger", "sync.settle", "sync.dedupe", "sync.plan", "sync.sender"):
+        assert f"'{later_stage}'" not in loaded

@@ -9,8 +9,8 @@ from typing import Any
 import polars as pl
 import pytest
 
+from sync.candidates import map_rows
 from sync.config import SyncConfig
-from sync.mapping import map_rows
 from sync.model import ROW
 from sync.report import write_rejects
 
