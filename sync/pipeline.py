@@ -34,7 +34,7 @@ from sync.errors import (
 )
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key, key_problem
-from sync.mapping import SLICE_ROWS, map_slices
+from sync.mapping import map_slices
 from sync.model import ROW, Outcome, Request, RequestResult, SendProgress
 from sync.pacing import Pacer
 from sync.plan import Plan, make_plan
@@ -156,17 +156,12 @@ class _Ready:
 def _ready_to_send(
     config: Config, ledger: Ledger, report: RunReport, spool: Path, *, full: bool
 ) -> _Ready:
-    """Read, map and plan, then put the plan and the source in the spool."""
-    source = _read(config)
-    mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=full)
+    """Read, map and plan, the source's slices kept in the spool as they are read, then put
+    the plan there too."""
+    rows = _read(config, keep_in=spool)
+    mapped, plan = _map_and_plan(config, rows, _snapshot(config, ledger), full=full)
     _count_mapped(report, mapped, plan)
-    source.write_ipc(spool / "source.arrow")
-    return _Ready(
-        plan.spooled(spool / "plan.arrow"),
-        pl.scan_ipc(spool / "source.arrow"),
-        mapped.rejects,
-        mapped.learned,
-    )
+    return _Ready(plan.spooled(spool / "plan.arrow"), rows.kept(), mapped.rejects, mapped.learned)
 
 
 @contextmanager
@@ -184,15 +179,15 @@ def _handlers_kept(*signals: signal.Signals) -> Iterator[None]:
 
 def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
-    source = _read(config)
+    rows = _read(config)
     with _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=options.full)
+        mapped, plan = _map_and_plan(config, rows, _snapshot(config, ledger), full=options.full)
     _count_mapped(report, mapped, plan)
     report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
     _finish(
         config,
         report=report,
-        source=source,
+        source=rows.kept(),
         rejects=mapped.rejects,
         loops_rejects=[],
         started=started,
@@ -280,9 +275,9 @@ def _recorded_in_history(ledger: Ledger, run_id: int, report: RunReport) -> Iter
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
     """What a run would send, without sending anything or taking the lock."""
-    source = _read(config)
+    rows = _read(config)
     with _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, source, _snapshot(config, ledger), full=full)
+        mapped, plan = _map_and_plan(config, rows, _snapshot(config, ledger), full=full)
     report = _new_report(config, dry_run=True)
     _count_mapped(report, mapped, plan)
     by_reason = (
@@ -304,14 +299,45 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
 # --- stages -----------------------------------------------------------------------------------
 
 
-def _read(config: Config) -> pl.DataFrame:
+@dataclass
+class _Rows:
+    """The source's rows as mapping takes them: numbered slices (ROW, from 1), each kept as it
+    goes by, on disk in a run's spool (else in memory), for the rejects file at the end."""
+
+    schema: pl.Schema
+    source: Iterator[pl.DataFrame]
+    keep_in: Path | None
+    _kept: list[pl.DataFrame] = field(default_factory=list)
+
+    @property
+    def slices(self) -> Iterator[pl.DataFrame]:
+        offset = 1
+        for index, piece in enumerate(self.source):
+            rows = piece.with_row_index(ROW, offset=offset)
+            offset += piece.height
+            if self.keep_in is None:
+                self._kept.append(rows)
+            else:
+                rows.write_ipc(self.keep_in / f"source-{index:06d}.arrow")
+            yield rows
+
+    def kept(self) -> pl.LazyFrame:
+        """Every row read so far, with ROW."""
+        files = sorted(self.keep_in.glob("source-*.arrow")) if self.keep_in else []
+        if files:
+            return pl.scan_ipc(files)
+        if self._kept:
+            return pl.concat(self._kept).lazy()
+        return pl.LazyFrame(schema=self.schema)
+
+
+def _read(config: Config, *, keep_in: Path | None = None) -> _Rows:
     """The source's columns are checked against the config before any row is read; the rows
-    then come a slice at a time (held whole here until mapping streams too)."""
+    then come a slice at a time."""
     stream = open_source(config)
     check_columns(config, stream.schema, extra=constant_problems(config.spec))
-    slices = list(stream.slices)
-    frame = pl.concat(slices) if slices else pl.DataFrame(schema=stream.schema)
-    return frame.with_row_index(ROW, offset=1)
+    schema = pl.Schema([(ROW, pl.UInt32()), *stream.schema.items()])
+    return _Rows(schema, stream.slices, keep_in)
 
 
 def _snapshot(config: Config, ledger: Ledger) -> Snapshot:
@@ -323,13 +349,13 @@ def _once_per_of(config: Config) -> dict[str, list[str]]:
 
 
 def _map_and_plan(
-    config: Config, source: pl.DataFrame, confirmed: Snapshot, *, full: bool
+    config: Config, rows: _Rows, confirmed: Snapshot, *, full: bool
 ) -> tuple[Mapped, Plan]:
     """Map (pure), then plan: settle against the ledger and deduplicate, diff, order, fold.
     `full`: every contact counts as unsent; events stay delivered, never repeated."""
     spec = config.spec
-    slices = source.iter_slices(SLICE_ROWS)
-    mapped_slices = map_slices(spec, slices, source.schema, ls1_keys=confirmed.legacy_events)
+    legacy = confirmed.legacy_events
+    mapped_slices = map_slices(spec, rows.slices, rows.schema, ls1_keys=legacy)
     mapped = gather(spec, mapped_slices, confirmed.without_contacts() if full else confirmed)
     return mapped, make_plan(mapped, confirmed, full=full)
 
