@@ -275,7 +275,7 @@ def _recorded_in_history(ledger: Ledger, run_id: int, report: RunReport) -> Iter
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
     """What a run would send, without sending anything or taking the lock."""
-    rows = _read(config)
+    rows = _read(config, keep=False)
     with _open_ledger(config) as ledger:
         mapped, plan = _map_and_plan(config, rows, _snapshot(config, ledger), full=full)
     report = _new_report(config, dry_run=True)
@@ -307,6 +307,7 @@ class _Rows:
     schema: pl.Schema
     source: Iterator[pl.DataFrame]
     keep_in: Path | None
+    keep: bool = True  # False: nothing will ask for the rows again (`plan`)
     _kept: list[pl.DataFrame] = field(default_factory=list)
 
     @property
@@ -315,10 +316,10 @@ class _Rows:
         for index, piece in enumerate(self.source):
             rows = piece.with_row_index(ROW, offset=offset)
             offset += piece.height
-            if self.keep_in is None:
-                self._kept.append(rows)
-            else:
+            if self.keep_in is not None:
                 rows.write_ipc(self.keep_in / f"source-{index:06d}.arrow")
+            elif self.keep:
+                self._kept.append(rows)
             yield rows
 
     def kept(self) -> pl.LazyFrame:
@@ -331,13 +332,13 @@ class _Rows:
         return pl.LazyFrame(schema=self.schema)
 
 
-def _read(config: Config, *, keep_in: Path | None = None) -> _Rows:
+def _read(config: Config, *, keep_in: Path | None = None, keep: bool = True) -> _Rows:
     """The source's columns are checked against the config before any row is read; the rows
     then come a slice at a time."""
     stream = open_source(config)
     check_columns(config, stream.schema, extra=constant_problems(config.spec))
     schema = pl.Schema([(ROW, pl.UInt32()), *stream.schema.items()])
-    return _Rows(schema, stream.slices, keep_in)
+    return _Rows(schema, stream.slices, keep_in, keep)
 
 
 def _snapshot(config: Config, ledger: Ledger) -> Snapshot:
