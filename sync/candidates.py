@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from sync import dedupe, mapping
+from sync.columns import COLUMN_SEPARATOR, PROBLEM_SEPARATOR, PROBLEMS
 from sync.config import SyncConfig
 from sync.ledger import Snapshot
 from sync.model import ROW
@@ -57,12 +58,10 @@ def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], confirmed: Snapshot
         pieces.append(settle(spec, piece, held))
     checked = pl.concat([piece.pending for piece in pieces], rechunk=False)
     settled = pl.concat([piece.settled for piece in pieces], rechunk=False)
-    checked = checked.with_columns(
-        dedupe.one_contact_twice(spec, checked, settled).alias("__problems")
-    )
+    checked = checked.with_columns(dedupe.one_contact_twice(spec, checked, settled).alias(PROBLEMS))
     rejects = _rejects(checked)
     contacts, duplicates, contacts_settled = dedupe.contacts(spec, checked, settled)
-    valid = checked.filter(pl.col("__problems").is_null())
+    valid = checked.filter(pl.col(PROBLEMS).is_null())
     events = dedupe.events(spec, valid).filter(
         ~pl.col("identity").is_in(dedupe.rejected_last(spec, checked, settled)).fill_null(False)
     )
@@ -94,12 +93,14 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | Non
 
 def _rejects(checked: pl.DataFrame) -> pl.DataFrame:
     problems = (
-        checked.filter(pl.col("__problems").is_not_null())
-        .select(ROW, pl.col("__problems").str.split("\x1e").alias("p"))
+        checked.filter(pl.col(PROBLEMS).is_not_null())
+        .select(ROW, pl.col(PROBLEMS).str.split(PROBLEM_SEPARATOR).alias("p"))
         .explode("p")
         .select(
             ROW,
-            pl.col("p").str.split_exact("\x1f", 1).struct.rename_fields(["column", "reason"]),
+            pl.col("p")
+            .str.split_exact(COLUMN_SEPARATOR, 1)
+            .struct.rename_fields(["column", "reason"]),
         )
         .unnest("p")
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from sync.columns import COLUMN_SEPARATOR, PROBLEMS, contact_column, event_column
 from sync.config import SyncConfig
 from sync.model import ROW
 
@@ -26,9 +27,11 @@ def one_contact_twice(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataF
     (settled) count as the others too.
     """
     if not by_both(spec) or spec.contact is None:
-        return pl.col("__problems")
-    pending = checked.filter(pl.col("__problems").is_null()).select(
-        ROW, pl.col("__c.identity").alias("identity"), pl.col("__c.email").alias("email")
+        return pl.col(PROBLEMS)
+    pending = checked.filter(pl.col(PROBLEMS).is_null()).select(
+        ROW,
+        pl.col(contact_column("identity")).alias("identity"),
+        pl.col(contact_column("email")).alias("email"),
     )
     everyone = pl.concat([pending, settled.select(ROW, "identity", "email")])
     last = everyone.filter(pl.col(ROW) == pl.col(ROW).max().over("identity"))
@@ -41,14 +44,14 @@ def one_contact_twice(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataF
         pl.concat(conflicts)
         .group_by(ROW)
         .agg(pl.col("reason").str.join("; "))
-        .select(ROW, pl.lit(f"{spec.contact.email}\x1f") + pl.col("reason"))
+        .select(ROW, pl.lit(f"{spec.contact.email}{COLUMN_SEPARATOR}") + pl.col("reason"))
     )
     if reasons.is_empty():
-        return pl.col("__problems")
+        return pl.col(PROBLEMS)
     conflict = pl.col(ROW).replace_strict(
         reasons.get_column(ROW), reasons.get_column("literal"), default=None
     )
-    return pl.coalesce(pl.col("__problems"), conflict)
+    return pl.coalesce(pl.col(PROBLEMS), conflict)
 
 
 def by_both(spec: SyncConfig) -> bool:
@@ -91,13 +94,13 @@ def contacts(
     plain = section.empty == "skip" and "subscribed" not in section.properties
     ranked = checked.select(
         ROW,
-        pl.col("__c.identity").alias("identity"),
-        pl.col("__problems").is_null().alias("__valid"),
-        pl.col("__c.body").alias("body"),
-        pl.col("__c.email").alias("email"),
-        pl.col("__c.userId").alias("userId"),
-        (pl.col("__c.email").is_not_null() & pl.lit(plain)).alias("foldable"),
-        pl.col("__c.hash").alias("hash"),
+        pl.col(contact_column("identity")).alias("identity"),
+        pl.col(PROBLEMS).is_null().alias("__valid"),
+        pl.col(contact_column("body")).alias("body"),
+        pl.col(contact_column("email")).alias("email"),
+        pl.col(contact_column("userId")).alias("userId"),
+        (pl.col(contact_column("email")).is_not_null() & pl.lit(plain)).alias("foldable"),
+        pl.col(contact_column("hash")).alias("hash"),
     ).filter(pl.col("identity").is_not_null())
     every_row = pl.concat([ranked.select(ROW, "identity"), settled.select(ROW, "identity")])
     last_rows = every_row.group_by("identity").agg(pl.col(ROW).max()).get_column(ROW).implode()
@@ -145,9 +148,9 @@ def events(spec: SyncConfig, valid: pl.DataFrame) -> pl.DataFrame:
     }
     frames = [pl.DataFrame(schema=schema)]
     for index, event in enumerate(spec.events):
-        prefix = f"__e{index}."
+        prefix = event_column(index)
         own = pl.col(prefix + "identity")
-        identity = pl.coalesce("__c.identity", own) if spec.contact else own
+        identity = pl.coalesce(contact_column("identity"), own) if spec.contact else own
         legacy = prefix + "legacy"
         rows = valid.filter(pl.col(prefix + "applies")).select(
             ROW,
@@ -173,10 +176,12 @@ def rejected_last(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame
     rows = pl.concat(
         [
             checked.select(
-                ROW, pl.col("__c.identity").alias("identity"), pl.col("__problems").is_not_null()
+                ROW,
+                pl.col(contact_column("identity")).alias("identity"),
+                pl.col(PROBLEMS).is_not_null(),
             ),
-            settled.select(ROW, "identity", pl.lit(False).alias("__problems")),
+            settled.select(ROW, "identity", pl.lit(False).alias(PROBLEMS)),
         ]
     ).filter(pl.col("identity").is_not_null())
     last = rows.filter(pl.col(ROW) == pl.col(ROW).max().over("identity"))
-    return last.filter(pl.col("__problems")).get_column("identity").implode()
+    return last.filter(pl.col(PROBLEMS)).get_column("identity").implode()

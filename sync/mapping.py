@@ -18,6 +18,14 @@ import orjson
 import polars as pl
 
 from sync.coerce import Field, check_filters, coerce_contact, coerce_event
+from sync.columns import (
+    COLUMN_SEPARATOR,
+    CONTACT,
+    PROBLEM_SEPARATOR,
+    PROBLEMS,
+    contact_column,
+    event_column,
+)
 from sync.config import ContactSection, EventSection, SyncConfig
 from sync.keys import (
     event_keys,
@@ -52,11 +60,11 @@ def map_slices(
     contact_fields = coerce_contact(spec.contact, schema) if spec.contact else []
     event_fields = [coerce_event(event, schema) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
-    contact_columns = _coerced(contact_fields, "__c.", None, coerce)
+    contact_columns = _coerced(contact_fields, CONTACT, None, coerce)
     errors = [field.error for field in contact_columns]
     build: list[pl.Expr] = []
     for index, (event, fields) in enumerate(zip(spec.events, event_fields, strict=True)):
-        prefix = f"__e{index}."
+        prefix = event_column(index)
         applies = _applies(event, fields)
         coerce.append(applies.alias(prefix + "applies"))
         coerced = _coerced(fields, prefix, applies, coerce)
@@ -65,7 +73,7 @@ def map_slices(
         build += _event_columns(spec.name, event, coerced, prefix=prefix, ls1_forms=ls1_forms)
     build = [
         pl.col(ROW),
-        _row_problems(errors).alias("__problems"),
+        _row_problems(errors).alias(PROBLEMS),
         *(_contact_columns(spec.contact, contact_columns) if spec.contact else []),
         *build,
     ]
@@ -109,15 +117,19 @@ def _hashed(spec: SyncConfig, piece: pl.DataFrame, *, legacy: bool) -> pl.DataFr
     ledger holds `ls1` keys, so each occurrence's `ls1` key is looked up too."""
     hashes = []
     if spec.contact:
-        hashes.append(payload_hashes(piece.get_column("__c.body")).alias("__c.hash"))
+        hashes.append(
+            payload_hashes(piece.get_column(contact_column("body"))).alias(contact_column("hash"))
+        )
     for index in range(len(spec.events)):
-        prefix = f"__e{index}."
+        prefix = event_column(index)
         for name in ("key_email", "key_user"):
             hashes.append(hash_event_keys(piece.get_column(prefix + name)))
         if legacy:
             hashes.append(hash_event_keys(piece.get_column(prefix + "legacy"), scheme="ls1"))
     return piece.with_columns(hashes).with_columns(
-        pl.coalesce(f"__e{i}.key_email", f"__e{i}.key_user").alias(f"__e{i}.key")
+        pl.coalesce(event_column(i, "key_email"), event_column(i, "key_user")).alias(
+            event_column(i, "key")
+        )
         for i in range(len(spec.events))
     )
 
@@ -155,12 +167,12 @@ def _row_problems(errors: list[pl.Expr]) -> pl.Expr:
     """Every problem of the row as 'column<US>reason' joined by <RS>; null when there is none."""
     if not errors:
         return pl.lit(None, dtype=pl.String)
-    joined = pl.concat_str(errors, separator="\x1e", ignore_nulls=True)
+    joined = pl.concat_str(errors, separator=PROBLEM_SEPARATOR, ignore_nulls=True)
     return pl.when(joined != "").then(joined)
 
 
 def _labelled(field: Field) -> pl.Expr:
-    return pl.format("{}\x1f{}", pl.lit(field.column or field.key), field.error)
+    return pl.format("{}" + COLUMN_SEPARATOR + "{}", pl.lit(field.column or field.key), field.error)
 
 
 def _identity(fields: list[Field]) -> pl.Expr:
@@ -185,9 +197,9 @@ def _identifiers(fields: list[Field], prefix: str) -> list[pl.Expr]:
 def _contact_columns(section: ContactSection, fields: list[Field]) -> list[pl.Expr]:
     sent = [f for f in fields if f.key != "__identity"]
     return [
-        _identity(sent).alias("__c.identity"),
-        _body(sent, clear=section.empty == "clear").alias("__c.body"),
-        *_identifiers(sent, "__c."),
+        _identity(sent).alias(contact_column("identity")),
+        _body(sent, clear=section.empty == "clear").alias(contact_column("body")),
+        *_identifiers(sent, CONTACT),
     ]
 
 

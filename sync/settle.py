@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from sync.columns import PROBLEMS, contact_column, event_column
 from sync.config import SyncConfig
 from sync.dedupe import by_both
 from sync.ledger import Snapshot
@@ -56,18 +57,20 @@ def settle(spec: SyncConfig, piece: pl.DataFrame, held: Held | None) -> SettledS
     if held is None:
         return SettledSlice(piece, _settled_rows(spec, piece.head(0)), NOTHING_LEARNED)
     skip_body: dict[str, pl.Expr] = {}  # body column: whether Loops holds it (no retry due)
-    whole = pl.col("__problems").is_null()
+    whole = pl.col(PROBLEMS).is_null()
     if spec.contact:
-        skip_body["__c.body"] = held.contacts.holds(piece.get_column("__c.hash"))
-        skip_body["__c.body"] &= ~pl.col("__c.identity").is_in(held.retried)
-        whole &= skip_body["__c.body"]
+        skip_body[contact_column("body")] = held.contacts.holds(
+            piece.get_column(contact_column("hash"))
+        )
+        skip_body[contact_column("body")] &= ~pl.col(contact_column("identity")).is_in(held.retried)
+        whole &= skip_body[contact_column("body")]
     learned = [NOTHING_LEARNED]
     for index in range(len(spec.events)):
-        key = f"__e{index}.key"
-        learned.append(_learned(piece, held, f"__e{index}."))
-        skip_body[f"__e{index}.body"] = held.holds_event(piece, f"__e{index}.")
-        skip_body[f"__e{index}.body"] &= ~pl.col(key).is_in(held.retried)
-        whole &= ~pl.col(f"__e{index}.applies") | skip_body[f"__e{index}.body"]
+        key = event_column(index, "key")
+        learned.append(_learned(piece, held, event_column(index)))
+        skip_body[event_column(index, "body")] = held.holds_event(piece, event_column(index))
+        skip_body[event_column(index, "body")] &= ~pl.col(key).is_in(held.retried)
+        whole &= ~pl.col(event_column(index, "applies")) | skip_body[event_column(index, "body")]
     marked = piece.with_columns(
         whole.alias("__settled"),
         *(pl.when(~skip).then(pl.col(body)).alias(body) for body, skip in skip_body.items()),
@@ -88,7 +91,7 @@ def _learned(piece: pl.DataFrame, held: Held, prefix: str) -> pl.DataFrame:
     by_user = held.events.holds(piece.get_column(prefix + "key_user"))
     both = pl.col(prefix + "key_email").is_not_null() & pl.col(prefix + "key_user").is_not_null()
     rows = piece.filter(
-        pl.col(prefix + "applies") & pl.col("__problems").is_null() & both & (by_email ^ by_user)
+        pl.col(prefix + "applies") & pl.col(PROBLEMS).is_null() & both & (by_email ^ by_user)
     )
     if rows.is_empty():
         return NOTHING_LEARNED
@@ -112,12 +115,12 @@ def _learned(piece: pl.DataFrame, held: Held, prefix: str) -> pl.DataFrame:
 def _settled_rows(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
     """What a settled row still counts for: its contact identity, so that it wins over earlier
     rows of that identity, and a fingerprint of each event key (for the count, in this run)."""
-    identity = pl.col("__c.identity") if spec.contact else pl.lit(None, pl.String)
-    email = pl.col("__c.email") if by_both(spec) else pl.lit(None, pl.String)
+    identity = pl.col(contact_column("identity")) if spec.contact else pl.lit(None, pl.String)
+    email = pl.col(contact_column("email")) if by_both(spec) else pl.lit(None, pl.String)
     fingerprints = [
-        pl.when(pl.col(f"__e{index}.applies"))
-        .then(pl.col(f"__e{index}.key").hash())
-        .alias(f"__e{index}.fp")
+        pl.when(pl.col(event_column(index, "applies")))
+        .then(pl.col(event_column(index, "key")).hash())
+        .alias(event_column(index, "fp"))
         for index in range(len(spec.events))
     ]
     return rows.select(ROW, identity.alias("identity"), email.alias("email"), *fingerprints)
@@ -131,7 +134,9 @@ def count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.Dat
     """
     if not spec.events:
         return 0
-    fingerprints = pl.concat(settled.get_column(f"__e{i}.fp") for i in range(len(spec.events)))
+    fingerprints = pl.concat(
+        settled.get_column(event_column(i, "fp")) for i in range(len(spec.events))
+    )
     pending = events.get_column("key").hash().implode()
     each_once = fingerprints.drop_nulls().unique()
     return each_once.filter(~each_once.is_in(pending)).len()
