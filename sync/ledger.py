@@ -54,6 +54,7 @@ DIED = (
 )
 
 # Each entry moves the schema from version N to N+1; the ledger applies the ones it lacks.
+# Statements are separated by ';' (none may hold one inside a string).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE contacts (
@@ -206,10 +207,27 @@ class Ledger:
                 f"{SCHEMA_VERSION}); upgrade loops-sync"
             )
         for number in range(version, SCHEMA_VERSION):
-            self._db.executescript(f"BEGIN; {MIGRATIONS[number]}; COMMIT;")
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number + 1),)
-            )
+            self._apply(number)
+
+    def _apply(self, number: int) -> None:
+        """Migration `number` and the version it reaches, in one transaction, once: a run
+        opening the ledger at the same moment waits, then finds it done."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if (int(row[0]) if row else 0) == number:
+                # Statement by statement: executescript() would commit the transaction first.
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number + 1),)
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     # --- reading, for the plan ----------------------------------------------------------------
 

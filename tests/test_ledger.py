@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +370,33 @@ def test_a_delivered_event_is_committed_at_once(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     Ledger(path, "t").event_delivered("ls2-x", "e:a@x.io", "signup")  # never flushed or closed
     assert Ledger(path, "t").delivered_events().rows() == [("ls2-x",)]
+
+
+def test_two_runs_opening_an_old_ledger_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """`plan` and `run` started together on a ledger from an older version: one migrates, the
+    other waits and finds it done (no 'duplicate column' half-way)."""
+    path = tmp_path / "ledger.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0])
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    old.commit()
+    old.close()
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            Ledger(path, "t").close()
+        except BaseException as error:  # noqa: BLE001  # collected for the assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0]
+    assert int(version) == SCHEMA_VERSION
