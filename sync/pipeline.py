@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import os
 import shutil
-import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, field, replace
-from functools import partial
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import anyio
 import httpx
 import orjson
 import polars as pl
@@ -23,23 +16,19 @@ import polars as pl
 from sync.candidates import Mapped, gather
 from sync.coerce import constant_problems
 from sync.config import Config, check_columns
+from sync.delivery import send_plan
 from sync.errors import (
     ConfigError,
     ConfigProblem,
-    FatalApiError,
-    InternalError,
-    Interrupted,
-    LedgerError,
-    StopRun,
 )
 from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
-from sync.loops_api import CONTACT_PATH, EVENT_PATH, LoopsClient, check_api_key, key_problem
+from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, recorded_in_history
+from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
 from sync.mapping import map_slices
-from sync.model import ROW, Outcome, Request, RequestResult, SendProgress
-from sync.pacing import Pacer
+from sync.model import ROW, Request, SendProgress
 from sync.plan import Plan, make_plan
-from sync.report import RunReport, write_crash_log, write_rejects
-from sync.sender import RetryPolicy, StopSwitch, default_concurrency, send_jobs
+from sync.report import RunReport, write_rejects
+from sync.sender import RetryPolicy
 from sync.sources import open_source
 
 __all__ = [
@@ -87,7 +76,7 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
     """
     options = options or Options()
     report = _new_report(config, dry_run=options.dry_run)
-    with _ending_as_stop_run(config, report):
+    with ending_as_stop_run(config, report):
         if options.dry_run:
             _dry_run(config, report, options)
         else:
@@ -101,8 +90,8 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
     with hold_lock(config.state), _open_ledger(config) as ledger:
         run_id = ledger.start_run(config.config_hash)
         with (
-            _recorded_in_history(ledger, run_id, report),
-            _ending_as_stop_run(config, report),
+            recorded_in_history(ledger, run_id, report),
+            ending_as_stop_run(config, report),
             _spool(config) as spool,
         ):
             ready = _ready_to_send(config, ledger, report, spool, full=options.full)
@@ -114,7 +103,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
             )
             ledger.adopt(ready.plan.adopted, _once_per_of(config))
             ledger.learn(ready.learned)
-            loops_rejects = _send(
+            loops_rejects = send_plan(
                 config, ready.plan, ledger, report, api_key=api_key, options=options
             )
             _count_left_by_limit(report, ready.plan, options.limit)
@@ -164,19 +153,6 @@ def _ready_to_send(
     return _Ready(plan.spooled(spool / "plan.arrow"), rows.kept(), mapped.rejects, mapped.learned)
 
 
-@contextmanager
-def _handlers_kept(*signals: signal.Signals) -> Iterator[None]:
-    """asyncio resets a signal it handled to the default (death, for SIGTERM) when its loop
-    ends: give back the handlers that were there before sending."""
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            if handler is not None:
-                signal.signal(sig, handler)
-
-
 def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
     rows = _read(config)
@@ -198,79 +174,6 @@ def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
     """The sync's latest runs, newest first, each with how it ended (`status`, `reason`)."""
     with _open_ledger(config) as ledger:
         return ledger.runs(limit)
-
-
-def as_stop_run(error: BaseException, config: Config | None) -> StopRun:
-    """Whatever ended a run, as the StopRun that says what happens next.
-
-    A StopRun stays itself, also inside the exception group of the sender's task groups;
-    Ctrl-C becomes Interrupted; anything else is a bug: an InternalError, its traceback written
-    (API key blanked out) to the crash log of `config` (the temp directory when it is None).
-    """
-    if isinstance(error, BaseExceptionGroup):
-        stops, others = error.split(StopRun)
-        if stops is not None and others is None:
-            return _first_leaf(stops)
-        interrupts, others = error.split(KeyboardInterrupt)
-        if interrupts is not None and others is None:
-            return Interrupted("interrupted: nothing more was sent")
-    if isinstance(error, StopRun):
-        return error
-    if isinstance(error, KeyboardInterrupt):
-        return Interrupted("interrupted: nothing more was sent")
-    return InternalError(error, write_crash_log(crash_log_path(config), error, _secrets(config)))
-
-
-def crash_log_path(config: Config | None) -> Path:
-    """Where a bug's traceback goes: the state directory, once the config is known."""
-    if config is None:
-        return Path(tempfile.gettempdir()) / "loops-sync-error.log"
-    return config.state.crash_log
-
-
-def _first_leaf(group: BaseExceptionGroup[StopRun]) -> StopRun:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-def _secrets(config: Config | None) -> list[str]:
-    """The values a crash log must not show: the config's API key. Before the config is loaded
-    nothing is resolved yet: then the default variable's value, as the environment holds it."""
-    if config is None:
-        return [key] if (key := os.environ.get("LOOPS_API_KEY")) else []
-    return [config.api_key.get_secret_value()] if config.api_key else []
-
-
-@contextmanager
-def _ending_as_stop_run(config: Config, report: RunReport) -> Iterator[None]:
-    """Whatever ends the run early leaves as a StopRun carrying the report as far as it got."""
-    started = time.monotonic()
-    try:
-        yield
-    except (Exception, KeyboardInterrupt, BaseExceptionGroup) as error:
-        stop = as_stop_run(error, config)
-        if stop.report is None:
-            report.record_error(stop)
-            report.wall_seconds = time.monotonic() - started
-            stop.report = report
-        if stop is error:
-            raise
-        raise stop from error
-
-
-@contextmanager
-def _recorded_in_history(ledger: Ledger, run_id: int, report: RunReport) -> Iterator[None]:
-    """The run's history entry is closed however the run ends, with how it ended. A ledger that
-    cannot be written cannot record a failure either: the entry is then marked died next run."""
-    try:
-        yield
-    except StopRun:
-        with suppress(LedgerError):
-            ledger.finish_run(
-                run_id, report.exit_code, report.to_json(), status="failed", reason=report.outcome()
-            )
-        raise
-    ledger.finish_run(run_id, report.exit_code, report.to_json(), reason=report.outcome())
 
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
@@ -423,182 +326,6 @@ def _require_api_key(config: Config) -> str:
         )
         raise ConfigError(str(config.file), [ConfigProblem("loops.api_key_env", problem)])
     return key
-
-
-def _send(
-    config: Config,
-    plan: Plan,
-    ledger: Ledger,
-    report: RunReport,
-    *,
-    api_key: str,
-    options: Options,
-) -> list[tuple[int, str]]:
-    """Send the plan; record in the ledger only what Loops confirmed. Returns Loops' rejects."""
-    rate = config.spec.loops.rate_limit
-    deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
-    stop = StopSwitch(deadline)
-    if plan.request_count / rate > (options.max_duration or math.inf):
-        report.warnings.append(
-            f"at {rate:g} requests/s the {plan.request_count} requests need about "
-            f"{plan.request_count / rate / 60:.0f} min, more than --max-duration: "
-            "the rest is sent by the next runs"
-        )
-    sending_since = time.monotonic()
-    recorder = _Recorder(ledger, report, options.on_progress, plan.size)
-    try:
-        send = partial(
-            _send_async,
-            config,
-            plan=plan,
-            recorder=recorder,
-            stop=stop,
-            api_key=api_key,
-            options=options,
-        )
-        with _handlers_kept(signal.SIGTERM, signal.SIGHUP):
-            anyio.run(send, backend="asyncio")
-    finally:
-        ledger.flush()
-    report.stopped = stop.reason
-    report.send_seconds = time.monotonic() - sending_since
-    if report.send_seconds > 0:
-        report.requests_per_second = report.requests / report.send_seconds
-    return recorder.loops_rejects
-
-
-async def _send_async(
-    config: Config,
-    *,
-    plan: Plan,
-    recorder: _Recorder,
-    stop: StopSwitch,
-    api_key: str,
-    options: Options,
-) -> None:
-    """The pool, sized and timed by the config: `concurrency` workers and connections,
-    `timeout` per request (and as the silence after which Loops counts as unreachable),
-    `max_attempts` tries per request, waited out as `options.retry` says."""
-    settings = config.spec.loops
-    concurrency = settings.concurrency or default_concurrency(settings.rate_limit)
-    client = LoopsClient(
-        config.base_url,
-        api_key,
-        timeout=settings.timeout,
-        max_connections=concurrency,
-        transport=options.transport,
-    )
-    fatal: FatalApiError | None = None
-    try:
-        async with anyio.create_task_group() as group:
-            if options.handle_signals:
-                group.start_soon(_watch_signals, stop)
-            pacer = Pacer(settings.rate_limit)
-            try:
-                counters = await send_jobs(
-                    plan.jobs(options.limit),
-                    client=client,
-                    pacer=pacer,
-                    policy=replace(options.retry, attempts=settings.max_attempts),
-                    concurrency=concurrency,
-                    on_result=recorder,
-                    stop=stop,
-                    unreachable_after=settings.timeout,
-                )
-            except FatalApiError as error:
-                fatal = error
-            group.cancel_scope.cancel()
-    finally:
-        await client.aclose()
-    if fatal is not None:
-        raise fatal
-    if pacer.lowered_to is not None:
-        recorder.report.warnings.append(
-            f"Loops reported a limit of {pacer.lowered_to} requests/s, below loops.rate_limit "
-            f"({settings.rate_limit:g}); the run slowed down to it"
-        )
-    recorder.report.requests = counters.requests
-    recorder.report.retries = counters.retries
-    recorder.report.rate_limited = counters.rate_limited
-
-
-class _Recorder:
-    """Turns each request's fate into a count in the report, a ledger write, maybe a reject.
-
-    The count comes first: Loops has what it confirmed even when the ledger cannot record it.
-    """
-
-    def __init__(
-        self,
-        ledger: Ledger,
-        report: RunReport,
-        on_progress: Callable[[SendProgress], None] | None,
-        total: int,
-    ) -> None:
-        self.ledger = ledger
-        self.report = report
-        self.on_progress = on_progress
-        self.progress = SendProgress(0, total)
-        self.loops_rejects: list[tuple[int, str]] = []
-        self.unwritable: LedgerError | None = None
-
-    def __call__(self, result: RequestResult) -> None:
-        request, report = result.request, self.report
-        self.progress = SendProgress(self.progress.done + 1, self.progress.total)
-        if self.on_progress is not None:
-            self.on_progress(self.progress)
-        match result.status, request.kind:
-            case Outcome.DELIVERED, "contact":
-                report.contacts_sent += 1
-                props = orjson.loads(request.body).keys()
-                self._write(self.ledger.contact_delivered, request.identity, request.ref, props)
-            case Outcome.DELIVERED, "event":
-                report.events_sent += 1
-                self._write(self._event_delivered, request)
-            case Outcome.DUPLICATE, _:
-                report.already_delivered += 1
-                self._write(self._event_delivered, request)
-            case Outcome.REJECTED, _:
-                self.loops_rejects.append((request.row, result.message))
-                report.rejected_by_loops += 1
-                self._write(self._failed, request, result.message)
-            case Outcome.FAILED, _:
-                report.failed += 1
-                self._write(self._failed, request, result.message)
-            case Outcome.DEFERRED, _:
-                report.deferred += 1
-            case _:
-                report.not_sent += 1
-
-    def _write(self, write: Callable[..., None], *args: Any) -> None:
-        """Once the ledger cannot be written, try no more (each try may wait out its busy
-        timeout) and raise again: the sender stops on it, and nothing more is sent."""
-        if self.unwritable is not None:
-            raise self.unwritable
-        try:
-            write(*args)
-        except LedgerError as error:
-            self.unwritable = error
-            raise
-
-    def _event_delivered(self, request: Request) -> None:
-        self.ledger.event_delivered(
-            request.ref, request.identity, request.event or "", request.occurrence
-        )
-
-    def _failed(self, request: Request, message: str) -> None:
-        ref = request.identity if request.kind == "contact" else request.ref
-        self.ledger.request_failed(request.kind, ref, message)
-
-
-async def _watch_signals(stop: StopSwitch) -> None:
-    """First SIGINT, SIGTERM or SIGHUP (a closed terminal): start nothing new, let requests in
-    flight finish. A second: abandon those too (their outcome unknown, the next run sends them)."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        received = 0
-        async for _ in signals:
-            received += 1
-            stop.throw("signal", now=received > 1)
 
 
 def _finish(

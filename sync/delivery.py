@@ -1,0 +1,225 @@
+"""The send stage as a run drives it: the pool over the plan's jobs, each outcome recorded.
+
+`sync.sender` sends jobs; this module gives it the config's settings, the stop switch (a
+deadline, signals) and a recorder that turns each request's fate into a ledger write and a count
+in the report. Only what Loops confirmed is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+
+from sync.config import Config
+from sync.errors import FatalApiError, LedgerError
+from sync.ledger import Ledger
+from sync.loops_api import LoopsClient
+from sync.model import Outcome, Request, RequestResult, SendProgress
+from sync.pacing import Pacer
+from sync.plan import Plan
+from sync.report import RunReport
+from sync.sender import StopSwitch, default_concurrency, send_jobs
+
+if TYPE_CHECKING:
+    from sync.pipeline import Options
+
+__all__ = ["send_plan"]
+
+
+def send_plan(
+    config: Config,
+    plan: Plan,
+    ledger: Ledger,
+    report: RunReport,
+    *,
+    api_key: str,
+    options: Options,
+) -> list[tuple[int, str]]:
+    """Send the plan; record in the ledger only what Loops confirmed, count the rest in the
+    report. Returns Loops' rejects (row, message)."""
+    rate = config.spec.loops.rate_limit
+    deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
+    stop = StopSwitch(deadline)
+    if plan.request_count / rate > (options.max_duration or math.inf):
+        report.warnings.append(
+            f"at {rate:g} requests/s the {plan.request_count} requests need about "
+            f"{plan.request_count / rate / 60:.0f} min, more than --max-duration: "
+            "the rest is sent by the next runs"
+        )
+    sending_since = time.monotonic()
+    recorder = _Recorder(ledger, report, options.on_progress, plan.size)
+    try:
+        send = partial(
+            _send_async,
+            config,
+            plan=plan,
+            recorder=recorder,
+            stop=stop,
+            api_key=api_key,
+            options=options,
+        )
+        with _handlers_kept(signal.SIGTERM, signal.SIGHUP):
+            anyio.run(send, backend="asyncio")
+    finally:
+        ledger.flush()
+    report.stopped = stop.reason
+    report.send_seconds = time.monotonic() - sending_since
+    if report.send_seconds > 0:
+        report.requests_per_second = report.requests / report.send_seconds
+    return recorder.loops_rejects
+
+
+async def _send_async(
+    config: Config,
+    *,
+    plan: Plan,
+    recorder: _Recorder,
+    stop: StopSwitch,
+    api_key: str,
+    options: Options,
+) -> None:
+    """The pool, sized and timed by the config: `concurrency` workers and connections,
+    `timeout` per request (and as the silence after which Loops counts as unreachable),
+    `max_attempts` tries per request, waited out as `options.retry` says."""
+    settings = config.spec.loops
+    concurrency = settings.concurrency or default_concurrency(settings.rate_limit)
+    client = LoopsClient(
+        config.base_url,
+        api_key,
+        timeout=settings.timeout,
+        max_connections=concurrency,
+        transport=options.transport,
+    )
+    fatal: FatalApiError | None = None
+    try:
+        async with anyio.create_task_group() as group:
+            if options.handle_signals:
+                group.start_soon(_watch_signals, stop)
+            pacer = Pacer(settings.rate_limit)
+            try:
+                counters = await send_jobs(
+                    plan.jobs(options.limit),
+                    client=client,
+                    pacer=pacer,
+                    policy=replace(options.retry, attempts=settings.max_attempts),
+                    concurrency=concurrency,
+                    on_result=recorder,
+                    stop=stop,
+                    unreachable_after=settings.timeout,
+                )
+            except FatalApiError as error:
+                fatal = error
+            group.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+    if fatal is not None:
+        raise fatal
+    if pacer.lowered_to is not None:
+        recorder.report.warnings.append(
+            f"Loops reported a limit of {pacer.lowered_to} requests/s, below loops.rate_limit "
+            f"({settings.rate_limit:g}); the run slowed down to it"
+        )
+    recorder.report.requests = counters.requests
+    recorder.report.retries = counters.retries
+    recorder.report.rate_limited = counters.rate_limited
+
+
+class _Recorder:
+    """Turns each request's fate into a count in the report, a ledger write, maybe a reject.
+
+    The count comes first: Loops has what it confirmed even when the ledger cannot record it.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        report: RunReport,
+        on_progress: Callable[[SendProgress], None] | None,
+        total: int,
+    ) -> None:
+        self.ledger = ledger
+        self.report = report
+        self.on_progress = on_progress
+        self.progress = SendProgress(0, total)
+        self.loops_rejects: list[tuple[int, str]] = []
+        self.unwritable: LedgerError | None = None
+
+    def __call__(self, result: RequestResult) -> None:
+        request, report = result.request, self.report
+        self.progress = SendProgress(self.progress.done + 1, self.progress.total)
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+        match result.status, request.kind:
+            case Outcome.DELIVERED, "contact":
+                report.contacts_sent += 1
+                props = orjson.loads(request.body).keys()
+                self._write(self.ledger.contact_delivered, request.identity, request.ref, props)
+            case Outcome.DELIVERED, "event":
+                report.events_sent += 1
+                self._write(self._event_delivered, request)
+            case Outcome.DUPLICATE, _:
+                report.already_delivered += 1
+                self._write(self._event_delivered, request)
+            case Outcome.REJECTED, _:
+                self.loops_rejects.append((request.row, result.message))
+                report.rejected_by_loops += 1
+                self._write(self._failed, request, result.message)
+            case Outcome.FAILED, _:
+                report.failed += 1
+                self._write(self._failed, request, result.message)
+            case Outcome.DEFERRED, _:
+                report.deferred += 1
+            case _:
+                report.not_sent += 1
+
+    def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """Once the ledger cannot be written, try no more (each try may wait out its busy
+        timeout) and raise again: the sender stops on it, and nothing more is sent."""
+        if self.unwritable is not None:
+            raise self.unwritable
+        try:
+            write(*args)
+        except LedgerError as error:
+            self.unwritable = error
+            raise
+
+    def _event_delivered(self, request: Request) -> None:
+        self.ledger.event_delivered(
+            request.ref, request.identity, request.event or "", request.occurrence
+        )
+
+    def _failed(self, request: Request, message: str) -> None:
+        ref = request.identity if request.kind == "contact" else request.ref
+        self.ledger.request_failed(request.kind, ref, message)
+
+
+async def _watch_signals(stop: StopSwitch) -> None:
+    """First SIGINT, SIGTERM or SIGHUP (a closed terminal): start nothing new, let requests in
+    flight finish. A second: abandon those too (their outcome unknown, the next run sends them)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        received = 0
+        async for _ in signals:
+            received += 1
+            stop.throw("signal", now=received > 1)
+
+
+@contextmanager
+def _handlers_kept(*signals: signal.Signals) -> Iterator[None]:
+    """asyncio resets a signal it handled to the default (death, for SIGTERM) when its loop
+    ends: give back the handlers that were there before sending."""
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
