@@ -221,6 +221,11 @@ def fill_ledger(code: Code, config: Path, state: Path, needed_mb: float) -> str 
     return None
 
 
+def state_dir(work: Path, rows: int, code: Code, case: str) -> Path:
+    """One per code and case: the first sync's ledger stays empty, the nightly one full."""
+    return work / f"{rows}-{code.label}-{case.replace(' ', '-')}"
+
+
 def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) -> None:
     """Every cell at `rows`, the codes back to back in each, appended to `done` as measured."""
     configs, missing = make_inputs(rows, work / f"configs-{rows}")
@@ -234,7 +239,7 @@ def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) 
                 plan = guess_mb(
                     done, code.label, rows, input="csv", case="first sync", command="plan"
                 )
-                state = work / f"{rows}-{code.label}-nightly"
+                state = state_dir(work, rows, code, case)
                 why = fill_ledger(code, configs["csv"], state, plan * 1.2)
                 if why:
                     not_built[code.label] = why
@@ -248,9 +253,7 @@ def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) 
                     needed = guess_mb(
                         done, code.label, rows, input=kind, case=case, command=command
                     )
-                    state = (
-                        work / f"{rows}-{code.label}-{'nightly' if case == 'nightly' else 'first'}"
-                    )
+                    state = state_dir(work, rows, code, case)
                     cell[code.label] = measure(code, command, config, state, needed)
                 done.append(cell)
                 print_row(cell, [c.label for c in codes])
