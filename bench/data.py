@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -58,13 +59,22 @@ def write_inputs(rows: int, *, changed: int = 0) -> dict[str, Path]:
     paths = {"csv": DATA / f"people-{suffix}.csv", "parquet": DATA / f"people-{suffix}.parquet"}
     if not all(path.exists() for path in paths.values()):
         table = frame(rows, changed=changed)
-        table.write_csv(paths["csv"])
-        table.write_parquet(paths["parquet"])
+        # Written aside, then renamed: an interrupted write is never reused as a whole input.
+        table.write_csv(paths["csv"].with_suffix(".csv.part"))
+        table.write_parquet(paths["parquet"].with_suffix(".parquet.part"))
+        for path in paths.values():
+            path.with_suffix(path.suffix + ".part").rename(path)
     return paths
 
 
-def write_config(directory: Path, kind: str, source: Path, *, rate: float = 10) -> Path:
+def write_config(directory: Path, kind: str, source: Path | str, *, rate: float = 10) -> Path:
+    """`source`: a file, or a YAML flow mapping (`{url: ..., query: ...}` for `sql`)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"bench-{kind}.yaml"
     path.write_text(CONFIG.format(kind=kind, file=source, rate=rate))
     return path
+
+
+if __name__ == "__main__":
+    # `python bench/data.py ROWS`: make the inputs in a process of their own (bench/scaling.py).
+    print(write_inputs(int(sys.argv[1]))["csv"])

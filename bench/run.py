@@ -4,6 +4,7 @@ Every figure comes from this run, measured side by side with a baseline: the pla
 loop of Loops' own examples (one call after another) for sending, and a naive pure-Python
 reader/mapper/hasher for planning. The emulator runs in its own process on loopback. Results
 are printed as tables and written to bench/results.json. Nothing here asserts a timing.
+Last, bench/scaling.py measures planning at millions of rows beside an older commit.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import os
 import platform
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,9 +28,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import write_config, write_inputs
+from ledger_fill import mark_all_delivered
 
-from sync.config import load_config
-from sync.pipeline import plan_sync
 from sync.state import LEDGER_FILE
 
 HERE = Path(__file__).resolve().parent
@@ -220,36 +219,6 @@ def _planning_row(
 # --- 3. incremental runs ----------------------------------------------------------------------------
 
 
-def mark_all_delivered(config: Path, state: Path) -> None:
-    """The ledger as a finished first sync leaves it (1M rows cannot be sent here in a night)."""
-    os.environ["LOOPS_SYNC_STATE"] = str(state)
-    try:
-        loaded = load_config(config)
-        requests = plan_sync(loaded).plan.requests
-    finally:
-        del os.environ["LOOPS_SYNC_STATE"]
-    db = sqlite3.connect(state / LEDGER_FILE)
-    now = time.time()
-    contacts = requests.filter(pl.col("kind") == "contact").select("identity", "ref")
-    events = requests.filter(pl.col("kind") == "event").select(
-        "ref", "identity", "event", "key_email", "key_user", "occurrence_email", "once_per"
-    )
-    db.executemany(
-        "INSERT INTO contacts (sync, identity, hash, delivered_at) VALUES (?, ?, ?, ?)",
-        ((loaded.name, identity, ref, now) for identity, ref in contacts.iter_rows()),
-    )
-    db.executemany(
-        "INSERT INTO events (sync, key, identity, event, delivered_at, key_email, key_user,"
-        " email, once_per) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            (loaded.name, ref, identity, event, now, *found_by)
-            for ref, identity, event, *found_by in events.iter_rows()
-        ),
-    )
-    db.commit()
-    db.close()
-
-
 def incremental(rows: int, changed: int) -> dict[str, Any]:
     same = write_inputs(rows)
     edited = write_inputs(rows, changed=changed)
@@ -373,8 +342,12 @@ def main() -> None:
     results["planning"] = [row for size in sizes for row in planning(size)]
     results["incremental"] = incremental(sizes[-1], changed=sizes[-1] // 100)
     results["client_cpu"] = client_cpu()
-    (HERE / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    path = HERE / "results.json"
+    kept = orjson.loads(path.read_bytes()) if path.exists() else {}
+    path.write_bytes(orjson.dumps(kept | results, option=orjson.OPT_INDENT_2))
     print_tables(results)
+    # 5. Scaling, in a process of its own: this one's memory must not count against its cases.
+    subprocess.run([PY, str(HERE / "scaling.py")], check=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""The ledger as a finished first sync leaves it: every planned request marked delivered.
+
+A million rows cannot be sent through the emulator in a benchmark, so the nightly case starts
+from a ledger written here. It is written by the code under test, whose ledger it will be: run
+as a script (`python -P bench/ledger_fill.py CONFIG STATE` with that code first on PYTHONPATH)
+it plans with `sync.pipeline.plan_sync`, lets that code create its own schema, then inserts a
+row per request in whatever columns its tables have: schema 1 (identity, hash; key, identity,
+event) or schema 3 (also each event's both keys and the identifiers it was sent with, and each
+contact's top-level keys, as `Ledger.contact_delivered` and `event_delivered` record them).
+Events with `once_per` would also need `event_once_per` rows; the bench config has none.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from sync.config import load_config
+from sync.pipeline import plan_sync
+
+LEDGER_FILE = "ledger.sqlite"
+
+# A ledger column (schema 3) and the plan's request column that holds its value.
+EVENT_COLUMNS = {
+    "key_email": "key_email",
+    "key_user": "key_user",
+    "email": "occurrence_email",
+    "user_id": "occurrence_user_id",
+    "once_per": "once_per",
+}
+BATCH = 100_000
+
+
+def mark_all_delivered(config: Path, state: Path) -> int:
+    """Plan `config` against the ledger in `state` and mark each request delivered; returns
+    how many rows were written."""
+    previous = os.environ.get("LOOPS_SYNC_STATE")
+    os.environ["LOOPS_SYNC_STATE"] = str(state)
+    try:
+        loaded = load_config(config)
+        requests = plan_sync(loaded).plan.requests
+    finally:
+        if previous is None:
+            del os.environ["LOOPS_SYNC_STATE"]
+        else:
+            os.environ["LOOPS_SYNC_STATE"] = previous
+    db = sqlite3.connect(state / LEDGER_FILE)
+    try:
+        written = _contacts(db, loaded.name, requests.filter(pl.col("kind") == "contact"))
+        written += _events(db, loaded.name, requests.filter(pl.col("kind") == "event"))
+        db.commit()
+    finally:
+        db.close()
+    return written
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _contacts(db: sqlite3.Connection, sync: str, contacts: pl.DataFrame) -> int:
+    now = time.time()
+    with_props = "props" in _columns(db, "contacts")
+    names = ["sync", "identity", "hash", "delivered_at"] + (["props"] if with_props else [])
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for identity, ref, body in contacts.select("identity", "ref", "body").iter_rows():
+            row: tuple[Any, ...] = (sync, identity, ref, now)
+            if with_props:
+                row += ("," + ",".join(sorted(orjson.loads(body))) + ",",)
+            yield row
+
+    _insert(db, "contacts", names, rows())
+    return contacts.height
+
+
+def _events(db: sqlite3.Connection, sync: str, events: pl.DataFrame) -> int:
+    now = time.time()
+    found_by = [c for c in _columns(db, "events") if c in EVENT_COLUMNS]
+    names = ["sync", "key", "identity", "event", "delivered_at", *found_by]
+    picked = events.select("ref", "identity", "event", *(EVENT_COLUMNS[c] for c in found_by))
+    rows = (
+        (sync, ref, identity, event, now, *rest)
+        for ref, identity, event, *rest in picked.iter_rows()
+    )
+    _insert(db, "events", names, rows)
+    return events.height
+
+
+def _insert(
+    db: sqlite3.Connection, table: str, names: list[str], rows: Iterator[tuple[Any, ...]]
+) -> None:
+    marks = ", ".join("?" * len(names))
+    db.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", rows)  # noqa: S608
+
+
+if __name__ == "__main__":
+    print(mark_all_delivered(Path(sys.argv[1]), Path(sys.argv[2])))
