@@ -67,8 +67,9 @@ def settle(spec: SyncConfig, piece: pl.DataFrame, held: Held | None) -> SettledS
     learned = [NOTHING_LEARNED]
     for index in range(len(spec.events)):
         key = event_column(index, "key")
-        learned.append(_learned(piece, held, event_column(index)))
-        skip_body[event_column(index, "body")] = held.holds_event(piece, event_column(index))
+        by_email, by_user = held.event_matches(piece, event_column(index))
+        learned.append(_learned(piece, by_email, by_user, event_column(index)))
+        skip_body[event_column(index, "body")] = pl.lit(by_email | by_user)
         skip_body[event_column(index, "body")] &= ~pl.col(key).is_in(held.retried)
         whole &= ~pl.col(event_column(index, "applies")) | skip_body[event_column(index, "body")]
     marked = piece.with_columns(
@@ -83,25 +84,22 @@ def settle(spec: SyncConfig, piece: pl.DataFrame, held: Held | None) -> SettledS
     return SettledSlice(pending, _compact(settled), pl.concat(learned))
 
 
-def _learned(piece: pl.DataFrame, held: Held, prefix: str) -> pl.DataFrame:
+def _learned(
+    piece: pl.DataFrame, by_email: pl.Series, by_user: pl.Series, prefix: str
+) -> pl.DataFrame:
     """Occurrences Loops holds by one of their keys only, though they carry both identifiers:
     a contact that gained a user id (or an email) since. The ledger learns the other key, or a
     later change of the first identifier (a new email) would make the occurrence look new."""
-    by_email = held.events.holds(piece.get_column(prefix + "key_email"))
-    by_user = held.events.holds(piece.get_column(prefix + "key_user"))
+    if not (by_email ^ by_user).any():
+        return NOTHING_LEARNED
     both = pl.col(prefix + "key_email").is_not_null() & pl.col(prefix + "key_user").is_not_null()
-    rows = piece.filter(
-        pl.col(prefix + "applies") & pl.col(PROBLEMS).is_null() & both & (by_email ^ by_user)
+    rows = piece.with_columns(by_email.alias("__by_email")).filter(
+        pl.col(prefix + "applies") & pl.col(PROBLEMS).is_null() & both & pl.lit(by_email ^ by_user)
     )
     if rows.is_empty():
         return NOTHING_LEARNED
-    found_by_email = rows.filter(held.events.holds(rows.get_column(prefix + "key_email")))
     return rows.select(
-        pl.when(
-            pl.col(prefix + "key_email").is_in(
-                found_by_email.get_column(prefix + "key_email").implode()
-            )
-        )
+        pl.when(pl.col("__by_email"))
         .then(pl.col(prefix + "key_email"))
         .otherwise(pl.col(prefix + "key_user"))
         .alias("by"),
@@ -161,13 +159,20 @@ class _Lookup:
     def holds(self, values: pl.Series) -> pl.Expr:
         """Whether each of `values` is held: a column lined up with `values` by position, to be
         used on the frame they came from before any filter or sort."""
+        return pl.lit(self.mask(values))
+
+    def mask(self, values: pl.Series) -> pl.Series:
+        """`holds`, as a Series. A column of nulls (a key the config cannot make) holds none,
+        without a join."""
+        if values.null_count() == values.len() or self.table.is_empty():
+            return pl.Series(values.name, [False] * values.len(), dtype=pl.Boolean)
         probe = pl.DataFrame({"fp": values.hash(), "value": values}).with_row_index("i")
         found = (
             probe.join(self.table, on="fp", how="inner", suffix="_held")
             .filter(pl.col("value") == pl.col("value_held"))
             .get_column("i")
         )
-        return pl.lit(probe.get_column("i").is_in(found.implode()))
+        return probe.get_column("i").is_in(found.implode())
 
 
 @dataclass(frozen=True)
@@ -192,11 +197,16 @@ class Held:
     def holds_event(self, frame: pl.DataFrame, prefix: str = "") -> pl.Expr:
         """Whether Loops holds each occurrence of `frame`: delivered to the same contact, found
         by its email or by its userId, as Loops finds contacts (or by its `ls1` key)."""
-        held = self.events.holds(frame.get_column(prefix + "key_email"))
-        held |= self.events.holds(frame.get_column(prefix + "key_user"))
+        by_email, by_user = self.event_matches(frame, prefix)
+        return pl.lit(by_email | by_user)
+
+    def event_matches(self, frame: pl.DataFrame, prefix: str = "") -> tuple[pl.Series, pl.Series]:
+        """Per occurrence: found by its email's key; found by its userId's (or its `ls1`) key."""
+        by_email = self.events.mask(frame.get_column(prefix + "key_email"))
+        by_user = self.events.mask(frame.get_column(prefix + "key_user"))
         if self.legacy:
-            held |= self.events.holds(frame.get_column(prefix + "legacy"))
-        return held
+            by_user |= self.events.mask(frame.get_column(prefix + "legacy"))
+        return by_email, by_user
 
 
 def delivered_events(events: pl.DataFrame, confirmed: Snapshot) -> pl.Expr:
