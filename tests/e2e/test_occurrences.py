@@ -35,6 +35,21 @@ BY_EMAIL_AND_ID = """
 """
 
 
+def old_ledger(project: Project, events: list[tuple[str, str, str, list[str]]]) -> None:
+    """A schema-1 ledger, as loops-sync wrote it before ls2: (sync, event, identity, once_per
+    values) delivered under their ls1 keys."""
+    project.state.mkdir()
+    ledger = sqlite3.connect(project.state / "ledger.sqlite")
+    ledger.executescript(MIGRATIONS[0])
+    ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    ledger.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for sync, event, identity, once_per in events:
+        key = legacy_event_key(sync, event, identity, once_per)
+        ledger.execute("INSERT INTO events VALUES (?, ?, ?, ?, 0)", (sync, key, identity, event))
+    ledger.commit()
+    ledger.close()
+
+
 def signups(project: Project) -> Counter[str]:
     return Counter(str(e.get("email")) for e in project.emulator.events())
 
@@ -85,20 +100,14 @@ def test_an_event_by_user_id_that_gains_the_email_is_not_sent_again(project: Pro
 
 def test_a_ledger_written_before_ls2_keys_keeps_every_event(project: Project) -> None:
     """Schema 1 remembered events by ls1 keys; migrated in place, they are still delivered."""
-    project.state.mkdir()
-    ledger = sqlite3.connect(project.state / "ledger.sqlite")
-    ledger.executescript(MIGRATIONS[0])
-    ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    ledger.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    for identity in ("u:1", "e:bob@x.com"):
-        key = legacy_event_key("people", "signup", identity)
-        ledger.execute("INSERT INTO events VALUES ('people', ?, ?, 'signup', 0)", (key, identity))
-    once_per_key = legacy_event_key("people", "order", "e:ann@x.com", ["1001"])
-    ledger.execute(
-        "INSERT INTO events VALUES ('people', ?, 'e:ann@x.com', 'order', 0)", (once_per_key,)
+    old_ledger(
+        project,
+        [
+            ("people", "signup", "u:1", []),
+            ("people", "signup", "e:bob@x.com", []),
+            ("people", "order", "e:ann@x.com", ["1001"]),
+        ],
     )
-    ledger.commit()
-    ledger.close()
     config = (
         BY_EMAIL_AND_ID + "      - name: order\n        email: email\n        once_per: [order]\n"
     )
@@ -260,16 +269,10 @@ def test_events_an_older_ledger_keyed_by_a_float_form_are_not_sent_again(
     project: Project,
 ) -> None:
     """Before one text form, a Float64 once_per value went into the ls1 key as '1.0'."""
-    project.state.mkdir()
-    ledger = sqlite3.connect(project.state / "ledger.sqlite")
-    ledger.executescript(MIGRATIONS[0])
-    ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    ledger.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    for email, order in (("ann@x.com", "1.0"), ("bob@x.com", "2.0")):
-        key = legacy_event_key("shop", "order", f"e:{email}", [order])
-        ledger.execute("INSERT INTO events VALUES ('shop', ?, ?, 'order', 0)", (key, f"e:{email}"))
-    ledger.commit()
-    ledger.close()
+    old_ledger(
+        project,
+        [("shop", "order", "e:ann@x.com", ["1.0"]), ("shop", "order", "e:bob@x.com", ["2.0"])],
+    )
     frame = {"email": ["ann@x.com", "bob@x.com"], "order_id": [1.0, 2.0]}
     pl.DataFrame(frame).write_parquet(project.root / "orders.parquet")
     project.write(
@@ -312,15 +315,7 @@ def test_a_once_per_column_with_a_non_ascii_name_added_later_values_are_sent(
 def test_an_older_ledger_with_a_user_id_written_from_a_float_keeps_its_event(
     project: Project,
 ) -> None:
-    project.state.mkdir()
-    ledger = sqlite3.connect(project.state / "ledger.sqlite")
-    ledger.executescript(MIGRATIONS[0])
-    ledger.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    ledger.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    key = legacy_event_key("people", "signup", "u:101.0")
-    ledger.execute("INSERT INTO events VALUES ('people', ?, 'u:101.0', 'signup', 0)", (key,))
-    ledger.commit()
-    ledger.close()
+    old_ledger(project, [("people", "signup", "u:101.0", [])])
     by_id = BY_EMAIL_AND_ID.replace(
         "        email: email\n        user_id: id\n", "        user_id: id\n"
     )
