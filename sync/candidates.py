@@ -17,9 +17,9 @@ import polars as pl
 from sync import dedupe, mapping
 from sync.columns import COLUMN_SEPARATOR, PROBLEM_SEPARATOR, PROBLEMS
 from sync.config import SyncConfig
-from sync.ledger import Snapshot
 from sync.model import ROW
 from sync.settle import NOTHING_LEARNED, Held, count_settled_events, settle
+from sync.snapshot import Snapshot
 
 __all__ = ["Mapped", "gather", "map_rows"]
 

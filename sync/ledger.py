@@ -12,25 +12,33 @@ on sending what it cannot record.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 import polars as pl
 
-from sync.errors import LedgerError, LockedError, SourceError
-from sync.keys import event_key
+from sync.errors import LedgerError, SourceError
+from sync.ledger_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    canonical_identity,
+    ls2_key_of_identity,
+)
 from sync.model import Occurrence
-from sync.state import StateDir, make_state_dir
+from sync.snapshot import (
+    Snapshot,
+    empty_once_per,
+    once_per_columns,
+    once_per_signature,
+)
+from sync.state import make_state_dir
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -38,10 +46,8 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "Snapshot",
-    "hold_lock",
 ]
 
-SCHEMA_VERSION = 3
 FLUSH_EVERY = 500
 FLUSH_SECONDS = 2.0
 SNAPSHOT_BATCH = 50_000
@@ -52,109 +58,6 @@ DIED = (
     "not be written, or a crash); "
     "found when the next run started"
 )
-
-# Each entry moves the schema from version N to N+1; the ledger applies the ones it lacks.
-# Statements are separated by ';' (none may hold one inside a string).
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE contacts (
-        sync TEXT NOT NULL, identity TEXT NOT NULL, hash TEXT NOT NULL, delivered_at REAL NOT NULL,
-        PRIMARY KEY (sync, identity)) WITHOUT ROWID;
-    CREATE TABLE events (
-        sync TEXT NOT NULL, key TEXT NOT NULL, identity TEXT NOT NULL, event TEXT NOT NULL,
-        delivered_at REAL NOT NULL, PRIMARY KEY (sync, key)) WITHOUT ROWID;
-    CREATE TABLE failures (
-        sync TEXT NOT NULL, kind TEXT NOT NULL, ref TEXT NOT NULL, attempts INTEGER NOT NULL,
-        last_error TEXT NOT NULL, updated_at REAL NOT NULL,
-        PRIMARY KEY (sync, kind, ref)) WITHOUT ROWID;
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY, sync TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
-        exit_code INTEGER, config_hash TEXT NOT NULL, counts TEXT);
-    CREATE INDEX runs_by_sync ON runs (sync, started_at);
-    """,
-    # ls2: an occurrence is found by its email or its userId. Events delivered under ls1 keep
-    # their key, gain the key of the identifier they were sent with (as if without once_per:
-    # their once_per values are not known), and are found by either.
-    """
-    ALTER TABLE events ADD COLUMN key_email TEXT;
-    ALTER TABLE events ADD COLUMN key_user TEXT;
-    ALTER TABLE events ADD COLUMN email TEXT;
-    ALTER TABLE events ADD COLUMN user_id TEXT;
-    ALTER TABLE events ADD COLUMN once_per TEXT;
-    ALTER TABLE contacts ADD COLUMN props TEXT;
-    CREATE TABLE event_once_per (
-        sync TEXT NOT NULL, event TEXT NOT NULL, columns TEXT NOT NULL,
-        retired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sync, event, columns)) WITHOUT ROWID;
-    UPDATE events SET email = substr(identity, 3), key_email = ls2_key(sync, event, identity)
-        WHERE identity LIKE 'e:%';
-    UPDATE events SET user_id = substr(ls2_identity(identity), 3),
-        key_user = ls2_key(sync, event, identity) WHERE identity LIKE 'u:%';
-    """,
-    # A run's end, told apart: finished (an exit code from a completed run), failed (an error
-    # ended it: `reason` says which), died (no end recorded), or still running.
-    """
-    ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'running';
-    ALTER TABLE runs ADD COLUMN reason TEXT;
-    UPDATE runs SET status = 'finished' WHERE ended_at IS NOT NULL;
-    """,
-]
-
-
-_ONCE_PER_SCHEMA = {
-    "event": pl.String,
-    "email": pl.String,
-    "user_id": pl.String,
-    "once_per": pl.String,
-    "current": pl.Boolean,
-}
-
-
-def _empty_once_per() -> pl.DataFrame:
-    return pl.DataFrame(schema=_ONCE_PER_SCHEMA)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What Loops has confirmed for one sync, as the plan compares against it.
-
-    `contacts`: identity, hash, props (the keys last delivered, as ',a,b,'). `events`: key,
-    every key a delivered occurrence is known by (its email's, its userId's, an `ls1` key).
-    `failures`: kind, ref, attempts, last_error. `legacy_events`: some of those keys are `ls1`
-    keys. `other_once_per`: for an event whose
-    `once_per` columns changed, every occurrence the ledger holds: event, email, user_id,
-    once_per (a JSON object), current (whether it has today's columns).
-    """
-
-    contacts: pl.DataFrame
-    events: pl.DataFrame
-    failures: pl.DataFrame
-    legacy_events: bool = False
-    other_once_per: pl.DataFrame = field(default_factory=_empty_once_per)
-
-    @classmethod
-    def empty(cls) -> Snapshot:
-        return cls(
-            pl.DataFrame(schema={"identity": pl.String, "hash": pl.String, "props": pl.String}),
-            pl.DataFrame(schema={"key": pl.String}),
-            pl.DataFrame(
-                schema={
-                    "kind": pl.String,
-                    "ref": pl.String,
-                    "attempts": pl.Int64,
-                    "last_error": pl.String,
-                }
-            ),
-        )
-
-    def without_contacts(self) -> Snapshot:
-        """For `--full`: every contact counts as unsent; events stay delivered, never repeated."""
-        return Snapshot(
-            Snapshot.empty().contacts,
-            self.events,
-            self.failures,
-            self.legacy_events,
-            self.other_once_per,
-        )
 
 
 @dataclass(frozen=True)
@@ -180,8 +83,8 @@ class Ledger:
         make_state_dir(path.parent)
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.create_function("ls2_key", 3, _ls2_key_of_identity, deterministic=True)
-            self._db.create_function("ls2_identity", 1, _canonical_identity, deterministic=True)
+            self._db.create_function("ls2_key", 3, ls2_key_of_identity, deterministic=True)
+            self._db.create_function("ls2_identity", 1, canonical_identity, deterministic=True)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
@@ -248,7 +151,7 @@ class Ledger:
     def _other_once_per(self, once_per: Mapping[str, Sequence[str]]) -> pl.DataFrame:
         """The occurrences of each event delivered under other `once_per` columns than today's
         and not yet adopted (see `Snapshot`, `adopt`); none at all in the usual case."""
-        frames = [_empty_once_per()]
+        frames = [empty_once_per()]
         for event, columns in once_per.items():
             if self._once_per_changed(event, columns):
                 found = self._frame(
@@ -512,54 +415,3 @@ class Ledger:
             RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5], r[6])
             for r in rows
         ]
-
-
-def once_per_signature(columns: Iterable[str]) -> str:
-    """An event's `once_per` column names as one text, the same however they are ordered."""
-    return "\x1f".join(sorted(columns))
-
-
-def once_per_columns() -> pl.Expr:
-    """The column names of each `once_per` JSON object (column `once_per`), as
-    `once_per_signature` writes them: a value never ends in a quote and a colon, a key does."""
-    names = pl.col("once_per").str.extract_all(r'"((?:[^"\\]|\\.)*)":')
-    return names.list.eval(pl.element().str.slice(1).str.strip_suffix('":')).list.join("\x1f")
-
-
-def _ls2_key_of_identity(sync: str, event: str, identity: str) -> str:
-    """For the migration to ls2: the key of an `ls1` occurrence by its one identifier, in
-    today's one text form (a user id read from a float column was written `u:101.0`)."""
-    return event_key(sync, event, _canonical_identity(identity))
-
-
-def _canonical_identity(identity: str) -> str:
-    whole = re.fullmatch(r"u:(-?\d+)\.0+", identity)
-    return f"u:{whole.group(1)}" if whole else identity
-
-
-@contextmanager
-def hold_lock(state: StateDir) -> Iterator[None]:
-    """One run of a sync at a time: an OS file lock, released by the OS if the holder dies."""
-    state.make()
-    path, sync = state.lock_file, state.sync
-    try:
-        handle = path.open("a+")
-    except OSError as error:
-        raise SourceError(f"cannot write the lock file {path}: {error.strerror}") from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown holder"
-            raise LockedError(
-                f"another run of sync '{sync}' is in progress ({holder}); lock file {path}"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        started = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
-        handle.write(f"pid {os.getpid()}, started {started}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()

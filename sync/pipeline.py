@@ -21,14 +21,16 @@ from sync.errors import (
     ConfigError,
     ConfigProblem,
 )
-from sync.ledger import Ledger, RunRecord, Snapshot, hold_lock
+from sync.ledger import Ledger, RunRecord
 from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, recorded_in_history
+from sync.lock import hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
 from sync.mapping import map_slices
 from sync.model import ROW, Request, SendProgress
 from sync.plan import Plan, make_plan
 from sync.report import RunReport, write_rejects
 from sync.sender import RetryPolicy
+from sync.snapshot import Snapshot
 from sync.sources import open_source
 
 __all__ = [

@@ -24,9 +24,9 @@ import polars as pl
 
 from sync.candidates import Mapped
 from sync.keys import canonical_json, json_object, json_value
-from sync.ledger import Snapshot, once_per_columns
 from sync.model import ROW, Job, Occurrence, Request
 from sync.settle import delivered_events
+from sync.snapshot import Snapshot, once_per_columns
 
 __all__ = ["Plan", "make_plan"]
 

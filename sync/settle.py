@@ -16,8 +16,8 @@ import polars as pl
 from sync.columns import PROBLEMS, contact_column, event_column
 from sync.config import SyncConfig
 from sync.dedupe import by_both
-from sync.ledger import Snapshot
 from sync.model import ROW
+from sync.snapshot import Snapshot
 
 __all__ = [
     "NOTHING_LEARNED",

@@ -19,9 +19,12 @@ from sync import mapping
 from sync.candidates import Mapped, map_rows
 from sync.config import SyncConfig
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
-from sync.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, Snapshot, hold_lock
+from sync.ledger import Ledger
+from sync.ledger_schema import MIGRATIONS, SCHEMA_VERSION
+from sync.lock import hold_lock
 from sync.model import ROW
 from sync.plan import make_plan
+from sync.snapshot import Snapshot
 from sync.state import StateDir
 
 SPEC = SyncConfig.model_validate(
@@ -249,7 +252,7 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> N
 
 def test_a_dead_holders_lock_does_not_block(tmp_path: Path) -> None:
     code = (
-        "import os, sys; from pathlib import Path; from sync.ledger import hold_lock\n"
+        "import os, sys; from pathlib import Path; from sync.lock import hold_lock\n"
         "from sync.state import StateDir\n"
         f"with hold_lock(StateDir(Path({str(tmp_path)!r}), 't')): os._exit(9)"
     )

@@ -17,7 +17,7 @@ import polars as pl
 import psycopg
 import pytest
 
-from sync.ledger import hold_lock
+from sync.lock import hold_lock
 from sync.state import StateDir
 from tests.e2e.conftest import Project
 

@@ -14,7 +14,7 @@ from collections import Counter
 import polars as pl
 
 from sync.keys import legacy_event_key
-from sync.ledger import MIGRATIONS
+from sync.ledger_schema import MIGRATIONS
 from tests.e2e.conftest import Project
 
 BY_EMAIL_AND_ID = """
