@@ -74,6 +74,18 @@ class RunRecord:
     reason: str | None
 
 
+# An occurrence found by `?1`, any of its keys, gains the identifiers it lacked. Each key is
+# looked up through its own index: an OR over the three would read every event of the sync.
+LEARN = """
+    UPDATE events SET key_email = coalesce(key_email, ?2), key_user = coalesce(key_user, ?3),
+        email = coalesce(email, ?4), user_id = coalesce(user_id, ?5)
+    WHERE sync = ?6 AND key IN (
+        SELECT key FROM events WHERE sync = ?6 AND key = ?1
+        UNION SELECT key FROM events WHERE sync = ?6 AND key_email = ?1
+        UNION SELECT key FROM events WHERE sync = ?6 AND key_user = ?1)
+"""
+
+
 class Ledger:
     """One sync's view of the ledger file. Not thread-safe: one run, one event loop."""
 
@@ -215,10 +227,7 @@ class Ledger:
             return
         with self._transaction():
             self._db.executemany(
-                "UPDATE events SET key_email = coalesce(key_email, ?2),"
-                " key_user = coalesce(key_user, ?3), email = coalesce(email, ?4),"
-                " user_id = coalesce(user_id, ?5)"
-                " WHERE sync = ?6 AND (key = ?1 OR key_email = ?1 OR key_user = ?1)",
+                LEARN,
                 (
                     (*row, self.sync)
                     for row in learned.select("by", "key_email", "key_user", "email", "user_id")

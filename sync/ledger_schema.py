@@ -41,6 +41,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE events ADD COLUMN user_id TEXT;
     ALTER TABLE events ADD COLUMN once_per TEXT;
     ALTER TABLE contacts ADD COLUMN props TEXT;
+    CREATE INDEX events_by_key_email ON events (sync, key_email);
+    CREATE INDEX events_by_key_user ON events (sync, key_user);
     CREATE TABLE event_once_per (
         sync TEXT NOT NULL, event TEXT NOT NULL, columns TEXT NOT NULL,
         retired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sync, event, columns)) WITHOUT ROWID;

@@ -19,7 +19,7 @@ from sync import mapping
 from sync.candidates import Mapped, map_rows
 from sync.config import SyncConfig
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
-from sync.ledger import Ledger
+from sync.ledger import LEARN, Ledger
 from sync.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 from sync.lock import hold_lock
 from sync.model import ROW
@@ -403,3 +403,15 @@ def test_two_runs_opening_an_old_ledger_at_once_migrate_it_once(tmp_path: Path) 
     assert errors == []
     version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0]
     assert int(version) == SCHEMA_VERSION
+
+
+def test_learning_identifiers_finds_each_event_by_index_not_by_a_scan(tmp_path: Path) -> None:
+    """A config that gains `user_id:` makes every delivered occurrence learn its user id at
+    once: a table scan per occurrence would be a million scans of a million rows."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    query = sqlite3.connect(ledger.path)
+    plan = query.execute("EXPLAIN QUERY PLAN " + LEARN, ("k", "e", "u", "a", "1", "t")).fetchall()
+    steps = [str(row[-1]) for row in plan]
+    # Found by each key through an index, not by reading every event of the sync.
+    assert "SEARCH events USING PRIMARY KEY (sync=?)" not in steps, steps
+    assert not any(step.startswith("SCAN") for step in steps), steps
