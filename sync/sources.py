@@ -153,15 +153,25 @@ def _csv_reader(config: Config, source: SourceConfig) -> Callable[[Path], pl.Laz
     utf8 = encoding in ("utf-8", "utf8", "utf-8-sig")
 
     def read(path: Path, *, header_only: bool = False) -> pl.LazyFrame:
-        options = {
-            "infer_schema": False,
-            "separator": source.separator,
-            "has_header": not header_only,
-            "n_rows": 1 if header_only else None,
-        }
+        has_header, n_rows = not header_only, 1 if header_only else None
         if utf8:
-            return pl.scan_csv(path, glob=False, **options)  # type: ignore[arg-type]
-        return pl.read_csv(path, encoding=encoding, **options).lazy()  # type: ignore[arg-type]
+            return pl.scan_csv(
+                path,
+                glob=False,
+                infer_schema=False,
+                separator=source.separator,
+                has_header=has_header,
+                n_rows=n_rows,
+            )
+        decoded = pl.read_csv(
+            path,
+            encoding=encoding,
+            infer_schema=False,
+            separator=source.separator,
+            has_header=has_header,
+            n_rows=n_rows,
+        )
+        return decoded.lazy()
 
     def read_checked(path: Path) -> pl.LazyFrame:
         rows = read(path)
