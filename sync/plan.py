@@ -229,7 +229,7 @@ def _held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.S
     occurrences that appear later are new. Not for a contact that already has an occurrence
     under today's columns: the change was adopted for it before. `held`: `Snapshot.other_once_per`.
     """
-    covered = pl.Series("covered", [False] * events.height, dtype=pl.Boolean)
+    covered = pl.repeat(False, events.height, eager=True).alias("covered")
     if held.is_empty() or events.is_empty():
         return covered
     indexed = events.with_row_index("__i")

@@ -165,7 +165,7 @@ class _Lookup:
         """`holds`, as a Series. A column of nulls (a key the config cannot make) holds none,
         without a join."""
         if values.null_count() == values.len() or self.table.is_empty():
-            return pl.Series(values.name, [False] * values.len(), dtype=pl.Boolean)
+            return pl.repeat(False, values.len(), eager=True).alias(values.name)
         probe = pl.DataFrame({"fp": values.hash(), "value": values}).with_row_index("i")
         found = (
             probe.join(self.table, on="fp", how="inner", suffix="_held")

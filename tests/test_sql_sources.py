@@ -35,26 +35,29 @@ def unreachable(server: str, error: Exception) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_table() -> Iterator[str]:
+def postgres_table_of(table: str, columns: str, rows: str) -> Iterator[str]:
+    """A table in the local PostgreSQL for one test, dropped after it."""
     try:
         connection = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as error:
         unreachable("PostgreSQL at 127.0.0.1:5432", error)
     with connection:
-        connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        connection.execute(
-            f"CREATE TABLE {TABLE} (id bigint, email text, seats integer, mrr numeric(8, 2),"
-            " signed_up timestamptz, trial_ends date, newsletter boolean, plan text)"
-        )
-        connection.execute(
-            f"INSERT INTO {TABLE} VALUES"
-            " (1, 'Ada@Example.com', 3, 19.90, '2026-01-05 10:00:00+02', '2026-02-01',"
-            "  true, 'pro'),"
-            " (2, 'grace@example.com', NULL, NULL, NULL, NULL, NULL, 'free')"
-        )
-        yield TABLE
-        connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
+        connection.execute(f"CREATE TABLE {table} ({columns})")
+        connection.execute(f"INSERT INTO {table} VALUES {rows}")
+        yield table
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture
+def postgres_table() -> Iterator[str]:
+    yield from postgres_table_of(
+        TABLE,
+        "id bigint, email text, seats integer, mrr numeric(8, 2), signed_up timestamptz,"
+        " trial_ends date, newsletter boolean, plan text",
+        "(1, 'Ada@Example.com', 3, 19.90, '2026-01-05 10:00:00+02', '2026-02-01', true, 'pro'),"
+        " (2, 'grace@example.com', NULL, NULL, NULL, NULL, NULL, 'free')",
+    )
 
 
 @pytest.fixture
@@ -202,22 +205,11 @@ events:
 def numbers_table() -> Iterator[str]:
     """Ids and amounts as PostgreSQL numeric (connectorx reads them as decimal[38,10]), and a
     text[] column."""
-    try:
-        connection = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        unreachable("PostgreSQL at 127.0.0.1:5432", error)
-    with connection:
-        connection.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
-        connection.execute(
-            f"CREATE TABLE {NUMBERS_TABLE} (n int, account numeric(10, 0),"
-            " amount numeric(8, 2), order_id numeric, tags text[])"
-        )
-        connection.execute(
-            f"INSERT INTO {NUMBERS_TABLE} VALUES"
-            " (1, 101, 19.90, 7001, ARRAY['a', 'b']), (2, 102, 101.00, 7002.0, NULL)"
-        )
-        yield NUMBERS_TABLE
-        connection.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
+    yield from postgres_table_of(
+        NUMBERS_TABLE,
+        "n int, account numeric(10, 0), amount numeric(8, 2), order_id numeric, tags text[]",
+        "(1, 101, 19.90, 7001, ARRAY['a', 'b']), (2, 102, 101.00, 7002.0, NULL)",
+    )
 
 
 def test_sql_numeric_ids_and_amounts_have_the_text_of_the_same_csv_values(
