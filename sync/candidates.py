@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from sync import dedupe, mapping
-from sync.columns import COLUMN_SEPARATOR, PROBLEM_SEPARATOR, PROBLEMS
+from sync.columns import COLUMN_SEPARATOR, PROBLEM_SEPARATOR, PROBLEMS, ROW
 from sync.config import SyncConfig
-from sync.model import ROW
 from sync.settle import NOTHING_LEARNED, Held, count_settled_events, settle
 from sync.snapshot import Snapshot
 

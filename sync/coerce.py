@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from sync.columns import ROW
 from sync.config import ContactSection, EventSection, PropertyMapping, PropertyType, SyncConfig
 from sync.errors import ConfigProblem, SourceError
-from sync.model import ROW
 
 __all__ = ["Field", "check_filters", "coerce_contact", "coerce_event", "constant_problems"]
 

@@ -12,9 +12,13 @@ __all__ = [
     "CONTACT",
     "PROBLEMS",
     "PROBLEM_SEPARATOR",
+    "ROW",
     "contact_column",
     "event_column",
 ]
+
+# Each source row's number, from 1, carried through every stage to the rejects file.
+ROW = "__row"
 
 # Every problem of a row, each as 'column<COLUMN_SEPARATOR>reason', joined by PROBLEM_SEPARATOR;
 # null when the row has none. Control characters: no column name or reason holds them.

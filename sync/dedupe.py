@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from sync.columns import COLUMN_SEPARATOR, PROBLEMS, contact_column, event_column
+from sync.columns import COLUMN_SEPARATOR, PROBLEMS, ROW, contact_column, event_column
 from sync.config import SyncConfig
-from sync.model import ROW
 
 __all__ = ["by_both", "contacts", "events", "one_contact_twice", "rejected_last"]
 

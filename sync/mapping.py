@@ -23,6 +23,7 @@ from sync.columns import (
     CONTACT,
     PROBLEM_SEPARATOR,
     PROBLEMS,
+    ROW,
     contact_column,
     event_column,
 )
@@ -35,7 +36,6 @@ from sync.keys import (
     legacy_event_keys,
     payload_hashes,
 )
-from sync.model import ROW
 
 __all__ = ["SLICE_ROWS", "map_slices"]
 

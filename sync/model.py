@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Literal
 
 __all__ = [
-    "ROW",
     "Answer",
     "Job",
     "Occurrence",
@@ -25,8 +24,6 @@ __all__ = [
     "SendProgress",
 ]
 
-# The column that carries each source row's number (from 1) through every stage, to the rejects.
-ROW = "__row"
 
 RequestKind = Literal["contact", "event"]
 

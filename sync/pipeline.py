@@ -15,6 +15,7 @@ import polars as pl
 
 from sync.candidates import Mapped, gather
 from sync.coerce import constant_problems
+from sync.columns import ROW
 from sync.config import Config, check_columns
 from sync.delivery import send_plan
 from sync.errors import (
@@ -26,7 +27,7 @@ from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, reco
 from sync.lock import hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
 from sync.mapping import map_slices
-from sync.model import ROW, Request, SendProgress
+from sync.model import Request, SendProgress
 from sync.plan import Plan, make_plan
 from sync.report import RunReport, write_rejects
 from sync.sender import RetryPolicy

@@ -23,8 +23,9 @@ import orjson
 import polars as pl
 
 from sync.candidates import Mapped
+from sync.columns import ROW
 from sync.keys import canonical_json, json_object, json_value
-from sync.model import ROW, Job, Occurrence, Request
+from sync.model import Job, Occurrence, Request
 from sync.settle import delivered_events
 from sync.snapshot import Snapshot, once_per_columns
 

@@ -21,8 +21,8 @@ import orjson
 import polars as pl
 
 from sync import __version__
+from sync.columns import ROW
 from sync.errors import ExitCode, InternalError, StopRun
-from sync.model import ROW
 
 __all__ = ["RunReport", "write_crash_log", "write_rejects"]
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from sync.columns import PROBLEMS, contact_column, event_column
+from sync.columns import PROBLEMS, ROW, contact_column, event_column
 from sync.config import SyncConfig
 from sync.dedupe import by_both
-from sync.model import ROW
 from sync.snapshot import Snapshot
 
 __all__ = [

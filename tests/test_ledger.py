@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from sync import mapping
 from sync.candidates import Mapped, map_rows
+from sync.columns import ROW
 from sync.config import SyncConfig
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.ledger import LEARN, Ledger
 from sync.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 from sync.lock import hold_lock
-from sync.model import ROW
 from sync.plan import make_plan
 from sync.snapshot import Snapshot
 from sync.state import StateDir

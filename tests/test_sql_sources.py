@@ -18,9 +18,9 @@ import pymysql
 import pytest
 
 from sync.candidates import map_rows
+from sync.columns import ROW
 from sync.config import check_columns, load_config
 from sync.errors import ConfigError, SourceError
-from sync.model import ROW
 from sync.sources import open_source, read_source
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

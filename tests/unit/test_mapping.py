@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from sync.candidates import Mapped, map_rows
 from sync.coerce import constant_problems
+from sync.columns import ROW
 from sync.config import SyncConfig
 from sync.emulator.api import _too_long as emulator_refuses
 from sync.errors import SourceError
 from sync.keys import canonical_json
-from sync.model import ROW
 
 # 2024-01-02T03:04:05Z in Unix milliseconds.
 MOMENT_MS = 1_704_164_645_000

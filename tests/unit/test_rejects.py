@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from sync.candidates import map_rows
+from sync.columns import ROW
 from sync.config import SyncConfig
-from sync.model import ROW
 from sync.report import write_rejects
 
 REJECTS_SCHEMA = {ROW: pl.UInt32, "column": pl.String, "reason": pl.String}
