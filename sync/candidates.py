@@ -17,8 +17,8 @@ import polars as pl
 from sync import dedupe, mapping
 from sync.columns import COLUMN_SEPARATOR, PROBLEM_SEPARATOR, PROBLEMS, ROW
 from sync.config import SyncConfig
-from sync.settle import NOTHING_LEARNED, Held, count_settled_events, settle
-from sync.snapshot import Snapshot
+from sync.held import Held
+from sync.settle import NOTHING_LEARNED, count_settled_events, settle
 
 __all__ = ["Mapped", "gather", "map_rows"]
 
@@ -47,10 +47,9 @@ class Mapped:
     learned: pl.DataFrame = dataclasses.field(default_factory=NOTHING_LEARNED.clear)
 
 
-def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], confirmed: Snapshot | None) -> Mapped:
-    """Settle each mapped slice against what Loops `confirmed` (None: nothing), then
-    deduplicate the whole: the candidates to send, the rejects, and what was counted."""
-    held = Held.of(confirmed) if confirmed is not None else None
+def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], held: Held | None) -> Mapped:
+    """Settle each mapped slice against what Loops holds (None: nothing), then deduplicate
+    the whole: the candidates to send, the rejects, and what was counted."""
     pieces, rows_read = [], 0
     for piece in slices:
         rows_read += piece.height
@@ -81,13 +80,11 @@ def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], confirmed: Snapshot
     )
 
 
-def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, confirmed: Snapshot | None = None) -> Mapped:
+def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, held: Held | None = None) -> Mapped:
     """Map a whole frame (which has ROW) and gather it: for tests and small sources."""
-    ls1_keys = confirmed is not None and confirmed.legacy_events
+    ls1_keys = held is not None and held.legacy
     slices = frame.iter_slices(mapping.SLICE_ROWS)
-    return gather(
-        spec, mapping.map_slices(spec, slices, frame.schema, ls1_keys=ls1_keys), confirmed
-    )
+    return gather(spec, mapping.map_slices(spec, slices, frame.schema, ls1_keys=ls1_keys), held)
 
 
 def _rejects(checked: pl.DataFrame) -> pl.DataFrame:

@@ -25,6 +25,7 @@ import orjson
 import polars as pl
 
 from sync.errors import LedgerError, SourceError
+from sync.held import Held
 from sync.ledger_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -145,6 +146,11 @@ class Ledger:
             raise
 
     # --- reading, for the plan ----------------------------------------------------------------
+
+    def held(self, once_per: Mapping[str, Sequence[str]] | None = None) -> Held:
+        """What planning asks of the ledger (`sync.held`). `once_per`: each event's `once_per`
+        columns in today's config."""
+        return Held.of(self.snapshot(once_per))
 
     def snapshot(self, once_per: Mapping[str, Sequence[str]] | None = None) -> Snapshot:
         """`once_per`: each event's `once_per` columns in today's config."""

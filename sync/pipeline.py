@@ -22,6 +22,7 @@ from sync.errors import (
     ConfigError,
     ConfigProblem,
 )
+from sync.held import Held
 from sync.ledger import Ledger, RunRecord
 from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, recorded_in_history
 from sync.lock import hold_lock
@@ -31,7 +32,6 @@ from sync.model import Request, SendProgress
 from sync.plan import Plan, make_plan
 from sync.report import RunReport, write_rejects
 from sync.sender import RetryPolicy
-from sync.snapshot import Snapshot
 from sync.sources import open_source
 
 __all__ = [
@@ -151,7 +151,7 @@ def _ready_to_send(
     """Read, map and plan, the source's slices kept in the spool as they are read, then put
     the plan there too."""
     rows = _read(config, keep_in=spool)
-    mapped, plan = _map_and_plan(config, rows, _snapshot(config, ledger), full=full)
+    mapped, plan = _map_and_plan(config, rows, _held(config, ledger), full=full)
     _count_mapped(report, mapped, plan)
     return _Ready(plan.spooled(spool / "plan.arrow"), rows.kept(), mapped.rejects, mapped.learned)
 
@@ -160,7 +160,7 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
     rows = _read(config)
     with _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, rows, _snapshot(config, ledger), full=options.full)
+        mapped, plan = _map_and_plan(config, rows, _held(config, ledger), full=options.full)
     _count_mapped(report, mapped, plan)
     report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
     _finish(
@@ -183,7 +183,7 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
     """What a run would send, without sending anything or taking the lock."""
     rows = _read(config, keep=False)
     with _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, rows, _snapshot(config, ledger), full=full)
+        mapped, plan = _map_and_plan(config, rows, _held(config, ledger), full=full)
     report = _new_report(config, dry_run=True)
     _count_mapped(report, mapped, plan)
     by_reason = (
@@ -247,24 +247,21 @@ def _read(config: Config, *, keep_in: Path | None = None, keep: bool = True) -> 
     return _Rows(schema, stream.slices, keep_in, keep)
 
 
-def _snapshot(config: Config, ledger: Ledger) -> Snapshot:
-    return ledger.snapshot(_once_per_of(config))
+def _held(config: Config, ledger: Ledger) -> Held:
+    return ledger.held(_once_per_of(config))
 
 
 def _once_per_of(config: Config) -> dict[str, list[str]]:
     return {event.name: event.once_per for event in config.spec.events}
 
 
-def _map_and_plan(
-    config: Config, rows: _Rows, confirmed: Snapshot, *, full: bool
-) -> tuple[Mapped, Plan]:
+def _map_and_plan(config: Config, rows: _Rows, held: Held, *, full: bool) -> tuple[Mapped, Plan]:
     """Map (pure), then plan: settle against the ledger and deduplicate, diff, order, fold.
     `full`: every contact counts as unsent; events stay delivered, never repeated."""
     spec = config.spec
-    legacy = confirmed.legacy_events
-    mapped_slices = map_slices(spec, rows.slices, rows.schema, ls1_keys=legacy)
-    mapped = gather(spec, mapped_slices, confirmed.without_contacts() if full else confirmed)
-    return mapped, make_plan(mapped, confirmed, full=full)
+    mapped_slices = map_slices(spec, rows.slices, rows.schema, ls1_keys=held.legacy)
+    mapped = gather(spec, mapped_slices, held.without_contacts() if full else held)
+    return mapped, make_plan(mapped, held, full=full)
 
 
 def _new_report(config: Config, *, dry_run: bool) -> RunReport:

@@ -24,10 +24,10 @@ import polars as pl
 
 from sync.candidates import Mapped
 from sync.columns import ROW
+from sync.held import Held
 from sync.keys import canonical_json, json_object, json_value
 from sync.model import Job, Occurrence, Request
-from sync.settle import delivered_events
-from sync.snapshot import Snapshot, once_per_columns
+from sync.snapshot import once_per_columns
 
 __all__ = ["Plan", "make_plan"]
 
@@ -120,28 +120,26 @@ def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
     return (carrier, *events[1:])
 
 
-def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Plan:
-    """Compare with what Loops confirmed before; `full` sends every contact again."""
-    delivered = confirmed.contacts
-    failed_refs = confirmed.failures.get_column("ref").implode()
-
-    contacts = mapped.contacts.join(
-        delivered.rename({"hash": "delivered_hash"}), on="identity", how="left"
-    ).with_columns(
-        pl.when(pl.col("identity").is_in(failed_refs))
+def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:
+    """Compare with what Loops holds; `full` sends every contact again."""
+    candidates = mapped.contacts
+    hashes, identities = candidates.get_column("hash"), candidates.get_column("identity")
+    contacts = candidates.with_columns(
+        pl.when(pl.lit(held.failed(identities)))
         .then(pl.lit("retry"))
-        .when(pl.col("delivered_hash").is_null())
+        .when(~pl.lit(held.knows_contacts(identities)))
         .then(pl.lit("new"))
-        .when(pl.lit(full) | (pl.col("delivered_hash") != pl.col("hash")))
+        .when(pl.lit(full) | ~pl.lit(held.holds_payloads(hashes)))
         .then(pl.lit("changed"))
         .otherwise(pl.lit("unchanged"))
         .alias("status")
     )
-    not_held = mapped.events.filter(~delivered_events(mapped.events, confirmed))
-    stands_for = _held_under_other_once_per(not_held, confirmed.other_once_per)
+    not_held = mapped.events.filter(~held.holds_event(mapped.events))
+    stands_for = _held_under_other_once_per(not_held, held.other_once_per)
     adopted = not_held.filter(stands_for)
-    events = not_held.filter(~stands_for).with_columns(
-        pl.when(pl.col("key").is_in(failed_refs))
+    fresh = not_held.filter(~stands_for)
+    events = fresh.with_columns(
+        pl.when(pl.lit(held.failed(fresh.get_column("key"))))
         .then(pl.lit("retry"))
         .otherwise(pl.lit("new"))
         .alias("status")
@@ -198,15 +196,18 @@ def make_plan(mapped: Mapped, confirmed: Snapshot, *, full: bool = False) -> Pla
         "events_already_delivered": mapped.events.height - events.height + mapped.events_settled,
         "folded": int(ordered.get_column("fold").sum()),
     }
-    kept = _kept_in_loops(contacts, mapped.skipped_when_empty)
+    kept = _kept_in_loops(contacts, held, mapped.skipped_when_empty)
     return Plan(ordered.lazy(), ordered.height, counts, adopted, kept)
 
 
-def _kept_in_loops(contacts: pl.DataFrame, skipped: tuple[str, ...]) -> dict[str, int]:
+def _kept_in_loops(contacts: pl.DataFrame, held: Held, skipped: tuple[str, ...]) -> dict[str, int]:
     """Per property, the contacts to send whose value Loops holds from an earlier run and the
     source now leaves empty: under `empty: skip` Loops keeps that value."""
-    changed = contacts.filter(pl.col("status") != "unchanged", pl.col("props").is_not_null())
-    if not skipped or changed.is_empty():
+    sent = contacts.filter(pl.col("status") != "unchanged")
+    if not skipped or sent.is_empty():
+        return {}
+    changed = sent.join(held.props_of(sent.get_column("identity")), on="identity", how="inner")
+    if changed.is_empty():
         return {}
     counts = changed.select(
         (

@@ -1,9 +1,8 @@
 """Settle mapped rows against the ledger: what Loops already holds is set aside as it is mapped.
 
-The one part of mapping that knows the ledger's `Snapshot`. A row whose every request Loops
-confirmed keeps only what deduplication and the counts need, a body Loops holds is dropped, and
-an occurrence found by one of its identifiers only is learned by the other. The plan asks the
-same of its events through `delivered_events`.
+Planning's first step, slice by slice, asking the ledger through `sync.held.Held`. A row whose
+every request Loops confirmed keeps only what deduplication and the counts need, a body Loops
+holds is dropped, and an occurrence found by one of its identifiers only is learned by the other.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ import polars as pl
 from sync.columns import PROBLEMS, ROW, contact_column, event_column
 from sync.config import SyncConfig
 from sync.dedupe import by_both
-from sync.snapshot import Snapshot
+from sync.held import Held
 
 __all__ = [
     "NOTHING_LEARNED",
-    "Held",
     "SettledSlice",
     "count_settled_events",
-    "delivered_events",
     "settle",
 ]
 
@@ -58,18 +55,17 @@ def settle(spec: SyncConfig, piece: pl.DataFrame, held: Held | None) -> SettledS
     skip_body: dict[str, pl.Expr] = {}  # body column: whether Loops holds it (no retry due)
     whole = pl.col(PROBLEMS).is_null()
     if spec.contact:
-        skip_body[contact_column("body")] = held.contacts.holds(
-            piece.get_column(contact_column("hash"))
-        )
-        skip_body[contact_column("body")] &= ~pl.col(contact_column("identity")).is_in(held.retried)
+        hashes = held.holds_payloads(piece.get_column(contact_column("hash")))
+        retried = held.failed(piece.get_column(contact_column("identity")))
+        skip_body[contact_column("body")] = pl.lit(hashes & ~retried)
         whole &= skip_body[contact_column("body")]
     learned = [NOTHING_LEARNED]
     for index in range(len(spec.events)):
         key = event_column(index, "key")
         by_email, by_user = held.event_matches(piece, event_column(index))
         learned.append(_learned(piece, by_email, by_user, event_column(index)))
-        skip_body[event_column(index, "body")] = pl.lit(by_email | by_user)
-        skip_body[event_column(index, "body")] &= ~pl.col(key).is_in(held.retried)
+        retried = held.failed(piece.get_column(key))
+        skip_body[event_column(index, "body")] = pl.lit((by_email | by_user) & ~retried)
         whole &= ~pl.col(event_column(index, "applies")) | skip_body[event_column(index, "body")]
     marked = piece.with_columns(
         whole.alias("__settled"),
@@ -137,80 +133,6 @@ def count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.Dat
     pending = events.get_column("key").hash().implode()
     each_once = fingerprints.drop_nulls().unique()
     return each_once.filter(~each_once.is_in(pending)).len()
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    """Values Loops confirmed, found by a 64-bit fingerprint first, then compared whole.
-
-    Polars cannot keep a hash table between calls, and probing a million 68-character hashes
-    once per slice cost 2 s a run; a million integers cost a tenth of that. The fingerprint is
-    Polars' own hash, stable within the run, which is all it is used for; a collision only
-    means one more comparison.
-    """
-
-    table: pl.DataFrame  # fp, value
-
-    @classmethod
-    def of(cls, values: pl.Series) -> _Lookup:
-        return cls(pl.DataFrame({"fp": values.hash(), "value": values}))
-
-    def holds(self, values: pl.Series) -> pl.Expr:
-        """Whether each of `values` is held: a column lined up with `values` by position, to be
-        used on the frame they came from before any filter or sort."""
-        return pl.lit(self.mask(values))
-
-    def mask(self, values: pl.Series) -> pl.Series:
-        """`holds`, as a Series. A column of nulls (a key the config cannot make) holds none,
-        without a join."""
-        if values.null_count() == values.len() or self.table.is_empty():
-            return pl.repeat(False, values.len(), eager=True).alias(values.name)
-        probe = pl.DataFrame({"fp": values.hash(), "value": values}).with_row_index("i")
-        found = (
-            probe.join(self.table, on="fp", how="inner", suffix="_held")
-            .filter(pl.col("value") == pl.col("value_held"))
-            .get_column("i")
-        )
-        return probe.get_column("i").is_in(found.implode())
-
-
-@dataclass(frozen=True)
-class Held:
-    """The ledger's snapshot as `settle` asks it: which hashes and keys Loops holds, and the
-    requests that failed (never settled: they are retried)."""
-
-    contacts: _Lookup
-    events: _Lookup
-    retried: pl.Series
-    legacy: bool
-
-    @classmethod
-    def of(cls, confirmed: Snapshot) -> Held:
-        return cls(
-            _Lookup.of(confirmed.contacts.get_column("hash")),
-            _Lookup.of(confirmed.events.get_column("key")),
-            confirmed.failures.get_column("ref").implode(),
-            confirmed.legacy_events,
-        )
-
-    def holds_event(self, frame: pl.DataFrame, prefix: str = "") -> pl.Expr:
-        """Whether Loops holds each occurrence of `frame`: delivered to the same contact, found
-        by its email or by its userId, as Loops finds contacts (or by its `ls1` key)."""
-        by_email, by_user = self.event_matches(frame, prefix)
-        return pl.lit(by_email | by_user)
-
-    def event_matches(self, frame: pl.DataFrame, prefix: str = "") -> tuple[pl.Series, pl.Series]:
-        """Per occurrence: found by its email's key; found by its userId's (or its `ls1`) key."""
-        by_email = self.events.mask(frame.get_column(prefix + "key_email"))
-        by_user = self.events.mask(frame.get_column(prefix + "key_user"))
-        if self.legacy:
-            by_user |= self.events.mask(frame.get_column(prefix + "legacy"))
-        return by_email, by_user
-
-
-def delivered_events(events: pl.DataFrame, confirmed: Snapshot) -> pl.Expr:
-    """For the plan: whether Loops holds each of `events` (a `Mapped.events` frame)."""
-    return Held.of(confirmed).holds_event(events)
 
 
 def _compact(frame: pl.DataFrame) -> pl.DataFrame:

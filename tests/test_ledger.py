@@ -20,11 +20,11 @@ from sync.candidates import Mapped, map_rows
 from sync.columns import ROW
 from sync.config import SyncConfig
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
+from sync.held import Held
 from sync.ledger import LEARN, Ledger
 from sync.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 from sync.lock import hold_lock
 from sync.plan import make_plan
-from sync.snapshot import Snapshot
 from sync.state import StateDir
 
 SPEC = SyncConfig.model_validate(
@@ -37,9 +37,9 @@ SPEC = SyncConfig.model_validate(
 )
 
 
-def mapped(rows: list[tuple[str, str]], confirmed: Snapshot | None = None) -> Mapped:
+def mapped(rows: list[tuple[str, str]], held: Held | None = None) -> Mapped:
     frame = pl.DataFrame(rows, schema=["email", "plan"], orient="row").with_row_index(ROW, offset=1)
-    return map_rows(SPEC, frame, confirmed=confirmed)
+    return map_rows(SPEC, frame, held=held)
 
 
 def deliver_all(ledger: Ledger, plan_frame: pl.DataFrame) -> None:
@@ -54,13 +54,13 @@ def deliver_all(ledger: Ledger, plan_frame: pl.DataFrame) -> None:
 
 def test_plan_sends_only_new_changed_and_failed(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
-    first = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "free")]), ledger.snapshot())
+    first = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "free")]), ledger.held())
     assert first.counts["contacts_new"] == 2
     assert first.counts["events_new"] == 2
     deliver_all(ledger, first.requests)
 
     rows = [("a@x.io", "free"), ("b@x.io", "pro"), ("c@x.io", "free")]
-    second = make_plan(mapped(rows), ledger.snapshot())
+    second = make_plan(mapped(rows), ledger.held())
     assert second.counts == {
         "contacts_new": 1,
         "contacts_changed": 1,
@@ -79,7 +79,7 @@ def test_a_failed_contact_is_retried_and_then_forgotten(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
     ledger.request_failed("contact", "e:a@x.io", "HTTP 500")
     ledger.flush()
-    plan = make_plan(mapped([("a@x.io", "free")]), ledger.snapshot())
+    plan = make_plan(mapped([("a@x.io", "free")]), ledger.held())
     assert plan.counts["contacts_retry"] == 1
     deliver_all(ledger, plan.requests)
     assert ledger.failures().is_empty()
@@ -87,8 +87,8 @@ def test_a_failed_contact_is_retried_and_then_forgotten(tmp_path: Path) -> None:
 
 def test_full_resends_contacts_but_never_events(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
-    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.snapshot()).requests)
-    again = make_plan(mapped([("a@x.io", "free")]), ledger.snapshot(), full=True)
+    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.held()).requests)
+    again = make_plan(mapped([("a@x.io", "free")]), ledger.held(), full=True)
     assert again.requests.get_column("kind").to_list() == ["contact"]
     assert again.counts["contacts_changed"] == 1
 
@@ -265,17 +265,17 @@ def test_rows_loops_already_holds_are_counted_not_kept(tmp_path: Path) -> None:
     """Only what will be sent keeps a body: a big unchanged table costs a count, not bodies."""
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
     rows = [("a@x.io", "free"), ("b@x.io", "free"), ("d@x.io", "free")]
-    deliver_all(ledger, make_plan(mapped(rows), ledger.snapshot()).requests)
+    deliver_all(ledger, make_plan(mapped(rows), ledger.held()).requests)
     ledger.request_failed("contact", "e:b@x.io", "HTTP 500")
     ledger.flush()
     rows = [("a@x.io", "free"), ("b@x.io", "free"), ("c@x.io", "pro"), ("d@x.io", "pro")]
-    again = mapped(rows, ledger.snapshot())
+    again = mapped(rows, ledger.held())
     kept = dict(again.contacts.select("identity", pl.col("body").is_not_null()).iter_rows())
     assert kept == {"e:b@x.io": True, "e:c@x.io": True, "e:d@x.io": True}  # b failed: retried
     events = dict(again.events.select("identity", pl.col("body").is_not_null()).iter_rows())
     assert events == {"e:b@x.io": False, "e:c@x.io": True, "e:d@x.io": False}
     assert (again.contacts_settled, again.events_settled) == (1, 1)  # a, whole
-    plan = make_plan(again, ledger.snapshot())
+    plan = make_plan(again, ledger.held())
     assert sorted(plan.requests.get_column("identity").to_list()) == [
         "e:b@x.io",
         "e:c@x.io",
@@ -283,19 +283,19 @@ def test_rows_loops_already_holds_are_counted_not_kept(tmp_path: Path) -> None:
         "e:d@x.io",
     ]
     # The same counts as a plan made without setting anything aside.
-    assert plan.counts == make_plan(mapped(rows), ledger.snapshot()).counts
+    assert plan.counts == make_plan(mapped(rows), ledger.held()).counts
 
 
 def test_a_settled_last_row_wins_over_an_earlier_changed_one(tmp_path: Path) -> None:
     """The last row of an identity wins even when Loops already holds it: nothing is sent."""
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
-    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.snapshot()).requests)
+    deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.held()).requests)
     rows = [("a@x.io", "pro"), ("b@x.io", "free"), ("a@x.io", "free")]
-    again = mapped(rows, ledger.snapshot())
-    plan = make_plan(again, ledger.snapshot())
+    again = mapped(rows, ledger.held())
+    plan = make_plan(again, ledger.held())
     assert plan.requests.get_column("identity").unique().to_list() == ["e:b@x.io"]
     assert again.duplicates == 1
-    assert plan.counts == make_plan(mapped(rows), ledger.snapshot()).counts
+    assert plan.counts == make_plan(mapped(rows), ledger.held()).counts
 
 
 ROWS = st.lists(
@@ -335,22 +335,22 @@ def test_setting_rows_aside_while_mapping_changes_no_plan(
     """Mapping with the ledger's snapshot (rows Loops holds set aside, slices of 3 rows, built a
     slice ahead) plans the same requests and counts as mapping without it."""
 
-    def mapped_as(rows: list[tuple[str, str]], confirmed: Snapshot | None = None) -> Mapped:
+    def mapped_as(rows: list[tuple[str, str]], held: Held | None = None) -> Mapped:
         frame = pl.DataFrame(rows, schema=["email", "plan"], orient="row")
-        return map_rows(spec, frame.with_row_index(ROW, offset=1), confirmed=confirmed)
+        return map_rows(spec, frame.with_row_index(ROW, offset=1), held=held)
 
     with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
         patch.setattr(mapping, "SLICE_ROWS", 3)
         ledger = Ledger(Path(work) / "ledger.sqlite", "t")
-        deliver_all(ledger, make_plan(mapped_as(before), ledger.snapshot()).requests)
+        deliver_all(ledger, make_plan(mapped_as(before), ledger.held()).requests)
         for identity in failed:
             ledger.request_failed("contact", identity, "HTTP 500")
         ledger.flush()
-        snapshot = ledger.snapshot()
+        held = ledger.held()
         for full in (False, True):
-            skip = snapshot.without_contacts() if full else snapshot
+            skip = held.without_contacts() if full else held
             aside, whole = mapped_as(now, skip), mapped_as(now)
-            planned, reference = (make_plan(m, snapshot, full=full) for m in (aside, whole))
+            planned, reference = (make_plan(m, held, full=full) for m in (aside, whole))
             assert planned.requests.rows() == reference.requests.rows()
             assert planned.counts == reference.counts
             assert aside.rejects.rows() == whole.rejects.rows()
