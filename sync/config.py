@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from sync.budget import budget_place
 from sync.config_file import parse_yaml, unknown_type, validation_problems
 from sync.errors import ConfigError, ConfigProblem
 from sync.state import StateDir
@@ -158,6 +159,9 @@ class LoopsSettings(_Model):
     concurrency: int | None = Field(default=None, ge=1, le=256)
     timeout: float = Field(default=30, gt=0)
     max_attempts: int = Field(default=6, ge=1, le=20)
+    # Runs with the same team name share one rate budget, whatever API key they use; without
+    # one, runs with the same key do (sync.budget).
+    team: str | None = Field(default=None, min_length=1, max_length=100)
 
     @field_validator("base_url")
     @classmethod
@@ -254,6 +258,8 @@ class Config:
     state_dir: Path
     config_hash: str
     api_key: SecretStr | None
+    # Where the team's rate budget is kept: a directory, or a postgresql:// URL; None: off.
+    budget_place: str | None = None
 
     @property
     def name(self) -> str:
@@ -287,8 +293,8 @@ class Config:
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and check a config file; raise `ConfigError` with every problem found.
 
-    `env` (os.environ by default) is read here and nowhere else: the API key, LOOPS_BASE_URL
-    and LOOPS_SYNC_STATE.
+    `env` (os.environ by default) is read here and nowhere else: the API key, LOOPS_BASE_URL,
+    LOOPS_SYNC_STATE and where the rate budget lives (LOOPS_SYNC_BUDGET, XDG_STATE_HOME, HOME).
     """
     env = os.environ if env is None else env
     file = Path(path)
@@ -310,6 +316,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         state_dir=_state_dir(file, spec, env),
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
         api_key=_api_key(spec, env),
+        budget_place=budget_place(env, spec.state, _state_dir(file, spec, env)),
     )
 
 

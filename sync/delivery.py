@@ -11,14 +11,16 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
+from anyio.abc import TaskGroup
 
+from sync.budget import budget_name, open_store, sharing
 from sync.config import Config
 from sync.errors import FatalApiError, LedgerError
 from sync.ledger import Ledger
@@ -105,22 +107,24 @@ async def _send_async(
             if options.handle_signals:
                 group.start_soon(_watch_signals, stop)
             pacer = Pacer(settings.rate_limit)
-            try:
-                counters = await send_jobs(
-                    plan.jobs(options.limit),
-                    client=client,
-                    pacer=pacer,
-                    policy=replace(options.retry, attempts=settings.max_attempts),
-                    concurrency=concurrency,
-                    on_result=recorder,
-                    stop=stop,
-                    unreachable_after=settings.timeout,
-                )
-            except FatalApiError as error:
-                fatal = error
+            async with _shared_budget(config, api_key, pacer, group) as budget_warnings:
+                try:
+                    counters = await send_jobs(
+                        plan.jobs(options.limit),
+                        client=client,
+                        pacer=pacer,
+                        policy=replace(options.retry, attempts=settings.max_attempts),
+                        concurrency=concurrency,
+                        on_result=recorder,
+                        stop=stop,
+                        unreachable_after=settings.timeout,
+                    )
+                except FatalApiError as error:
+                    fatal = error
             group.cancel_scope.cancel()
     finally:
         await client.aclose()
+    recorder.report.warnings.extend(budget_warnings)
     if fatal is not None:
         raise fatal
     if pacer.lowered_to is not None:
@@ -131,6 +135,17 @@ async def _send_async(
     recorder.report.requests = counters.requests
     recorder.report.retries = counters.retries
     recorder.report.rate_limited = counters.rate_limited
+
+
+def _shared_budget(
+    config: Config, api_key: str, pacer: Pacer, group: TaskGroup
+) -> AbstractAsyncContextManager[list[str]]:
+    """The pacer at this run's share of its team's budget (`sync.budget`), unless it is off."""
+    place = config.budget_place
+    if place is None:
+        return nullcontext([])
+    name = budget_name(config.base_url, api_key, config.spec.loops.team)
+    return sharing(partial(open_store, place), name, pacer, group)
 
 
 class _Recorder:
