@@ -123,11 +123,12 @@ class Grant:
 
 @dataclass(frozen=True)
 class Settlement:
-    """One transaction's writes: this run's row (None: none to write) and the rows to remove
-    (runs gone, with no request left in the window; this run's own when it leaves quiet)."""
+    """One transaction's writes: rows to write (this run's; others' cut by `believable`) and
+    rows to remove (runs gone, with no request left in the window; this run's own when it
+    leaves quiet)."""
 
     grant: Grant
-    mine: Member | None
+    writes: list[Member]
     gone: list[str] = field(default_factory=list)
 
 
@@ -201,8 +202,15 @@ def settle(now: float, members: Sequence[Member], ask: Ask) -> Settlement:
     mine = next((m for m in rows if m.id == ask.id), None)
     others = [m for m in rows if m.id != ask.id]
     gone = [m.id for m in others if not m.live(now) and m.footprint(now) == 0]
-    if ask.leaving:
-        return _leave(now, mine, ask, gone)
+    cut = [m for m, was in zip(rows, members, strict=True) if m != was and m.id not in gone]
+    settled = _leave(now, mine, ask) if ask.leaving else _stay(now, mine, others, ask)
+    mine_written = {m.id for m in settled.writes}
+    writes = settled.writes + [m for m in cut if m.id not in mine_written]
+    return Settlement(settled.grant, writes, gone + settled.gone)
+
+
+def _stay(now: float, mine: Member | None, others: list[Member], ask: Ask) -> Settlement:
+    """The share of a run that goes on sending: lower at once, higher as far as is free."""
     live = [m for m in others if m.live(now)]
     limit = min([ask.limit, *(m.limit for m in live)])
     joined = mine.joined if mine is not None else now
@@ -218,17 +226,17 @@ def settle(now: float, members: Sequence[Member], ask: Ask) -> Settlement:
         held = max(ask.share, held if now < held_until else 0.0)
         held_until = now + WINDOW + HANDOVER_MARGIN
     row = Member(ask.id, ask.limit, joined, share, held, held_until, now + LEASE)
-    return Settlement(Grant(share, limit, len(order)), row, gone)
+    return Settlement(Grant(share, limit, len(order)), [row])
 
 
-def _leave(now: float, mine: Member | None, ask: Ask, gone: list[str]) -> Settlement:
+def _leave(now: float, mine: Member | None, ask: Ask) -> Settlement:
     """A run that stops sending holds its share only while its requests are in the window."""
     grant = Grant(0.0, ask.limit, 0)
     if ask.quiet_in <= 0 or ask.share <= 0:
-        return Settlement(grant, None, [*gone, ask.id])
+        return Settlement(grant, [], [ask.id])
     joined = mine.joined if mine is not None else now
     row = Member(ask.id, ask.limit, joined, 0.0, ask.share, now + ask.quiet_in, now)
-    return Settlement(grant, row, gone)
+    return Settlement(grant, [row])
 
 
 def fair_share(limit: float, runs: int, index: int) -> float:
@@ -252,7 +260,8 @@ class SharedBudget:
 
     The store is blocking (SQLite, psycopg): each transaction runs in a worker thread, one at a
     time. A store that fails after the join leaves the pacer at its last share (the
-    `x-ratelimit-*` headers and 429s still guard the limit) and sets `warning`.
+    `x-ratelimit-*` headers and 429s still guard the limit) and sets `warning`. Made in the
+    event loop that runs it.
     """
 
     def __init__(

@@ -96,14 +96,14 @@ class PgStore:
                 f"DELETE FROM {SCHEMA}.budget_members WHERE budget = %s AND id = %s",  # noqa: S608  # constant
                 [(budget, member_id) for member_id in settled.gone],
             )
-        if (mine := settled.mine) is not None:
+        for row in settled.writes:
             db.execute(
                 f"INSERT INTO {SCHEMA}.budget_members (budget, {_COLUMNS})"  # noqa: S608  # constant
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (budget, id) DO UPDATE SET"
                 " team_limit = excluded.team_limit, share = excluded.share,"
                 " held = excluded.held, held_until = excluded.held_until,"
                 " expires = excluded.expires",
-                (budget, *astuple(mine)),
+                (budget, *astuple(row)),
             )
         return settled.grant
 

@@ -103,9 +103,9 @@ def _write(db: sqlite3.Connection, budget: str, settled: Settlement) -> None:
         "DELETE FROM budget_members WHERE budget = ? AND id = ?",
         [(budget, member_id) for member_id in settled.gone],
     )
-    if (mine := settled.mine) is not None:
+    for row in settled.writes:
         db.execute(
             f"INSERT OR REPLACE INTO budget_members (budget, {_COLUMNS})"  # noqa: S608  # constant
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (budget, *astuple(mine)),
+            (budget, *astuple(row)),
         )

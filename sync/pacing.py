@@ -79,12 +79,12 @@ class Pacer:
         now = self._clock()
         after = self._recent[-self._cap] if len(self._recent) >= self._cap else None
         slot = Slot(max(now, self._next), after=after)
-        slot.sent_at = self._not_before(slot)
+        slot.sent_at = self.due(slot)
         self._recent.append(slot)
         self._next = slot.sent_at + 1.0 / self.rate
         return slot
 
-    def _not_before(self, slot: Slot) -> float:
+    def due(self, slot: Slot) -> float:
         """The slot's time, or later if the request it follows was counted later than thought:
         checked again when the slot comes due, an answer having come back since, maybe."""
         if slot.after is None:
@@ -104,7 +104,7 @@ class Pacer:
                 continue
             slot = self.reserve()
             while not slot.taken_back:
-                slot.sent_at = self._not_before(slot)
+                slot.sent_at = self.due(slot)
                 delay = slot.sent_at - self._clock()
                 if delay <= 0:
                     return slot

@@ -127,3 +127,118 @@ def test_a_wait_for_a_far_slot_gives_way_to_a_stop() -> None:
     first, second = anyio.run(main, backend="asyncio")
     assert first is not None  # the first slot is now: nothing to wait for
     assert second is None
+
+
+def test_a_slot_follows_the_request_a_window_before_it_as_last_counted() -> None:
+    """Slots are handed out ahead; an answer that comes back in between can move one later."""
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    slots = [pacer.reserve() for _ in range(11)]
+    assert slots[10].sent_at == pytest.approx(slots[0].sent_at + 1.02)
+    clock.now = slots[1].sent_at + 0.05
+    pacer.answered(slots[1])  # the fastest round trip: 50 ms
+    clock.now = slots[0].sent_at + 0.25
+    pacer.answered(slots[0])  # the first reached the server ~200 ms late
+    assert pacer.due(slots[10]) >= slots[0].sent_at + 0.20 + 1.0
+
+
+def test_a_lower_share_takes_back_the_slots_not_yet_due() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    early = [pacer.reserve() for _ in range(6)]  # 0.0 .. 0.5 s
+    clock.now += 0.25  # three of them went
+    pacer.share(3, others=7)
+    assert [slot.taken_back for slot in early] == [False] * 3 + [True] * 3
+    later = [pacer.reserve().sent_at for _ in range(20)]
+    sent = [slot.sent_at for slot in early[:3]] + later
+    assert most_in_any_second(sent) <= 3
+    assert later[0] >= early[0].sent_at + 1.0  # the three sent count against the new share
+
+
+def test_a_higher_share_is_used_at_once() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.share(2, others=8)
+    pacer.reserve()
+    pacer.share(10)
+    times = send_times(pacer, clock, 30)
+    assert times[0] - clock.now < 0.15
+    assert (len(times) - 1) / (times[-1] - times[0]) >= 0.95 * 10
+
+
+def test_the_budget_spent_by_the_other_runs_of_the_team_does_not_pause() -> None:
+    """Two runs at 5 of 10: a full window is the two of them, not an outsider."""
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.share(5, others=5)
+    slots = [pacer.reserve() for _ in range(15)]
+    for slot in slots[:10]:
+        clock.now = slot.sent_at + 0.1
+        pacer.answered(slot, limit=10, remaining=0)
+    assert pacer.reserve().sent_at - slots[-1].sent_at < 0.25
+
+
+def test_an_outsider_spending_the_budget_still_pauses_a_run_at_its_share() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.share(5, others=5)
+    slot = pacer.reserve()
+    clock.now += 0.1
+    pacer.answered(slot, limit=10, remaining=0)  # one of ours in the window, nine from elsewhere
+    assert pacer.reserve().sent_at - clock.now >= 0.9
+
+
+def test_a_lower_limit_from_loops_lowers_a_share_above_it() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.share(6, others=4)
+    pacer.answered(pacer.reserve(), limit=4, remaining=3)
+    assert (pacer.limit, pacer.rate, pacer.lowered_to) == (4, 4, 4)
+
+
+def test_quiet_once_the_last_answer_is_a_window_old() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    assert pacer.quiet_in() == 0  # nothing sent
+    slot = pacer.reserve()
+    clock.now += 0.3
+    pacer.answered(slot)
+    assert 0.9 < pacer.quiet_in() <= 1.02
+    clock.now += 1.1
+    assert pacer.quiet_in() == 0
+
+
+def test_no_share_sends_nothing_until_one_comes() -> None:
+    pacer = Pacer(10)
+    pacer.share(0, others=10)
+    got: list[Slot | None] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+
+            async def worker() -> None:
+                got.append(await pacer.wait())
+
+            group.start_soon(worker)
+            await anyio.sleep(0.05)
+            assert got == []  # waiting: no share
+            pacer.share(5, others=5)
+            with anyio.fail_after(5):
+                while not got:
+                    await anyio.sleep(0.01)
+
+    anyio.run(main, backend="asyncio")
+    assert got[0] is not None
+
+
+def test_a_stop_ends_the_wait_for_a_share() -> None:
+    pacer = Pacer(10)
+    pacer.share(0, others=10)
+    stop = anyio.Event()
+
+    async def main() -> Slot | None:
+        stop.set()
+        with anyio.fail_after(5):
+            return await pacer.wait(until=stop.wait)
+
+    assert anyio.run(main, backend="asyncio") is None
