@@ -27,6 +27,7 @@ import orjson
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget import print_shared_budget, shared_budget
 from data import write_config, write_inputs
 from ledger_fill import mark_all_delivered
 
@@ -342,10 +343,12 @@ def main() -> None:
     results["planning"] = [row for size in sizes for row in planning(size)]
     results["incremental"] = incremental(sizes[-1], changed=sizes[-1] // 100)
     results["client_cpu"] = client_cpu()
+    results["shared_budget"] = shared_budget()
     path = HERE / "results.json"
     kept = orjson.loads(path.read_bytes()) if path.exists() else {}
     path.write_bytes(orjson.dumps(kept | results, option=orjson.OPT_INDENT_2))
     print_tables(results)
+    print_shared_budget(results["shared_budget"])
     # 5. Scaling, in a process of its own: this one's memory must not count against its cases.
     subprocess.run([PY, str(HERE / "scaling.py")], check=True)
 

@@ -230,12 +230,14 @@ def _stay(now: float, mine: Member | None, others: list[Member], ask: Ask) -> Se
 
 
 def _leave(now: float, mine: Member | None, ask: Ask) -> Settlement:
-    """A run that stops sending holds its share only while its requests are in the window."""
+    """A run that stops sending holds what it may have in the window (its share, or a higher
+    one it had within the last second) only while its requests are in the window."""
     grant = Grant(0.0, ask.limit, 0)
-    if ask.quiet_in <= 0 or ask.share <= 0:
+    held = max(ask.share, mine.held if mine is not None and now < mine.held_until else 0.0)
+    if ask.quiet_in <= 0 or held <= 0:
         return Settlement(grant, [], [ask.id])
     joined = mine.joined if mine is not None else now
-    row = Member(ask.id, ask.limit, joined, 0.0, ask.share, now + ask.quiet_in, now)
+    row = Member(ask.id, ask.limit, joined, 0.0, held, now + ask.quiet_in, now)
     return Settlement(grant, [row])
 
 

@@ -107,7 +107,7 @@ async def _send_async(
             if options.handle_signals:
                 group.start_soon(_watch_signals, stop)
             pacer = Pacer(settings.rate_limit)
-            async with _shared_budget(config, api_key, pacer, group) as budget_warnings:
+            async with _shared_budget(config, plan, api_key, pacer, group) as budget_warnings:
                 try:
                     counters = await send_jobs(
                         plan.jobs(options.limit),
@@ -138,11 +138,12 @@ async def _send_async(
 
 
 def _shared_budget(
-    config: Config, api_key: str, pacer: Pacer, group: TaskGroup
+    config: Config, plan: Plan, api_key: str, pacer: Pacer, group: TaskGroup
 ) -> AbstractAsyncContextManager[list[str]]:
-    """The pacer at this run's share of its team's budget (`sync.budget`), unless it is off."""
+    """The pacer at this run's share of its team's budget (`sync.budget`), unless it is off or
+    there is nothing to send (joining would make the other runs slow down for nothing)."""
     place = config.budget_place
-    if place is None:
+    if place is None or plan.request_count == 0:
         return nullcontext([])
     name = budget_name(config.base_url, api_key, config.spec.loops.team)
     return sharing(partial(open_store, place), name, pacer, group)

@@ -70,6 +70,7 @@ class Pacer:
         # the slots already handed out for the future.
         self._recent: deque[Slot] = deque(maxlen=4 * _window_cap(rate))
         self._next = 0.0
+        self._paused_until = 0.0
         self._fastest_round_trip = math.inf
         self._changed: anyio.Event | None = None  # set when the share changes; made in a loop
         self.lowered_to: int | None = None
@@ -151,7 +152,7 @@ class Pacer:
         kept = [slot for slot in self._recent if not slot.taken_back]
         self._recent = deque(kept, maxlen=self._recent.maxlen)
         last = kept[-1].sent_at if kept else -math.inf
-        self._next = max(now, last + 1.0 / rate) if rate > 0 else now
+        self._next = max(now, self._paused_until, last + 1.0 / rate if rate > 0 else now)
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -165,7 +166,8 @@ class Pacer:
 
     def pause(self, seconds: float) -> None:
         """Send nothing for a while (after a 429, or when someone else spends the budget)."""
-        self._next = max(self._next, self._clock() + seconds)
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._next = max(self._next, self._paused_until)
 
     def answered(
         self, slot: Slot, *, limit: int | None = None, remaining: int | None = None

@@ -242,3 +242,13 @@ def test_a_stop_ends_the_wait_for_a_share() -> None:
             return await pacer.wait(until=stop.wait)
 
     assert anyio.run(main, backend="asyncio") is None
+
+
+def test_a_new_share_keeps_a_pause_in_force() -> None:
+    """A 429's Retry-After still holds when the budget changes the share meanwhile."""
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock)
+    pacer.reserve()
+    pacer.pause(2.0)
+    pacer.share(5, others=5)
+    assert pacer.reserve().sent_at - clock.now >= 2.0
