@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import anyio
 
@@ -57,8 +57,6 @@ LEASE = 3.0  # a member not renewed for this long has died; its share frees one 
 # A lowered share is written after the store's clock is read and applied after the commit; the
 # footprint of the old one lasts this much longer than the window to cover both.
 HANDOVER_MARGIN = 0.25
-
-Settled = TypeVar("Settled")
 
 
 class StoreUnavailable(Exception):
@@ -218,9 +216,10 @@ def _stay(now: float, mine: Member | None, others: list[Member], ask: Ask) -> Se
     fair = fair_share(limit, len(order), order.index((joined, ask.id)))
     if fair < ask.share:
         share = fair
-    else:
+    else:  # keep what the budget still counts as this run's (a lapsed run's row may be gone)
         free = limit - sum(m.footprint(now) for m in others)
-        share = max(ask.share, min(fair, free))
+        kept = min(ask.share, mine.footprint(now)) if mine is not None else 0.0
+        share = max(kept, min(fair, free))
     held, held_until = (mine.held, mine.held_until) if mine is not None else (0.0, 0.0)
     if share < ask.share:
         held = max(ask.share, held if now < held_until else 0.0)

@@ -242,6 +242,15 @@ def test_a_clock_set_back_does_not_keep_a_dead_runs_share() -> None:
     assert store.transact("b", lambda t, rows: settle(t, rows, Ask("me", 10, 0))).share == 10
 
 
+def test_a_run_whose_row_was_given_up_gets_back_only_what_is_free() -> None:
+    """Its store failed for longer than the lease: the others took its share meanwhile."""
+    others = [Member("other", 10, 0, 10, expires=100 + LEASE)]
+    settled = settle(100, others, Ask("lapsed", 10, share=5))
+    assert settled.grant.share == 0
+    (row,) = settled.writes
+    assert (row.held, row.held_until) == (5, 100 + WINDOW + 0.25)  # what it sent still counts
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
