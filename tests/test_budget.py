@@ -347,10 +347,18 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
     yield open_one
     for store in opened:
         store.close()
+    if request.param == "postgresql" and opened:
+        with psycopg.connect(POSTGRES, autocommit=True) as db:  # the members go with them
+            db.execute("DELETE FROM loops_sync.budgets WHERE budget = ANY(%s)", (USED,))
+
+
+USED: list[str] = []  # budgets the tests made, removed from PostgreSQL after each
 
 
 def unique_budget() -> str:
-    return budget_name("http://test", os.urandom(8).hex(), None)
+    name = budget_name("http://test", os.urandom(8).hex(), None)
+    USED.append(name)
+    return name
 
 
 def test_runs_on_two_connections_share_one_budget(stores: Callable[[], Store]) -> None:
