@@ -13,6 +13,7 @@ import httpx
 import orjson
 import polars as pl
 
+from sync.account import require_account
 from sync.candidates import Mapped, gather
 from sync.coerce import constant_problems
 from sync.columns import ROW
@@ -57,6 +58,9 @@ class Options:
     transport: httpx.AsyncBaseTransport | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False
+    # Before sending: the account has the properties and mailing lists the mapping sends
+    # (`sync.account`); False is `run --no-check`.
+    check_account: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 timeout=config.spec.loops.timeout,
                 transport=options.transport,
             )
+            if options.check_account:
+                require_account(config, api_key, transport=options.transport)
             ledger.adopt(ready.plan.adopted, _once_per_of(config))
             ledger.learn(ready.learned)
             loops_rejects = send_plan(
