@@ -292,6 +292,6 @@ def require_account(
     account = read_account(config, api_key, transport=transport)
     problems = account_problems(config, account, config_lines(config))
     if problems:
-        advice = RUN_ADVICE.format(file=config.file.name)
+        advice = RUN_ADVICE.format(file=config.file)
         raise AccountError(str(config.file), problems, advice)
     return account

@@ -63,6 +63,7 @@ class CheckReport:
     source: str
     account: str
     columns: list[ColumnCheck] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)  # how many rows each `when` keeps
     created: list[Created] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
     warnings: list[ConfigProblem] = field(default_factory=list)
@@ -96,6 +97,7 @@ def check_config(
         source=source.summary,
         account=account.summary,
         columns=source.columns,
+        filters=source.filters,
         created=account.created,
         problems=[*source.problems, *account.problems],
         warnings=source.warnings,
@@ -130,6 +132,7 @@ class _SourceCheck:
         self.problems: list[ConfigProblem] = []
         self.warnings: list[ConfigProblem] = []
         self.columns: list[ColumnCheck] = []
+        self.filters: list[str] = []
         self.summary = "not read"
         try:
             self._check(sample_rows)
@@ -167,12 +170,15 @@ class _SourceCheck:
                 e if i == index else e.model_copy(update={"when": None})
                 for i, e in enumerate(spec.events)
             ]
+            loc: Loc = ("events", index, "when")
             try:
                 check_filters(spec.model_copy(update={"events": others}), sample)
             except SourceError as error:
                 message = str(error).removeprefix(f"events[{index}].when: ")
-                loc: Loc = ("events", index, "when")
                 self.problems.append(_at(loc, self.lines, message))
+            else:
+                kept = _applying(sample, event.when).height
+                self.filters.append(f"{_dotted(loc)} keeps {kept} of the first {sample.height}")
 
     def _coercions(self, sample: pl.DataFrame) -> None:
         spec, schema = self.config.spec, sample.schema
@@ -192,8 +198,8 @@ class _SourceCheck:
             if refused.height:
                 row, why = refused.row(0)
                 message = (
-                    f"{_count(refused.height, 'row')} of the first {rows.height} would be "
-                    f"rejected: {why} (row {row} first)"
+                    f"{refused.height} of the first {_count(rows.height, 'row')} refused (a run "
+                    f"rejects them), e.g. row {row}: {why}"
                 )
                 self.warnings.append(_at(loc, self.lines, message))
             return
@@ -215,17 +221,17 @@ class _SourceCheck:
             self._refusals(check, loc)
 
     def _refusals(self, check: ColumnCheck, loc: Loc) -> None:
-        column = f"column '{check.column}' ({check.source_type}) sent as {check.sent_as}"
         if check.refused == check.filled:
             message = (
-                f"{column}: every one of its {check.filled} values in the first rows is "
-                f"refused, e.g. {check.example}; is the column or the type right?"
+                f"all {check.filled} values of '{check.column}' ({check.source_type}) in the "
+                f"first rows are refused as {check.sent_as}, e.g. {check.example}; is the "
+                "column or the type right?"
             )
             self.problems.append(_at(loc, self.lines, message))
         else:
             message = (
-                f"{column}: {check.refused} of its {check.filled} values in the first rows "
-                f"refused (a run rejects their rows), e.g. {check.example}"
+                f"{check.refused} of {check.filled} values of '{check.column}' refused (a run "
+                f"rejects their rows), e.g. {check.example}"
             )
             self.warnings.append(_at(loc, self.lines, message))
 

@@ -259,12 +259,12 @@ def check(config: Path, create_properties: bool) -> None:
     properties and lists; 3 Loops refused the key or cannot be reached.
     """
     report = check_config(_load(config), create=create_properties)
-    _render_check(report)
+    _render_check(report, config)
     sys.exit(report.exit_code)
 
 
-def _render_check(report: CheckReport) -> None:
-    click.echo(f"check of sync '{report.sync}' ({report.file})")
+def _render_check(report: CheckReport, file: Path) -> None:
+    click.echo(f"check of sync '{report.sync}' ({file})")
     for part, summary in (
         ("config", report.config),
         ("source", report.source),
@@ -280,6 +280,8 @@ def _render_check(report: CheckReport) -> None:
                 f"    {check.path:<{width}}  '{check.column}' ({check.source_type}) as "
                 f"{check.sent_as}: {check.filled} filled{refused}"
             )
+    for kept in report.filters:
+        click.echo(f"  filter   {kept}")
     for created in report.created:
         click.echo(f"  created in Loops: contact property '{created.name}' ({created.type})")
     for title, items in (("warning", report.warnings), ("problem", report.problems)):

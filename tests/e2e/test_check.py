@@ -189,8 +189,8 @@ def test_every_problem_of_config_source_and_account_at_once(project: Project) ->
     assert code == 2, out
     assert "events[0].when (line 19): `CAST(Plan AS INT) > 3` fails on row 1 (Plan = 'pro')" in out
     assert (
-        "contact.properties.signedUpAt (line 13): column 'Seats' (String) sent as date: every one "
-        "of its 2 values in the first rows is refused, e.g. row 1: '3' is not a date"
+        "contact.properties.signedUpAt (line 13): all 2 values of 'Seats' (String) in the first "
+        "rows are refused as date, e.g. row 1: '3' is not a date"
     ) in out
 
 
