@@ -15,6 +15,7 @@ import difflib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -31,6 +32,7 @@ from sync.loops_api import (
     LoopsClient,
     quickly,
 )
+from sync.signals import run_until_stopped
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -186,11 +188,14 @@ def read_account(
     team: str = "",
     transport: httpx.AsyncBaseTransport | None = None,
     pause: float = CHECK_PAUSE,
+    handle_signals: bool = False,
 ) -> Account:
     """The account's properties and mailing lists: two requests, each tried a few times within
     seconds (as the key check is). FatalApiError when Loops cannot be reached or answers
-    something that is not the Loops API; `team` is the name the key check gave."""
-    return anyio.run(_read_account, config, api_key, team, transport, pause)
+    something that is not the Loops API; `team` is the name the key check gave.
+    `handle_signals`: a stop signal ends it as Ctrl-C does (`sync.signals`)."""
+    read = partial(_read_account, config, api_key, team, transport, pause)
+    return run_until_stopped(read, watch=handle_signals)
 
 
 async def _read_account(
@@ -284,12 +289,16 @@ async def _create(client: LoopsClient, name: str, kind: str, pause: float) -> No
 
 
 def require_account(
-    config: Config, api_key: str, *, transport: httpx.AsyncBaseTransport | None = None
+    config: Config,
+    api_key: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    handle_signals: bool = False,
 ) -> Account:
     """Before a run sends: the account must have every property the mapping sends, of the type
     it sends, and every mailing list it maps, or AccountError lists what it lacks (exit 2).
     Two requests; the key was checked just before."""
-    account = read_account(config, api_key, transport=transport)
+    account = read_account(config, api_key, transport=transport, handle_signals=handle_signals)
     problems = account_problems(config, account, config_lines(config))
     if problems:
         advice = RUN_ADVICE.format(file=config.file)

@@ -1,38 +1,132 @@
 """Gather the mapped slices into what a run may send, and the rows it cannot.
 
-Planning, part one: each slice is settled against the ledger as it comes (`sync.settle`: what
-Loops already holds is set aside, narrow), then the whole source is deduplicated
-(`sync.dedupe`: the last row of a contact or an occurrence wins, rows Loops would merge are
-rejected). `sync.plan` then diffs the candidates against the ledger and orders them.
+Planning, part one, in two passes over the source's slices so that memory does not grow with
+the source. The first settles each slice against the ledger as it comes (`sync.settle`: what
+Loops already holds is set aside) and keeps the rest (on disk in the run's spool, or in memory),
+and a narrow census of every row. Deduplication then decides on the census alone
+(`sync.dedupe`: the last row of a contact or an occurrence wins, rows Loops would make one
+contact are rejected). The second pass picks each kept slice's candidates by those decisions.
+`sync.plan` then diffs the candidates against the ledger and orders them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
-from sync import dedupe, mapping
-from sync.columns import COLUMN_SEPARATOR, PROBLEM_SEPARATOR, PROBLEMS, ROW
+from sync import mapping
+from sync.columns import (
+    COLUMN_SEPARATOR,
+    PROBLEM_SEPARATOR,
+    PROBLEMS,
+    ROW,
+    contact_column,
+    event_column,
+)
 from sync.config import SyncConfig
+from sync.dedupe import Decisions, conflict_problems, decide
 from sync.held import Held
-from sync.settle import NOTHING_LEARNED, count_settled_events, settle
+from sync.settle import NOTHING_LEARNED, settle
+from sync.state import spool_write
 
-__all__ = ["Mapped", "gather", "map_rows"]
+__all__ = ["Candidates", "Mapped", "Settled", "gather", "map_rows", "settle_all"]
+
+
+@dataclass
+class Settled:
+    """The first pass over the source: the slices still pending and the census of every row
+    (each slice in a file of `spool`, else in memory), and what the ledger learns. On disk, the
+    census is not held while the source is read, only once the reader's buffers are gone."""
+
+    spool: Path | None
+    rows_read: int = 0
+    pending_rows: int = 0
+    learned: list[pl.DataFrame] = field(default_factory=list)
+    _pending: list[pl.DataFrame | Path] = field(default_factory=list)
+    _census: list[pl.DataFrame | Path] = field(default_factory=list)
+
+    def keep(self, pending: pl.DataFrame, counted: pl.DataFrame) -> None:
+        self.pending_rows += pending.height
+        self._pending.append(self._kept(pending, "pending", len(self._pending)))
+        self._census.append(self._kept(counted, "census", len(self._census)))
+
+    def _kept(self, frame: pl.DataFrame, name: str, index: int) -> pl.DataFrame | Path:
+        if self.spool is None:
+            return frame
+        path = self.spool / f"{name}-{index:06d}.arrow"
+        spool_write(frame, path)
+        return path
+
+    def pending(self) -> Iterator[pl.DataFrame]:
+        """The pending slices again, in row order, one at a time."""
+        for piece in self._pending:
+            yield _read(piece)
+
+    def decide(self, spec: SyncConfig) -> Decisions:
+        """Deduplicate on the census (mapping yields a slice even for an empty source)."""
+        return decide(spec, pl.concat([_read(piece) for piece in self._census]))
+
+    def learned_all(self) -> pl.DataFrame:
+        return pl.concat([NOTHING_LEARNED, *self.learned])
+
+
+def settle_all(
+    spec: SyncConfig, slices: Iterable[pl.DataFrame], held: Held | None, spool: Path | None
+) -> Settled:
+    """The first pass: settle each mapped slice against what Loops holds (None: nothing)."""
+    settled = Settled(spool)
+    for piece in slices:
+        settled.rows_read += piece.height
+        found = settle(spec, piece, held)
+        settled.keep(found.pending, found.census)
+        if not found.learned.is_empty():
+            settled.learned.append(found.learned)
+    return settled
+
+
+def _read(piece: pl.DataFrame | Path) -> pl.DataFrame:
+    return pl.read_ipc(piece) if isinstance(piece, Path) else piece
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One pending slice, picked: `contacts` (row, identity, body, email, userId, foldable,
+    hash: the upserts to consider), `events` (row, identity, event, key, key_email, key_user,
+    legacy, once_per, body, email, userId), and `rejects` (row, column, reason)."""
+
+    contacts: pl.DataFrame
+    events: pl.DataFrame
+    rejects: pl.DataFrame
+
+
+def pick(spec: SyncConfig, piece: pl.DataFrame, decisions: Decisions) -> Candidates:
+    """The second pass, for one pending slice: its rejects (conflicts added), the upserts of
+    the contacts whose last row it has, and the occurrences whose last row it has."""
+    checked = piece.with_columns(
+        conflict_problems(spec, piece, decisions.conflicts).alias(PROBLEMS)
+    )
+    rows = checked.get_column(ROW)
+    contacts = checked.filter(pl.lit(Decisions.picks(decisions.contacts, rows)))
+    return Candidates(
+        _contacts(spec, contacts),
+        _events(spec, checked, decisions),
+        _rejects(checked),
+    )
 
 
 @dataclass(frozen=True)
 class Mapped:
-    """What the source becomes: valid request bodies, and the rows that cannot be sent.
+    """What the source becomes, in memory: valid request bodies, and the rows that cannot be
+    sent. For tests and small sources; a run streams the same through `Settled` and `pick`.
 
-    `contacts`: row, identity, body (canonical JSON), hash, one per identity (the last row wins).
-    `events`: row, identity, event, key, body, one per key.
-    `rejects`: row, column, reason: one line per rejected row, its problems joined by '; '.
-    Given the ledger's snapshot, what Loops already holds is left out: a row it holds whole is
-    only counted (`contacts_settled`, `events_settled`), and a body it holds is null. So
-    `contacts` and `events` are the candidates to send, not a census of the source.
+    `contacts`: one per identity (its last row). `events`: one per key. `rejects`: row, column,
+    reason. Given what Loops holds, a row it holds whole is only counted (`contacts_settled`,
+    `events_settled`), and a body it holds is null: `contacts` and `events` are the candidates
+    to send, not a census of the source.
     """
 
     rows_read: int
@@ -47,36 +141,26 @@ class Mapped:
     learned: pl.DataFrame = dataclasses.field(default_factory=NOTHING_LEARNED.clear)
 
 
+def skipped_when_empty(spec: SyncConfig) -> tuple[str, ...]:
+    """The contact properties that `empty: skip` leaves out of a body when the cell is empty."""
+    return tuple(spec.contact.properties) if spec.contact and spec.contact.empty == "skip" else ()
+
+
 def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], held: Held | None) -> Mapped:
-    """Settle each mapped slice against what Loops holds (None: nothing), then deduplicate
-    the whole: the candidates to send, the rejects, and what was counted."""
-    pieces, rows_read = [], 0
-    for piece in slices:
-        rows_read += piece.height
-        pieces.append(settle(spec, piece, held))
-    checked = pl.concat([piece.pending for piece in pieces], rechunk=False)
-    settled = pl.concat([piece.settled for piece in pieces], rechunk=False)
-    checked = checked.with_columns(dedupe.one_contact_twice(spec, checked, settled).alias(PROBLEMS))
-    rejects = _rejects(checked)
-    contacts, duplicates, contacts_settled = dedupe.contacts(spec, checked, settled)
-    valid = checked.filter(pl.col(PROBLEMS).is_null())
-    events = dedupe.events(spec, valid).filter(
-        ~pl.col("identity").is_in(dedupe.rejected_last(spec, checked, settled)).fill_null(False)
-    )
-    events_settled = count_settled_events(spec, settled, events)
-    skipped = (
-        tuple(spec.contact.properties) if spec.contact and spec.contact.empty == "skip" else ()
-    )
+    """Both passes in memory: the candidates to send, the rejects, and what was counted."""
+    settled = settle_all(spec, slices, held, spool=None)
+    decisions = settled.decide(spec)
+    picked = [pick(spec, piece, decisions) for piece in settled.pending()]
     return Mapped(
-        rows_read,
-        contacts,
-        events,
-        rejects,
-        duplicates,
-        contacts_settled,
-        events_settled,
-        skipped,
-        pl.concat([piece.learned for piece in pieces]),
+        settled.rows_read,
+        pl.concat([_no_contacts(), *(p.contacts for p in picked)]),
+        pl.concat([_no_events(), *(p.events for p in picked)]),
+        pl.concat([_no_rejects(), *(p.rejects for p in picked)]),
+        decisions.duplicates,
+        decisions.contacts_settled,
+        decisions.events_settled,
+        skipped_when_empty(spec),
+        settled.learned_all(),
     )
 
 
@@ -85,6 +169,97 @@ def map_rows(spec: SyncConfig, frame: pl.DataFrame, *, held: Held | None = None)
     ls1_keys = held is not None and held.legacy
     slices = frame.iter_slices(mapping.SLICE_ROWS)
     return gather(spec, mapping.map_slices(spec, slices, frame.schema, ls1_keys=ls1_keys), held)
+
+
+def _contacts(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
+    """The upserts of `rows` (each its contact's last row).
+
+    `foldable`: whether this upsert may ride on an event (see `plan`): it has an email, and
+    its body holds neither a null (`empty: clear`) nor `subscribed`, whose meaning on an event
+    Loops does not document.
+    """
+    if spec.contact is None:
+        return _no_contacts()
+    section = spec.contact
+    plain = section.empty == "skip" and "subscribed" not in section.properties
+    return rows.select(
+        ROW,
+        pl.col(contact_column("identity")).alias("identity"),
+        pl.col(contact_column("body")).alias("body"),
+        pl.col(contact_column("email")).alias("email"),
+        pl.col(contact_column("userId")).alias("userId"),
+        (pl.col(contact_column("email")).is_not_null() & pl.lit(plain)).alias("foldable"),
+        pl.col(contact_column("hash")).alias("hash"),
+    )
+
+
+def _no_contacts() -> pl.DataFrame:
+    return pl.DataFrame(schema=CONTACT_SCHEMA)
+
+
+CONTACT_SCHEMA = {
+    ROW: pl.UInt32,
+    "identity": pl.String,
+    "body": pl.String,
+    "email": pl.String,
+    "userId": pl.String,
+    "foldable": pl.Boolean,
+    "hash": pl.String,
+}
+EVENT_SCHEMA = {
+    ROW: pl.UInt32,
+    "identity": pl.String,
+    "event": pl.String,
+    "key": pl.String,
+    "key_email": pl.String,
+    "key_user": pl.String,
+    "legacy": pl.String,
+    "once_per": pl.String,
+    "body": pl.String,
+    "email": pl.String,
+    "userId": pl.String,
+}
+
+
+def _events(spec: SyncConfig, checked: pl.DataFrame, decisions: Decisions) -> pl.DataFrame:
+    """One line per occurrence whose last row is in `checked`, in row order.
+
+    `identity` is the contact the event goes with: the identity of its row's contact upsert
+    where the sync has one, so that the upsert is sent first even when the event names the
+    contact by another column; else the event's own identity.
+    """
+    frames = [_no_events()]
+    rows = checked.get_column(ROW)
+    for index, event in enumerate(spec.events):
+        prefix = event_column(index)
+        own = pl.col(prefix + "identity")
+        identity = pl.coalesce(contact_column("identity"), own) if spec.contact else own
+        legacy = prefix + "legacy"
+        sent = checked.filter(pl.lit(Decisions.picks(decisions.events[index], rows)))
+        frames.append(
+            sent.select(
+                ROW,
+                identity.alias("identity"),
+                pl.lit(event.name).alias("event"),
+                *[
+                    pl.col(prefix + name).alias(name)
+                    for name in ("key", "key_email", "key_user", "once_per", "body")
+                ],
+                (pl.col(legacy) if legacy in sent.columns else pl.lit(None, pl.String)).alias(
+                    "legacy"
+                ),
+                *[pl.col(prefix + name).alias(name) for name in ("email", "userId")],
+            ).select(list(EVENT_SCHEMA))
+        )
+    return pl.concat(frames, rechunk=False).sort(ROW, maintain_order=True)
+
+
+def _no_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def _no_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema={ROW: pl.UInt32, "column": pl.String, "reason": pl.String})
 
 
 def _rejects(checked: pl.DataFrame) -> pl.DataFrame:

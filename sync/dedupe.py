@@ -1,56 +1,64 @@
-"""Deduplicate the mapped rows of the whole source: the last row of a contact or an occurrence
-wins, and rows that Loops would make one contact are rejected together.
+"""Deduplicate the whole source: the last row of a contact or an occurrence wins, and rows that
+Loops would make one contact are rejected together.
 
-Slices are mapped one by one; this is the step that needs every row at once, the settled ones
-included (Loops holds them, yet a later row of theirs still wins over an earlier one).
+This is the one step that needs every row at once, the settled ones included (Loops holds them,
+yet a later row of theirs still wins over an earlier one). So it looks at a census, not at the
+rows: each row's number, whether it is settled or valid, and 128-bit fingerprints of its
+contact identity, email and event keys, about 40 bytes a row whatever the bodies hold. The
+decisions come back as masks over row numbers, which planning applies to each slice in turn.
+
+A fingerprint is two 64-bit Polars hashes with different seeds: two different identities share
+one with odds of about n² / 2^129, under 10^-24 for ten million rows. The hashes are stable
+within a run, which is all they are used for. Each grouping runs a partition of the
+fingerprints at a time, so that its hash table stays small.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import polars as pl
 
 from sync.columns import COLUMN_SEPARATOR, PROBLEMS, ROW, contact_column, event_column
 from sync.config import SyncConfig
 
-__all__ = ["by_both", "contacts", "events", "one_contact_twice", "rejected_last"]
+__all__ = ["Decisions", "by_both", "census", "conflict_problems", "decide"]
+
+# Rows per partition of a grouping: a hash table of a million fingerprints is about 90 MB.
+PARTITION_ROWS = 1_000_000
+SETTLED, VALID, USER = "settled", "valid", "user"
 
 
-def one_contact_twice(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame) -> pl.Expr:
-    """The problem of each row that Loops would make one contact with another row's.
+def fingerprint(value: pl.Expr, name: str) -> list[pl.Expr]:
+    """`value` as two UInt64 columns `name.1` and `name.2`, null where `value` is null."""
+    present = value.is_not_null()
+    return [pl.when(present).then(value.hash(seed=seed)).alias(f"{name}.{seed}") for seed in (1, 2)]
 
-    Loops matches a contact by email or userId: `ann@x.com` with user id 1 and `ann@x.com` with
-    user id 2 (or none) are one contact there, and the second upsert would rewrite the first's
-    user id; user id 7 on `a@x.com` and on `b@x.com` is one contact too, and an event sent with
-    the email of the row that lost would create a second, empty one. Which row is right is not
-    ours to guess: every such row is rejected, naming the others. Rows Loops already holds
-    (settled) count as the others too.
+
+def _fp(name: str) -> list[str]:
+    return [f"{name}.1", f"{name}.2"]
+
+
+def census(spec: SyncConfig, rows: pl.DataFrame, *, settled: bool) -> pl.DataFrame:
+    """What deduplication needs of each of `rows` (a mapped slice), and nothing else.
+
+    An event key is counted where the event applies to a valid row: the rows a settled key
+    comes from are valid by definition.
     """
-    if not by_both(spec) or spec.contact is None:
-        return pl.col(PROBLEMS)
-    pending = checked.filter(pl.col(PROBLEMS).is_null()).select(
-        ROW,
-        pl.col(contact_column("identity")).alias("identity"),
-        pl.col(contact_column("email")).alias("email"),
-    )
-    everyone = pl.concat([pending, settled.select(ROW, "identity", "email")])
-    last = everyone.filter(pl.col(ROW) == pl.col(ROW).max().over("identity"))
-    by_user_id = everyone.filter(pl.col("identity").str.starts_with("u:"))
-    conflicts = [
-        _sharing(last, "email", "identity", "'{}' is on rows {} with different user ids"),
-        _sharing(by_user_id, "identity", "email", "user id {} is on rows {} with different emails"),
-    ]
-    reasons = (
-        pl.concat(conflicts)
-        .group_by(ROW)
-        .agg(pl.col("reason").str.join("; "))
-        .select(ROW, pl.lit(f"{spec.contact.email}{COLUMN_SEPARATOR}") + pl.col("reason"))
-    )
-    if reasons.is_empty():
-        return pl.col(PROBLEMS)
-    conflict = pl.col(ROW).replace_strict(
-        reasons.get_column(ROW), reasons.get_column("literal"), default=None
-    )
-    return pl.coalesce(pl.col(PROBLEMS), conflict)
+    valid = pl.lit(True) if settled else pl.col(PROBLEMS).is_null()
+    columns = [pl.col(ROW), pl.lit(settled).alias(SETTLED), valid.alias(VALID)]
+    if spec.contact:
+        identity = pl.col(contact_column("identity"))
+        columns += fingerprint(identity, "id")
+    if by_both(spec):
+        columns += fingerprint(pl.col(contact_column("email")), "email")
+        columns.append(identity.str.starts_with("u:").fill_null(False).alias(USER))
+    for index in range(len(spec.events)):
+        applies = pl.col(event_column(index, "applies")) & valid
+        key = pl.when(applies).then(pl.col(event_column(index, "key")))
+        columns += fingerprint(key, f"key{index}")
+    return rows.select(columns)
 
 
 def by_both(spec: SyncConfig) -> bool:
@@ -58,129 +66,203 @@ def by_both(spec: SyncConfig) -> bool:
     return spec.contact is not None and None not in (spec.contact.email, spec.contact.user_id)
 
 
-def _sharing(rows: pl.DataFrame, shared: str, differing: str, wording: str) -> pl.DataFrame:
-    """Row and reason for each of `rows` whose `shared` value comes with more than one value of
-    `differing` (a missing one counts as a value)."""
-    groups = (
-        rows.filter(pl.col(shared).is_not_null())
-        .group_by(shared)
-        .agg(pl.col(ROW).sort(), pl.col(differing).n_unique().alias("values"))
-        .filter(pl.col("values") > 1)
-    )
-    named = pl.col(shared).str.replace(r"^u:", "")
-    reason = pl.format(
-        wording + ": Loops would make them one contact; keep one row per person",
-        named,
-        pl.col(ROW).cast(pl.List(pl.String)).list.join(", "),
-    )
-    return groups.select(reason.alias("reason"), ROW).explode(ROW).select(ROW, "reason")
+@dataclass(frozen=True)
+class Decisions:
+    """What deduplication decided, for planning to apply slice by slice.
 
-
-def contacts(
-    spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame
-) -> tuple[pl.DataFrame, int, int]:
-    """One body per identity, from its last row; the count of duplicates; and of the identities
-    whose last row is settled (Loops holds it: unchanged). A rejected last row wins too: the
-    identity is then sent nothing, rather than the older values of an earlier row.
-
-    `foldable`: whether this upsert may ride on an event (see `plan`): it has an email, and
-    its body holds neither a null (`empty: clear`) nor `subscribed`, whose meaning on an event
-    Loops does not document.
+    `conflicts`: row, kind ("email" or "user id"), rows: the rows Loops would make one contact
+    with others. `contacts`: per row number, whether the row's upsert is its contact's to send
+    (valid, pending, its contact's last row). `events`: per event, per row number, whether the
+    row's occurrence is sent (its key's last valid row, its contact's last row not rejected).
     """
+
+    conflicts: pl.DataFrame
+    contacts: pl.Series
+    events: tuple[pl.Series, ...]
+    duplicates: int = 0
+    contacts_settled: int = 0  # contacts whose last row Loops holds: unchanged
+    events_settled: int = 0  # occurrences only settled rows have: already delivered
+
+    @staticmethod
+    def picks(mask: pl.Series, rows: pl.Series) -> pl.Series:
+        """`mask` (by row number) for each of `rows`."""
+        return mask.gather(rows.cast(pl.Int64)).fill_null(False)
+
+
+def decide(spec: SyncConfig, everyone: pl.DataFrame) -> Decisions:
+    """Deduplicate the census of the whole source (`census` of every slice, in row order)."""
+    size = int(everyone.select(pl.col(ROW).max().fill_null(0)).item()) + 1
+    pending = ~pl.col(SETTLED)
+    conflicts = _conflicts(everyone) if by_both(spec) else _no_conflicts()
+    if not conflicts.is_empty():
+        conflicting = pl.col(ROW).is_in(conflicts.get_column(ROW).implode())
+        everyone = everyone.with_columns((pl.col(VALID) & ~conflicting).alias(VALID))
     if spec.contact is None:
-        return _empty_contacts(), 0, 0
-    section = spec.contact
-    plain = section.empty == "skip" and "subscribed" not in section.properties
-    ranked = checked.select(
-        ROW,
-        pl.col(contact_column("identity")).alias("identity"),
-        pl.col(PROBLEMS).is_null().alias("__valid"),
-        pl.col(contact_column("body")).alias("body"),
-        pl.col(contact_column("email")).alias("email"),
-        pl.col(contact_column("userId")).alias("userId"),
-        (pl.col(contact_column("email")).is_not_null() & pl.lit(plain)).alias("foldable"),
-        pl.col(contact_column("hash")).alias("hash"),
-    ).filter(pl.col("identity").is_not_null())
-    every_row = pl.concat([ranked.select(ROW, "identity"), settled.select(ROW, "identity")])
-    last_rows = every_row.group_by("identity").agg(pl.col(ROW).max()).get_column(ROW).implode()
-    is_last = pl.col(ROW).is_in(last_rows)
-    last_settled = settled.filter(is_last).height
-    duplicates = ranked.filter(pl.col("__valid") & ~is_last).height
-    duplicates += settled.height - last_settled
-    keep = ranked.filter(pl.col("__valid") & is_last).drop("__valid")
-    return keep, duplicates, last_settled
-
-
-def _empty_contacts() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            ROW: pl.UInt32,
-            "identity": pl.String,
-            "body": pl.String,
-            "email": pl.String,
-            "userId": pl.String,
-            "foldable": pl.Boolean,
-            "hash": pl.String,
-        }
+        is_last = pl.repeat(False, size, eager=True)
+        contacts = is_last
+        rejected_last = pl.DataFrame()
+        duplicates = contacts_settled = 0
+    else:
+        ranked = everyone.filter(pl.col("id.1").is_not_null())
+        is_last = _mask(size, _last_rows(ranked, _fp("id")))
+        last = pl.lit(Decisions.picks(is_last, everyone.get_column(ROW)))
+        counted = everyone.select(
+            (pending & pl.col(VALID) & ~last).sum().alias("pending"),
+            (pl.col(SETTLED) & ~last).sum().alias("settled"),
+            (pl.col(SETTLED) & last).sum().alias("last_settled"),
+        ).row(0, named=True)
+        duplicates = int(counted["pending"]) + int(counted["settled"])
+        contacts_settled = int(counted["last_settled"])
+        contacts = _mask(size, everyone.filter(pending & pl.col(VALID) & last).get_column(ROW))
+        rejected_last = everyone.filter(pending & ~pl.col(VALID) & last).select(_fp("id"))
+    events, events_settled = [], 0
+    for index in range(len(spec.events)):
+        sent = _sent_events(everyone, index, rejected_last, size)
+        events.append(sent)
+        events_settled += _settled_only(everyone, index, sent)
+    return Decisions(
+        conflicts, contacts, tuple(events), duplicates, contacts_settled, events_settled
     )
 
 
-def events(spec: SyncConfig, valid: pl.DataFrame) -> pl.DataFrame:
-    """One line per occurrence (the last row of each key), in row order.
-
-    `identity` is the contact the event goes with: the identity of its row's contact upsert
-    where the sync has one, so that the upsert is sent first even when the event names the
-    contact by another column; else the event's own identity.
-    """
-    schema = {
-        ROW: pl.UInt32,
-        "identity": pl.String,
-        "event": pl.String,
-        "key": pl.String,
-        "key_email": pl.String,
-        "key_user": pl.String,
-        "legacy": pl.String,
-        "once_per": pl.String,
-        "body": pl.String,
-        "email": pl.String,
-        "userId": pl.String,
-    }
-    frames = [pl.DataFrame(schema=schema)]
-    for index, event in enumerate(spec.events):
-        prefix = event_column(index)
-        own = pl.col(prefix + "identity")
-        identity = pl.coalesce(contact_column("identity"), own) if spec.contact else own
-        legacy = prefix + "legacy"
-        rows = valid.filter(pl.col(prefix + "applies")).select(
-            ROW,
-            identity.alias("identity"),
-            pl.lit(event.name).alias("event"),
-            *[
-                pl.col(prefix + name).alias(name)
-                for name in ("key", "key_email", "key_user", "once_per", "body", "email", "userId")
-            ],
-            (pl.col(legacy) if legacy in valid.columns else pl.lit(None, pl.String)).alias(
-                "legacy"
-            ),
-        )
-        frames.append(rows.filter(pl.col("key").is_last_distinct()).select(list(schema)))
-    return pl.concat(frames, rechunk=False).sort(ROW, maintain_order=True)
+def _sent_events(
+    everyone: pl.DataFrame, index: int, rejected_last: pl.DataFrame, size: int
+) -> pl.Series:
+    """The rows whose occurrence of event `index` is sent: the last valid pending row of each
+    key, unless its contact's last row is rejected (the contact gets no upsert this run, so
+    none of its events either: an event would update it without its properties)."""
+    key = _fp(f"key{index}")
+    candidates = everyone.filter(~pl.col(SETTLED), pl.col(VALID), pl.col(key[0]).is_not_null())
+    last = candidates.filter(pl.col(ROW).is_in(_last_rows(candidates, key).implode()))
+    if not rejected_last.is_empty():
+        last = last.join(rejected_last, on=_fp("id"), how="anti", nulls_equal=False)
+    return _mask(size, last.get_column(ROW))
 
 
-def rejected_last(spec: SyncConfig, checked: pl.DataFrame, settled: pl.DataFrame) -> pl.Series:
-    """The contacts whose last row is rejected: they get no upsert this run, so none of their
-    events either (an event would create or update the contact without its properties)."""
-    if spec.contact is None:
-        return pl.Series([], dtype=pl.String).implode()
-    rows = pl.concat(
+def _settled_only(everyone: pl.DataFrame, index: int, sent: pl.Series) -> int:
+    """Occurrences of event `index` on settled rows only, each once (the plan counts those a
+    pending row also has)."""
+    key = _fp(f"key{index}")
+    settled = everyone.filter(pl.col(SETTLED), pl.col(key[0]).is_not_null()).select(key)
+    if settled.is_empty():
+        return 0
+    pending = everyone.filter(pl.lit(Decisions.picks(sent, everyone.get_column(ROW)))).select(key)
+    found = 0
+    for part, others in _partitioned(settled, key[0], pending):
+        found += part.unique().join(others, on=key, how="anti").height
+    return found
+
+
+def _conflicts(everyone: pl.DataFrame) -> pl.DataFrame:
+    """Rows Loops would make one contact with another (see `conflict_problems`): among each
+    contact's last row, an email on more than one contact; among every row, a user id with more
+    than one email (a missing one counts). Rows Loops holds (settled) count as the others too."""
+    rows = everyone.filter(pl.col(VALID), pl.col("id.1").is_not_null())
+    last = rows.filter(pl.col(ROW).is_in(_last_rows(rows, _fp("id")).implode()))
+    shared_email = _sharing(last.filter(pl.col("email.1").is_not_null()), "email", "id")
+    shared_id = _sharing(rows.filter(pl.col(USER)), "id", "email")
+    return pl.concat(
         [
-            checked.select(
-                ROW,
-                pl.col(contact_column("identity")).alias("identity"),
-                pl.col(PROBLEMS).is_not_null(),
-            ),
-            settled.select(ROW, "identity", pl.lit(False).alias(PROBLEMS)),
-        ]
-    ).filter(pl.col("identity").is_not_null())
-    last = rows.filter(pl.col(ROW) == pl.col(ROW).max().over("identity"))
-    return last.filter(pl.col(PROBLEMS)).get_column("identity").implode()
+            shared_email.with_columns(pl.lit("email").alias("kind")),
+            shared_id.with_columns(pl.lit("user id").alias("kind")),
+            _no_conflicts(),
+        ],
+        how="diagonal",
+    ).select(ROW, "kind", "rows")
+
+
+def _no_conflicts() -> pl.DataFrame:
+    return pl.DataFrame(schema={ROW: pl.UInt32, "kind": pl.String, "rows": pl.String})
+
+
+def _sharing(rows: pl.DataFrame, shared: str, differing: str) -> pl.DataFrame:
+    """Row and the list of rows for each of `rows` whose `shared` value comes with more than
+    one `differing` value (a missing one counts as a value)."""
+    found = []
+    values = pl.struct(pl.col(_fp(differing)).fill_null(0))
+    for part, _ in _partitioned(rows, f"{shared}.1"):
+        groups = (
+            part.group_by(_fp(shared))
+            .agg(pl.col(ROW).sort(), values.n_unique().alias("values"))
+            .filter(pl.col("values") > 1)
+        )
+        listed = pl.col(ROW).cast(pl.List(pl.String)).list.join(", ").alias("rows")
+        found.append(groups.select(ROW, listed).explode(ROW))
+    return pl.concat(found) if found else pl.DataFrame(schema={ROW: pl.UInt32, "rows": pl.String})
+
+
+def conflict_problems(spec: SyncConfig, piece: pl.DataFrame, conflicts: pl.DataFrame) -> pl.Expr:
+    """PROBLEMS, with the conflict of each row of `piece` that has one.
+
+    Loops matches a contact by email or userId: `ann@x.com` with user id 1 and `ann@x.com` with
+    user id 2 (or none) are one contact there, and the second upsert would rewrite the first's
+    user id; user id 7 on `a@x.com` and on `b@x.com` is one contact too, and an event sent with
+    the email of the row that lost would create a second, empty one. Which row is right is not
+    ours to guess: every such row is rejected, naming the others.
+    """
+    if conflicts.is_empty() or spec.contact is None:
+        return pl.col(PROBLEMS)
+    mine = piece.select(ROW, contact_column("email"), contact_column("identity")).join(
+        conflicts, on=ROW, how="inner"
+    )
+    if mine.is_empty():
+        return pl.col(PROBLEMS)
+    shared = (
+        pl.when(pl.col("kind") == "email")
+        .then(pl.format("'{}'", pl.col(contact_column("email"))))
+        .otherwise(pl.format("user id {}", pl.col(contact_column("identity")).str.slice(2)))
+    )
+    differing = (
+        pl.when(pl.col("kind") == "email").then(pl.lit("user ids")).otherwise(pl.lit("emails"))
+    )
+    reasons = (
+        mine.with_columns(
+            pl.format(
+                "{} is on rows {} with different {}: Loops would make them one contact; "
+                "keep one row per person",
+                shared,
+                pl.col("rows"),
+                differing,
+            ).alias("reason")
+        )
+        .with_columns((pl.col("kind") != "email").alias("__order"))
+        .sort(ROW, "__order")
+        .group_by(ROW, maintain_order=True)
+        .agg(pl.col("reason").str.join("; "))
+        .select(ROW, pl.lit(f"{spec.contact.email}{COLUMN_SEPARATOR}") + pl.col("reason"))
+    )
+    conflict = pl.col(ROW).replace_strict(
+        reasons.get_column(ROW), reasons.get_column("literal"), default=None
+    )
+    return pl.coalesce(pl.col(PROBLEMS), conflict)
+
+
+def _last_rows(rows: pl.DataFrame, key: list[str]) -> pl.Series:
+    """The number of the last of `rows` with each value of `key` (never null)."""
+    found = [
+        part.group_by(key).agg(pl.col(ROW).max()).get_column(ROW)
+        for part, _ in _partitioned(rows, key[0])
+    ]
+    return pl.concat(found) if found else pl.Series(ROW, [], dtype=pl.UInt32)
+
+
+def _partitioned(
+    rows: pl.DataFrame, by: str, other: pl.DataFrame | None = None
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """`rows` (and `other`, cut the same way) a partition of `by`'s values at a time."""
+    count = max(1, rows.height // PARTITION_ROWS)
+    empty = pl.DataFrame()
+    if count == 1:
+        yield rows, other if other is not None else empty
+        return
+    for part in range(count):
+        picked = pl.col(by) % count == part
+        yield rows.filter(picked), other.filter(picked) if other is not None else empty
+
+
+def _mask(size: int, rows: pl.Series) -> pl.Series:
+    """A boolean per row number below `size`, true for `rows`."""
+    mask = pl.repeat(False, size, eager=True)
+    if rows.len():
+        mask = mask.scatter(rows.cast(pl.Int64), True)
+    return mask

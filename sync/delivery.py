@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from sync.pacing import Pacer
 from sync.plan import Plan
 from sync.report import RunReport
 from sync.sender import StopSwitch, default_concurrency, send_jobs
+from sync.signals import STOP_SIGNALS, handlers_kept
 
 if TYPE_CHECKING:
     from sync.pipeline import Options
@@ -67,7 +67,7 @@ def send_plan(
             api_key=api_key,
             options=options,
         )
-        with _handlers_kept(signal.SIGTERM, signal.SIGHUP):
+        with handlers_kept(signal.SIGTERM, signal.SIGHUP):
             anyio.run(send, backend="asyncio")
     finally:
         ledger.flush()
@@ -205,21 +205,8 @@ class _Recorder:
 async def _watch_signals(stop: StopSwitch) -> None:
     """First SIGINT, SIGTERM or SIGHUP (a closed terminal): start nothing new, let requests in
     flight finish. A second: abandon those too (their outcome unknown, the next run sends them)."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         received = 0
         async for _ in signals:
             received += 1
             stop.throw("signal", now=received > 1)
-
-
-@contextmanager
-def _handlers_kept(*signals: signal.Signals) -> Iterator[None]:
-    """asyncio resets a signal it handled to the default (death, for SIGTERM) when its loop
-    ends: give back the handlers that were there before sending."""
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            if handler is not None:
-                signal.signal(sig, handler)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -20,6 +21,7 @@ import orjson
 
 from sync.errors import FatalApiError, RejectedRow, RetryableError
 from sync.model import Answer, Outcome
+from sync.signals import run_until_stopped
 
 __all__ = [
     "LISTS_PATH",
@@ -308,15 +310,18 @@ def check_api_key(
     timeout: float = CHECK_TIMEOUT,
     transport: httpx.AsyncBaseTransport | None = None,
     pause: float = CHECK_PAUSE,
+    handle_signals: bool = False,
 ) -> str:
     """Ask Loops whether it takes the key (`GET /v1/api-key`); the team's name if it does.
 
     Run before sending, also when there is nothing to send: an empty plan proves nothing about
     the key. FatalApiError within seconds when the key is refused (401), the base URL is not
     the Loops API (404, 405), or Loops cannot be reached (refused, DNS, TLS, no answer), after
-    at most CHECK_TRIES quick tries for what may pass (no answer, 429, 5xx).
+    at most CHECK_TRIES quick tries for what may pass (no answer, 429, 5xx). `handle_signals`:
+    a stop signal ends the check as Ctrl-C does (`sync.signals`).
     """
-    return anyio.run(_check_api_key, base_url, api_key, timeout, transport, pause)
+    check = partial(_check_api_key, base_url, api_key, timeout, transport, pause)
+    return run_until_stopped(check, watch=handle_signals)
 
 
 async def _check_api_key(

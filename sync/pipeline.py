@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import orjson
 import polars as pl
 
 from sync.account import require_account
-from sync.candidates import Mapped, gather
 from sync.coerce import constant_problems
 from sync.columns import ROW
 from sync.config import Config, check_columns
@@ -30,10 +28,11 @@ from sync.lock import hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
 from sync.mapping import map_slices
 from sync.model import Request, SendProgress
-from sync.plan import Plan, make_plan
+from sync.plan import Gathered, Plan, plan_slices
 from sync.report import RunReport, write_rejects
 from sync.sender import RetryPolicy
 from sync.sources import open_source
+from sync.state import spool_write
 
 __all__ = [
     "Options",
@@ -99,7 +98,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
         with (
             recorded_in_history(ledger, run_id, report),
             ending_as_stop_run(config, report),
-            _spool(config) as spool,
+            config.state.spool(locked=True) as spool,
         ):
             ready = _ready_to_send(config, ledger, report, spool, full=options.full)
             check_api_key(
@@ -107,9 +106,15 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 api_key,
                 timeout=config.spec.loops.timeout,
                 transport=options.transport,
+                handle_signals=options.handle_signals,
             )
             if options.check_account:
-                require_account(config, api_key, transport=options.transport)
+                require_account(
+                    config,
+                    api_key,
+                    transport=options.transport,
+                    handle_signals=options.handle_signals,
+                )
             ledger.adopt(ready.plan.adopted, _once_per_of(config))
             ledger.learn(ready.learned)
             loops_rejects = send_plan(
@@ -124,19 +129,6 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 loops_rejects=loops_rejects,
                 started=started,
             )
-
-
-@contextmanager
-def _spool(config: Config) -> Iterator[Path]:
-    """The run's spool directory, empty at the start (a killed run may have left files) and
-    removed at the end, however the run ends."""
-    spool = config.state.spool_dir
-    shutil.rmtree(spool, ignore_errors=True)
-    spool.mkdir(parents=True)
-    try:
-        yield spool
-    finally:
-        shutil.rmtree(spool, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -157,26 +149,28 @@ def _ready_to_send(
     """Read, map and plan, the source's slices kept in the spool as they are read, then put
     the plan there too."""
     rows = _read(config, keep_in=spool)
-    mapped, plan = _map_and_plan(config, rows, _held(config, ledger), full=full)
-    _count_mapped(report, mapped, plan)
-    return _Ready(plan.spooled(spool / "plan.arrow"), rows.kept(), mapped.rejects, mapped.learned)
+    gathered, plan = _map_and_plan(config, rows, _held(config, ledger), full=full, spool=spool)
+    _count_mapped(report, gathered, plan)
+    return _Ready(plan, rows.kept(), gathered.rejects, gathered.learned)
 
 
 def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
-    rows = _read(config)
-    with _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, rows, _held(config, ledger), full=options.full)
-    _count_mapped(report, mapped, plan)
-    report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
-    _finish(
-        config,
-        report=report,
-        source=rows.kept(),
-        rejects=mapped.rejects,
-        loops_rejects=[],
-        started=started,
-    )
+    with config.state.spool(locked=False) as spool:
+        rows = _read(config, keep_in=spool)
+        with _open_ledger(config) as ledger:
+            held = _held(config, ledger)
+        gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
+        _count_mapped(report, gathered, plan)
+        report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
+        _finish(
+            config,
+            report=report,
+            source=rows.kept(),
+            rejects=gathered.rejects,
+            loops_rejects=[],
+            started=started,
+        )
 
 
 def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
@@ -187,18 +181,21 @@ def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
     """What a run would send, without sending anything or taking the lock."""
-    rows = _read(config, keep=False)
-    with _open_ledger(config) as ledger:
-        mapped, plan = _map_and_plan(config, rows, _held(config, ledger), full=full)
+    with config.state.spool(locked=False) as spool:
+        rows = _read(config)
+        with _open_ledger(config) as ledger:
+            held = _held(config, ledger)
+        gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
+        first_requests = (r for job in plan.jobs(samples) for r in job.requests)
+        sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
     report = _new_report(config, dry_run=True)
-    _count_mapped(report, mapped, plan)
+    _count_mapped(report, gathered, plan)
+    rejects = gathered.rejects
     by_reason = (
-        mapped.rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
-        if not mapped.rejects.is_empty()
+        rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
+        if not rejects.is_empty()
         else []
     )
-    first_requests = (r for job in plan.jobs(samples) for r in job.requests)
-    sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
     return PlanPreview(
         report=report,
         plan=plan,
@@ -218,9 +215,7 @@ class _Rows:
 
     schema: pl.Schema
     source: Iterator[pl.DataFrame]
-    keep_in: Path | None
-    keep: bool = True  # False: nothing will ask for the rows again (`plan`)
-    _kept: list[pl.DataFrame] = field(default_factory=list)
+    keep_in: Path | None  # None: nothing will ask for the rows again (`plan`)
 
     @property
     def slices(self) -> Iterator[pl.DataFrame]:
@@ -229,9 +224,7 @@ class _Rows:
             rows = piece.with_row_index(ROW, offset=offset)
             offset += piece.height
             if self.keep_in is not None:
-                rows.write_ipc(self.keep_in / f"source-{index:06d}.arrow")
-            elif self.keep:
-                self._kept.append(rows)
+                spool_write(rows, self.keep_in / f"source-{index:06d}.arrow")
             yield rows
 
     def kept(self) -> pl.LazyFrame:
@@ -239,18 +232,16 @@ class _Rows:
         files = sorted(self.keep_in.glob("source-*.arrow")) if self.keep_in else []
         if files:
             return pl.scan_ipc(files)
-        if self._kept:
-            return pl.concat(self._kept).lazy()
         return pl.LazyFrame(schema=self.schema)
 
 
-def _read(config: Config, *, keep_in: Path | None = None, keep: bool = True) -> _Rows:
+def _read(config: Config, *, keep_in: Path | None = None) -> _Rows:
     """The source's columns are checked against the config before any row is read; the rows
     then come a slice at a time."""
     stream = open_source(config)
     check_columns(config, stream.schema, extra=constant_problems(config.spec))
     schema = pl.Schema([(ROW, pl.UInt32()), *stream.schema.items()])
-    return _Rows(schema, stream.slices, keep_in, keep)
+    return _Rows(schema, stream.slices, keep_in)
 
 
 def _held(config: Config, ledger: Ledger) -> Held:
@@ -261,23 +252,23 @@ def _once_per_of(config: Config) -> dict[str, list[str]]:
     return {event.name: event.once_per for event in config.spec.events}
 
 
-def _map_and_plan(config: Config, rows: _Rows, held: Held, *, full: bool) -> tuple[Mapped, Plan]:
-    """Map (pure), then plan: settle against the ledger and deduplicate, diff, order, fold.
-    `full`: every contact counts as unsent; events stay delivered, never repeated."""
+def _map_and_plan(
+    config: Config, rows: _Rows, held: Held, *, full: bool, spool: Path
+) -> tuple[Gathered, Plan]:
+    """Map (pure), then plan against what Loops holds, in bounded memory (`sync.plan`)."""
     spec = config.spec
-    mapped_slices = map_slices(spec, rows.slices, rows.schema, ls1_keys=held.legacy)
-    mapped = gather(spec, mapped_slices, held.without_contacts() if full else held)
-    return mapped, make_plan(mapped, held, full=full)
+    mapped = map_slices(spec, rows.slices, rows.schema, ls1_keys=held.legacy)
+    return plan_slices(spec, mapped, held, full=full, spool=spool)
 
 
 def _new_report(config: Config, *, dry_run: bool) -> RunReport:
     return RunReport(sync=config.name, dry_run=dry_run, rate_limit=config.spec.loops.rate_limit)
 
 
-def _count_mapped(report: RunReport, mapped: Mapped, plan: Plan) -> None:
-    report.rows_read = mapped.rows_read
-    report.rows_rejected = mapped.rejects.height
-    report.duplicates = mapped.duplicates
+def _count_mapped(report: RunReport, gathered: Gathered, plan: Plan) -> None:
+    report.rows_read = gathered.rows_read
+    report.rows_rejected = gathered.rejects.height
+    report.duplicates = gathered.duplicates
     _count_plan(report, plan)
     report.kept_in_loops = plan.kept_in_loops
     if plan.kept_in_loops:
@@ -301,15 +292,15 @@ def _count_plan(report: RunReport, plan: Plan) -> None:
 
 def _count_left_by_limit(report: RunReport, plan: Plan, limit: int | None) -> None:
     """What --limit kept back: the requests (an upsert riding on an event is one, as Loops sees
-    it) and the contacts of the jobs past the first `limit`, which are the plan's next rows."""
+    it) and the contacts of the jobs past the first `limit` (a job is one contact's)."""
     if limit is None:
         return
-    handed_requests = handed_rows = 0
+    handed_requests = handed_jobs = 0
     for job in plan.jobs(limit):
         handed_requests += len(job.requests)
-        handed_rows += len(job.requests) + sum(r.folded is not None for r in job.requests)
+        handed_jobs += 1
     report.requests_left_by_limit = plan.request_count - handed_requests
-    report.contacts_left_by_limit = plan.identities_from(handed_rows)
+    report.contacts_left_by_limit = plan.job_count - handed_jobs
 
 
 def _open_ledger(config: Config) -> closing[Ledger]:

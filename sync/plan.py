@@ -1,8 +1,11 @@
-"""Diff the mapped rows against the ledger: only new, changed or previously failed work is sent.
+"""Diff the candidates against the ledger: only new, changed or previously failed work is sent.
 
-The plan stays a Polars frame (one line per request) until the sender asks for jobs, which come
-out a bounded slice at a time. A job holds one identity's requests, its upsert first, so that an
-email triggered by an event sees the new properties.
+The plan is built a slice of candidates at a time: each slice is diffed as it comes, and its
+lines (one per request) go to a part chosen by their identity, on disk in the run's spool. Each
+part is then put in send order alone, so that ordering never holds more than a part; the
+sender merges the parts back into one order, a job at a time. A job holds one identity's
+requests, its upsert first, so that an email triggered by an event sees the new properties;
+jobs go in source order of their identity's first line.
 
 Loops counts requests, so the one way past N / rate is to send fewer: `events/send` also takes a
 contact's properties and mailing lists and updates (or creates) the contact with them. When an
@@ -14,40 +17,50 @@ meaning on an event Loops does not document.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
 import orjson
 import polars as pl
 
-from sync.candidates import Mapped
+from sync.candidates import Candidates, Mapped, pick, settle_all, skipped_when_empty
 from sync.columns import ROW
+from sync.config import SyncConfig
 from sync.held import Held
-from sync.keys import canonical_json, json_object, json_value
+from sync.keys import canonical_json
 from sync.model import Job, Occurrence, Request
-from sync.snapshot import once_per_columns
+from sync.once_per import held_under_other_once_per
+from sync.state import spool_write
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["Gathered", "Plan", "PlanBuilder", "make_plan", "plan_slices"]
 
 SLICE_ROWS = 20_000
+# Lines per part: ordering a part holds it twice, about 400 bytes a line.
+LINES_PER_PART = 250_000
 # An event's `Occurrence`, column by column, in the plan frame (null on contact lines).
 OCCURRENCE_COLUMNS = ("key_email", "key_user", "occurrence_email", "occurrence_user_id", "once_per")
+# The row of the first line of each line's identity: the order of jobs.
+FIRST = "__first"
+LINE_COLUMNS = ("kind", ROW, "identity", "ref", "body", "event", "fold", *OCCURRENCE_COLUMNS)
 
 
 @dataclass(frozen=True)
 class Plan:
     """What a run will send, and why the rest is skipped.
 
-    `lines`: kind, row, identity, ref, body, event, status (new, changed, retry), fold and an
-    event's occurrence, in send order (each identity's upsert before its events): in memory,
-    or scanned from a spool file once `spooled`, so that sending holds a slice at a time.
-    `size`: those lines, planned requests before folding (what progress and counts speak of).
+    `parts`: lines (kind, row, identity, ref, body, event, status, fold and an event's
+    occurrence), each part in send order and holding whole identities, on disk or in memory.
+    `size`: those lines, planned requests before folding (what progress and counts speak of);
+    `job_count`: the identities they belong to, a job each.
     """
 
-    lines: pl.LazyFrame
+    parts: tuple[pl.LazyFrame, ...]
     size: int
+    job_count: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     # Occurrences that an event delivered under earlier `once_per` columns stands for.
     adopted: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -55,18 +68,11 @@ class Plan:
 
     @property
     def requests(self) -> pl.DataFrame:
-        """Every line at once: for a preview, a test or a benchmark, not for sending."""
-        return self.lines.collect()
-
-    def spooled(self, path: Path) -> Plan:
-        """The same plan written to `path` (Arrow IPC) and read back from there as it is sent."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.lines.sink_ipc(path)
-        return replace(self, lines=pl.scan_ipc(path))
-
-    def identities_from(self, line: int) -> int:
-        """How many identities the lines from `line` on belong to (what --limit left)."""
-        return int(self.lines.slice(line).select(pl.col("identity").n_unique()).collect().item())
+        """Every line at once, in send order: for a preview, a test or a benchmark."""
+        lines = pl.concat(self.parts).collect() if self.parts else pl.DataFrame()
+        if lines.is_empty():
+            return lines.drop(FIRST, strict=False)
+        return lines.sort(FIRST, "identity", pl.col("kind") != "contact", ROW).drop(FIRST)
 
     @property
     def request_count(self) -> int:
@@ -74,33 +80,52 @@ class Plan:
         return self.size - self.counts.get("folded", 0)
 
     def jobs(self, limit: int | None = None) -> Iterator[Job]:
-        """The plan as jobs, a slice at a time; `limit` caps the number of jobs."""
+        """The plan as jobs, in send order, a slice of each part at a time; `limit` caps the
+        number of jobs."""
         if limit is not None:
             yield from islice(self.jobs(), limit)
             return
-        current: list[Request] = []
-        folds = False
-        columns = ("kind", ROW, "identity", "ref", "body", "event", "fold", *OCCURRENCE_COLUMNS)
-        for piece in self.lines.collect_batches(chunk_size=SLICE_ROWS):
-            for kind, row, identity, ref, body, event, fold, *found_by in piece.select(
-                columns
-            ).iter_rows():
-                if current and current[0].identity != identity:
-                    yield self._job(current, folds)
-                    current = []
-                if kind == "contact":
-                    folds = bool(fold)
-                occurrence = Occurrence(*found_by) if kind == "event" else None
-                current.append(
-                    Request(kind, row, identity, ref, body.encode(), event, None, occurrence)
-                )
-        if current:
-            yield self._job(current, folds)
+        merged = heapq.merge(*(_jobs_of(part) for part in self.parts))
+        for _, _, job in merged:
+            yield job
 
-    def _job(self, requests: list[Request], folds: bool) -> Job:
-        if folds:
-            return Job(requests[0].identity, carry(requests[0], requests[1:]))
-        return Job(requests[0].identity, tuple(requests))
+
+def _jobs_of(part: pl.LazyFrame) -> Iterator[tuple[int, str, Job]]:
+    """The jobs of one part, each with its place in the order (first row, identity)."""
+    current: list[Request] = []
+    folds, first = False, 0
+    for piece in _batches(part.select(FIRST, *LINE_COLUMNS)):
+        for order, kind, row, identity, ref, body, event, fold, *found_by in piece.iter_rows():
+            if current and current[0].identity != identity:
+                yield first, current[0].identity, _job(current, folds)
+                current = []
+            if not current:
+                first = order
+            if kind == "contact":
+                folds = bool(fold)
+            occurrence = Occurrence(*found_by) if kind == "event" else None
+            request = Request(kind, row, identity, ref, body.encode(), event, None, occurrence)
+            current.append(request)
+    if current:
+        yield first, current[0].identity, _job(current, folds)
+
+
+def _batches(lines: pl.LazyFrame) -> Iterator[pl.DataFrame]:
+    """`lines` SLICE_ROWS at a time, each read when asked for. (`collect_batches` reads on in
+    the background while the sender waits on the rate limit: the whole plan ends up in memory.)"""
+    offset = 0
+    while True:
+        piece = lines.slice(offset, SLICE_ROWS).collect()
+        if piece.is_empty():
+            return
+        offset += piece.height
+        yield piece
+
+
+def _job(requests: list[Request], folds: bool) -> Job:
+    if folds:
+        return Job(requests[0].identity, carry(requests[0], requests[1:]))
+    return Job(requests[0].identity, tuple(requests))
 
 
 def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
@@ -120,11 +145,159 @@ def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
     return (carrier, *events[1:])
 
 
+class PlanBuilder:
+    """Build a plan from slices of candidates: `add` each, then `finish`.
+
+    `directory`: where the parts go (a run's spool), else memory; `parts`: how many, from the
+    number of lines expected (`parts_for`). `full` sends every contact again.
+    """
+
+    def __init__(
+        self,
+        held: Held,
+        *,
+        full: bool = False,
+        skipped_when_empty: tuple[str, ...] = (),
+        directory: Path | None = None,
+        parts: int = 1,
+    ) -> None:
+        self._held, self._full, self._skipped = held, full, skipped_when_empty
+        self._directory, self._parts = directory, max(1, parts)
+        self._written: dict[int, list[pl.DataFrame | Path]] = {}
+        self.counts: Counter[str] = Counter()
+        self.kept_in_loops: Counter[str] = Counter()
+        self._adopted: list[pl.DataFrame] = []
+
+    def add(self, candidates: Candidates) -> None:
+        contacts = _contact_status(candidates.contacts, self._held, full=self._full)
+        events, adopted = _event_status(candidates.events, self._held)
+        self._adopted.append(adopted)
+        for status in ("new", "changed", "unchanged", "retry"):
+            self.counts[f"contacts_{status}"] += _count(contacts, status)
+        for status in ("new", "retry"):
+            self.counts[f"events_{status}"] += _count(events, status)
+        self.counts["events_already_delivered"] += candidates.events.height - events.height
+        self.kept_in_loops.update(_kept_in_loops(contacts, self._held, self._skipped))
+        self._write(_lines(contacts, events))
+
+    def _write(self, lines: pl.DataFrame) -> None:
+        if lines.is_empty():  # kept once, in memory: an empty plan still has its columns
+            self._written.setdefault(0, [lines])
+            return
+        by_part = (
+            {0: lines}
+            if self._parts == 1
+            else lines.with_columns(
+                (pl.col("identity").hash() % self._parts).alias("__part")
+            ).partition_by("__part", as_dict=True, include_key=False)
+        )
+        for key, piece in by_part.items():
+            number = int(key[0] if isinstance(key, tuple) else key)
+            kept = self._written.setdefault(number, [])
+            if self._directory is None:
+                kept.append(piece)
+                continue
+            path = self._directory / f"lines-{number:04d}-{len(kept):06d}.arrow"
+            spool_write(piece, path)
+            kept.append(path)
+
+    def finish(self, *, contacts_settled: int = 0, events_settled: int = 0) -> Plan:
+        """Order each part; the counts of rows Loops holds whole come from deduplication."""
+        parts, size, jobs, folded = [], 0, 0, 0
+        for number in sorted(self._written):
+            ordered = _ordered(pl.concat([_read(piece) for piece in self._written[number]]))
+            size += ordered.height
+            jobs += ordered.get_column("identity").n_unique()
+            folded += int(ordered.get_column("fold").sum())
+            if self._directory is None:
+                parts.append(ordered.lazy())
+                continue
+            path = self._directory / f"plan-{number:04d}.arrow"
+            # In batches as the sender reads them: a merge then holds a batch of each part.
+            spool_write(ordered, path, batch_rows=SLICE_ROWS)
+            for piece in self._written[number]:
+                if isinstance(piece, Path):
+                    piece.unlink()
+            parts.append(pl.scan_ipc(path))
+        counts = dict(self.counts)
+        counts["contacts_unchanged"] = counts.get("contacts_unchanged", 0) + contacts_settled
+        counts["events_already_delivered"] = (
+            counts.get("events_already_delivered", 0) + events_settled
+        )
+        counts["folded"] = folded
+        adopted = pl.concat(self._adopted) if self._adopted else pl.DataFrame()
+        return Plan(tuple(parts), size, jobs, counts, adopted, dict(self.kept_in_loops))
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """What planning found besides the plan: for the report, the rejects file and the ledger."""
+
+    rows_read: int
+    rejects: pl.DataFrame
+    duplicates: int
+    learned: pl.DataFrame
+
+
+def plan_slices(
+    spec: SyncConfig,
+    mapped: Iterable[pl.DataFrame],
+    held: Held,
+    *,
+    full: bool = False,
+    spool: Path | None = None,
+) -> tuple[Gathered, Plan]:
+    """Plan the mapped slices in two passes, memory bounded by a slice, a part and the census:
+    settle each slice against the ledger (keeping what is pending in `spool`, else memory) and
+    deduplicate on the census; then pick each pending slice's candidates, diff them, and write
+    the lines by parts, each put in send order. `full`: every contact counts as unsent; events
+    stay delivered, never repeated."""
+    settled = settle_all(spec, mapped, held.without_contacts() if full else held, spool)
+    decisions = settled.decide(spec)
+    builder = PlanBuilder(
+        held,
+        full=full,
+        skipped_when_empty=skipped_when_empty(spec),
+        directory=spool,
+        parts=parts_for(settled.pending_rows * (1 + len(spec.events))),
+    )
+    rejects = []
+    for piece in settled.pending():
+        candidates = pick(spec, piece, decisions)
+        rejects.append(candidates.rejects)
+        builder.add(candidates)
+    plan = builder.finish(
+        contacts_settled=decisions.contacts_settled, events_settled=decisions.events_settled
+    )
+    found = Gathered(
+        settled.rows_read, pl.concat(rejects), decisions.duplicates, settled.learned_all()
+    )
+    return found, plan
+
+
+def parts_for(lines: int) -> int:
+    """How many parts a plan of about `lines` lines is written in."""
+    return max(1, -(-lines // LINES_PER_PART))
+
+
+def _read(piece: pl.DataFrame | Path) -> pl.DataFrame:
+    return pl.read_ipc(piece) if isinstance(piece, Path) else piece
+
+
 def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:
-    """Compare with what Loops holds; `full` sends every contact again."""
-    candidates = mapped.contacts
+    """The plan of candidates gathered in memory (`candidates.gather`): for tests and previews."""
+    builder = PlanBuilder(held, full=full, skipped_when_empty=mapped.skipped_when_empty)
+    builder.add(Candidates(mapped.contacts, mapped.events, mapped.rejects))
+    return builder.finish(
+        contacts_settled=mapped.contacts_settled, events_settled=mapped.events_settled
+    )
+
+
+def _contact_status(candidates: pl.DataFrame, held: Held, *, full: bool) -> pl.DataFrame:
+    """Each candidate upsert with its status: retry (it failed before), new (Loops never had
+    the contact from us), changed (another payload, or `full`), unchanged."""
     hashes, identities = candidates.get_column("hash"), candidates.get_column("identity")
-    contacts = candidates.with_columns(
+    return candidates.with_columns(
         pl.when(pl.lit(held.failed(identities)))
         .then(pl.lit("retry"))
         .when(~pl.lit(held.knows_contacts(identities)))
@@ -134,9 +307,13 @@ def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:
         .otherwise(pl.lit("unchanged"))
         .alias("status")
     )
-    not_held = mapped.events.filter(~held.holds_event(mapped.events))
-    stands_for = _held_under_other_once_per(not_held, held.other_once_per)
-    adopted = not_held.filter(stands_for)
+
+
+def _event_status(candidates: pl.DataFrame, held: Held) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The occurrences Loops lacks, each with its status (new, or retry after a failure), and
+    those an event delivered under earlier `once_per` columns stands for (to adopt)."""
+    not_held = candidates.filter(~held.holds_event(candidates))
+    stands_for = held_under_other_once_per(not_held, held.other_once_per)
     fresh = not_held.filter(~stands_for)
     events = fresh.with_columns(
         pl.when(pl.lit(held.failed(fresh.get_column("key"))))
@@ -144,7 +321,12 @@ def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:
         .otherwise(pl.lit("new"))
         .alias("status")
     )
-    to_send = pl.concat(
+    return events, not_held.filter(stands_for)
+
+
+def _lines(contacts: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """One line per request to send, contacts and events alike."""
+    return pl.concat(
         [
             contacts.filter(pl.col("status") != "unchanged").select(
                 pl.lit("contact").alias("kind"),
@@ -179,25 +361,17 @@ def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:
         ],
         rechunk=False,
     )
-    # Each identity's requests together, upsert first, in source order of the identity's first row.
-    ordered = (
-        to_send.with_columns(pl.col(ROW).min().over("identity").alias("__first"))
-        .sort(["__first", "identity", pl.col("kind") != "contact", ROW])
+
+
+def _ordered(lines: pl.DataFrame) -> pl.DataFrame:
+    """Each identity's requests together, upsert first, in source order of the identity's
+    first line; an upsert that rides on its first event marked `fold`."""
+    return (
+        lines.with_columns(pl.col(ROW).min().over("identity").alias(FIRST))
+        .sort([FIRST, "identity", pl.col("kind") != "contact", ROW])
         .with_columns(_folds().alias("fold"))
-        .drop("__first", "email", "userId", "foldable")
+        .drop("email", "userId", "foldable")
     )
-    counts = {
-        "contacts_new": _count(contacts, "new"),
-        "contacts_changed": _count(contacts, "changed"),
-        "contacts_unchanged": _count(contacts, "unchanged") + mapped.contacts_settled,
-        "contacts_retry": _count(contacts, "retry"),
-        "events_new": _count(events, "new"),
-        "events_retry": _count(events, "retry"),
-        "events_already_delivered": mapped.events.height - events.height + mapped.events_settled,
-        "folded": int(ordered.get_column("fold").sum()),
-    }
-    kept = _kept_in_loops(contacts, held, mapped.skipped_when_empty)
-    return Plan(ordered.lazy(), ordered.height, counts, adopted, kept)
 
 
 def _kept_in_loops(contacts: pl.DataFrame, held: Held, skipped: tuple[str, ...]) -> dict[str, int]:
@@ -219,66 +393,6 @@ def _kept_in_loops(contacts: pl.DataFrame, held: Held, skipped: tuple[str, ...])
         for name in skipped
     ).row(0, named=True)
     return {name: int(count) for name, count in counts.items() if count}
-
-
-def _held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.Series:
-    """Whether an event delivered under earlier `once_per` columns stands for each occurrence.
-
-    When an event's `once_per` columns change, its delivered occurrences are compared with
-    today's on the columns both have: with columns removed, a contact that had the event has
-    it; with columns added, the occurrences in the source at the first run after the change
-    stand for the one delivered before (they are recorded as delivered, `Plan.adopted`), and
-    occurrences that appear later are new. Not for a contact that already has an occurrence
-    under today's columns: the change was adopted for it before. `held`: `Snapshot.other_once_per`.
-    """
-    covered = pl.repeat(False, events.height, eager=True).alias("covered")
-    if held.is_empty() or events.is_empty():
-        return covered
-    indexed = events.with_row_index("__i")
-    found: list[pl.Series] = []
-    for event in held.get_column("event").unique().to_list():
-        records = held.filter(pl.col("event") == event)
-        today = indexed.filter(pl.col("event") == event)
-        if today.is_empty():
-            continue
-        columns = set(today.head(1).select(once_per_columns()).item().split("\x1f"))
-        adopted_before = records.filter(pl.col("current"))
-        known_emails = adopted_before.get_column("email").drop_nulls().implode()
-        known_ids = adopted_before.get_column("user_id").drop_nulls().implode()
-        today = today.filter(
-            ~pl.col("email").is_in(known_emails).fill_null(False)
-            & ~pl.col("userId").is_in(known_ids).fill_null(False)
-        )
-        earlier = records.filter(~pl.col("current"))
-        for signature in earlier.select(once_per_columns().unique()).to_series().to_list():
-            same = earlier.filter(once_per_columns() == signature)
-            shared = sorted(set(signature.split("\x1f")) & columns - {""})
-            mine = today.with_columns(_projected(shared))
-            theirs = same.with_columns(_projected(shared))
-            for left, right in (("email", "email"), ("userId", "user_id")):
-                matched = mine.join(
-                    theirs.filter(pl.col(right).is_not_null()),
-                    left_on=[left, "__projected"],
-                    right_on=[right, "__projected"],
-                    how="semi",
-                )
-                found.append(matched.get_column("__i"))
-    if not found:
-        return covered
-    matched_rows = pl.concat(found).implode()
-    return indexed.select(pl.col("__i").is_in(matched_rows)).to_series().alias("covered")
-
-
-def _projected(columns: list[str]) -> pl.Expr:
-    """The `once_per` object cut down to `columns`, as canonical JSON."""
-    if not columns:
-        return pl.lit("{}").alias("__projected")
-    decoded = pl.col("once_per").str.json_decode(
-        pl.Struct([pl.Field(name, pl.String) for name in columns])
-    )
-    return json_object({name: json_value(decoded.struct.field(name)) for name in columns}).alias(
-        "__projected"
-    )
 
 
 def _count(frame: pl.DataFrame, status: str) -> int:

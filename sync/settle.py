@@ -12,15 +12,14 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from sync.columns import PROBLEMS, ROW, contact_column, event_column
+from sync.columns import PROBLEMS, contact_column, event_column
 from sync.config import SyncConfig
-from sync.dedupe import by_both
+from sync.dedupe import census
 from sync.held import Held
 
 __all__ = [
     "NOTHING_LEARNED",
     "SettledSlice",
-    "count_settled_events",
     "settle",
 ]
 
@@ -33,11 +32,12 @@ NOTHING_LEARNED = pl.DataFrame(
 
 @dataclass(frozen=True)
 class SettledSlice:
-    """A mapped slice: `pending`, rows with something to send or to reject, all columns; and
-    `settled`, rows Loops already holds whole: row, contact identity, event fingerprints."""
+    """A mapped slice: `pending`, rows with something to send or to reject, all columns;
+    `census`, what deduplication needs of every row, the settled ones (whose every request
+    Loops holds) included (`sync.dedupe.census`); and the identifiers the ledger learns."""
 
     pending: pl.DataFrame
-    settled: pl.DataFrame
+    census: pl.DataFrame
     learned: pl.DataFrame
 
 
@@ -45,13 +45,10 @@ def settle(spec: SyncConfig, piece: pl.DataFrame, held: Held | None) -> SettledS
     """Set aside the rows whose every request Loops already holds, and the bodies it holds.
 
     A nightly run over a big table should not hold a million bodies it won't send: a settled
-    row keeps only what deduplication and the counts need. A request that failed before is
-    never settled: it is retried. A contact's hash is looked up among every identity's, not
-    only its own: the same thing, because a body holds the email or userId its identity is
-    made of (the config reserves those names), so no two identities share a hash.
+    row keeps only its census. A request that failed before is never settled: it is retried.
     """
     if held is None:
-        return SettledSlice(piece, _settled_rows(spec, piece.head(0)), NOTHING_LEARNED)
+        return SettledSlice(piece, census(spec, piece, settled=False), NOTHING_LEARNED)
     skip_body: dict[str, pl.Expr] = {}  # body column: whether Loops holds it (no retry due)
     whole = pl.col(PROBLEMS).is_null()
     if spec.contact:
@@ -75,8 +72,13 @@ def settle(spec: SyncConfig, piece: pl.DataFrame, held: Held | None) -> SettledS
     # Mostly pending (a first sync), its buffers are mostly in use: copying would gain little.
     if pending.height < piece.height // 2:
         pending = _compact(pending)
-    settled = _settled_rows(spec, marked.filter(pl.col("__settled")))
-    return SettledSlice(pending, _compact(settled), pl.concat(learned))
+    counted = pl.concat(
+        [
+            census(spec, pending, settled=False),
+            census(spec, marked.filter(pl.col("__settled")), settled=True),
+        ]
+    )
+    return SettledSlice(pending, counted, pl.concat(learned))
 
 
 def _learned(
@@ -103,36 +105,6 @@ def _learned(
         pl.col(prefix + "email").alias("email"),
         pl.col(prefix + "userId").alias("user_id"),
     )
-
-
-def _settled_rows(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
-    """What a settled row still counts for: its contact identity, so that it wins over earlier
-    rows of that identity, and a fingerprint of each event key (for the count, in this run)."""
-    identity = pl.col(contact_column("identity")) if spec.contact else pl.lit(None, pl.String)
-    email = pl.col(contact_column("email")) if by_both(spec) else pl.lit(None, pl.String)
-    fingerprints = [
-        pl.when(pl.col(event_column(index, "applies")))
-        .then(pl.col(event_column(index, "key")).hash())
-        .alias(event_column(index, "fp"))
-        for index in range(len(spec.events))
-    ]
-    return rows.select(ROW, identity.alias("identity"), email.alias("email"), *fingerprints)
-
-
-def count_settled_events(spec: SyncConfig, settled: pl.DataFrame, events: pl.DataFrame) -> int:
-    """Settled event keys, each once, less those a pending row also has (the plan counts them).
-
-    By fingerprint alone: two keys sharing one (about 1 in 10^7 runs of a million keys) would
-    make the "already delivered" count one short. Only the count: nothing sent depends on it.
-    """
-    if not spec.events:
-        return 0
-    fingerprints = pl.concat(
-        settled.get_column(event_column(i, "fp")) for i in range(len(spec.events))
-    )
-    pending = events.get_column("key").hash().implode()
-    each_once = fingerprints.drop_nulls().unique()
-    return each_once.filter(~each_once.is_in(pending)).len()
 
 
 def _compact(frame: pl.DataFrame) -> pl.DataFrame:

@@ -8,12 +8,18 @@ that needs one of these files asks `StateDir` for it and never builds the path i
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync.errors import SourceError
+import polars as pl
 
-__all__ = ["LEDGER_FILE", "StateDir", "make_state_dir"]
+from sync.errors import LedgerError, SourceError
+
+__all__ = ["LEDGER_FILE", "StateDir", "make_state_dir", "spool_write"]
 
 LEDGER_FILE = "ledger.sqlite"
 
@@ -55,9 +61,40 @@ class StateDir:
         """Where a run may keep its plan on disk while sending it; not made until asked."""
         return self.root / f"{self.sync}-spool"
 
+    @contextmanager
+    def spool(self, *, locked: bool) -> Iterator[Path]:
+        """A directory for what a run keeps on disk while it runs (the source's slices, the
+        pending rows, the plan), removed however the run ends. A run that holds the lock uses
+        `spool_dir`, emptied first (a killed run may have left files); `plan` and a dry run,
+        which take no lock, each get one of their own beside it."""
+        self.make()
+        if locked:
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
+            self.spool_dir.mkdir()
+            path = self.spool_dir
+        else:
+            path = Path(tempfile.mkdtemp(prefix=f"{self.sync}-spool-", dir=self.root))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
     def make(self) -> None:
         """Create the directory if it is missing; a SourceError says why it cannot be."""
         make_state_dir(self.root)
+
+
+def spool_write(frame: pl.DataFrame, path: Path, *, batch_rows: int | None = None) -> None:
+    """Write `frame` to a spool file (Arrow IPC), in record batches of `batch_rows`. A full or
+    read-only disk stops the run as an unwritable ledger does (exit 6), saying where."""
+    try:
+        frame.write_ipc(path, compression="lz4", record_batch_size=batch_rows)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        raise LedgerError(
+            f"cannot write {path} ({error.strerror or error}): a run keeps its source and plan "
+            "there while it runs; free some space, or set LOOPS_SYNC_STATE to another folder"
+        ) from None
 
 
 def make_state_dir(root: Path) -> None:

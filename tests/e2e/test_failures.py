@@ -311,8 +311,10 @@ def test_a_stop_before_sending_still_writes_the_report_and_closes_history(
         running = project.start(
             "run", str(project.config), "--quiet", "--report", "last.json", LOOPS_BASE_URL=base_url
         )
-        time.sleep(2)  # reading and planning are done; the key check waits for an answer
-        result = stop_and_wait(running, sig)
+        silent.settimeout(60)
+        held, _ = silent.accept()  # reading and planning are done; the key check waits
+        with held:
+            result = stop_and_wait(running, sig)
 
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr

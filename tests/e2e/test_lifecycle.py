@@ -176,6 +176,29 @@ def test_a_full_disk_stops_sending_with_exit_6_and_the_next_run_finishes_the_job
     assert history(project)[1]["status"] == "died"  # it could not record its own end
 
 
+def test_a_disk_too_full_for_the_spool_stops_before_sending_with_exit_6(project: Project) -> None:
+    """A run keeps its source and plan in the state directory while it runs: when they cannot
+    be written, it says where, sends nothing, and exits as an unwritable ledger does."""
+    project.write(CONFIG.format(rate=500), people(2000))
+    assert project.run("history", str(project.config)).returncode == 0  # the ledger exists
+    command = ["run", str(project.config), "--quiet"]
+    full = subprocess.run(
+        [sys.executable, "-c", LIMITED_DISK.format(size=150_000), *command],
+        cwd=project.root,
+        env=project.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert full.returncode == 6, full.stderr
+    assert "-spool" in full.stderr
+    assert "LOOPS_SYNC_STATE" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert project.emulator.contacts() == []
+    assert not (project.state / "people-spool").exists()
+
+
 @pytest.mark.parametrize("nested", [["vip", "beta"], {"plan": "pro", "seats": 3}])
 def test_a_nested_source_column_does_not_crash_the_rejects_file(
     project: Project, nested: object

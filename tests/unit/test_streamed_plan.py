@@ -1,0 +1,155 @@
+"""A plan built in bounded memory sends exactly what a plan built in memory at once sends.
+
+The streamed plan reads the source in slices, settles and keeps them on disk, deduplicates on a
+census grouped a partition at a time, and writes its lines in parts, each ordered alone and
+merged back as the jobs are read. With slices, partitions and parts of a few rows, every
+boundary falls somewhere in a small random source: rows of one contact in different slices,
+conflicts across slices, identities in different parts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync import dedupe, plan
+from sync.candidates import map_rows
+from sync.columns import ROW
+from sync.config import SyncConfig
+from sync.ledger import Ledger
+from sync.mapping import map_slices
+from sync.model import Job
+from sync.plan import Plan, make_plan, plan_slices
+
+SPEC = SyncConfig.model_validate(
+    {
+        "name": "t",
+        "source": {"csv": "x.csv"},
+        "contact": {
+            "email": "email",
+            "user_id": "uid",
+            "properties": {"plan": "plan"},
+        },
+        "events": [
+            {"name": "signup", "email": "email", "user_id": "uid"},
+            {"name": "upgrade", "email": "email", "when": "plan = 'pro'", "once_per": ["plan"]},
+        ],
+    }
+)
+ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["a@x.io", "b@x.io", "c@x.io", "d@x.io", None, "not an email"]),
+        st.sampled_from([None, None, "1", "2", "3"]),
+        st.sampled_from(["free", "pro", None]),
+    ),
+    max_size=30,
+)
+
+
+def frame_of(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    frame = pl.DataFrame(
+        rows, schema={"email": pl.String, "uid": pl.String, "plan": pl.String}, orient="row"
+    )
+    return frame.with_row_index(ROW, offset=1)
+
+
+def sent(built: Plan) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Every job as the sender gets it: identity, then each request's kind, row, ref and body,
+    and the upsert folded into it."""
+
+    def request_line(job: Job) -> list[tuple[Any, ...]]:
+        return [
+            (r.kind, r.row, r.ref, r.body, r.folded.ref if r.folded else None) for r in job.requests
+        ]
+
+    return [(job.identity, request_line(job)) for job in built.jobs()]
+
+
+def deliver(ledger: Ledger, built: Plan, failing: int) -> None:
+    """Record the plan as delivered, except every `failing`th request, recorded as failed."""
+    for index, (kind, identity, ref, event) in enumerate(
+        built.requests.select("kind", "identity", "ref", "event").iter_rows()
+    ):
+        if failing and index % failing == 0:
+            ledger.request_failed(kind, identity if kind == "contact" else ref, "HTTP 500")
+        elif kind == "contact":
+            ledger.contact_delivered(identity, ref)
+        else:
+            ledger.event_delivered(ref, identity, event)
+    ledger.flush()
+
+
+# Rows per slice, per partition of the census, lines per part of the plan.
+BOUNDARIES = st.tuples(st.integers(1, 7), st.integers(1, 5), st.integers(1, 6))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    before=ROWS,
+    now=ROWS,
+    failing=st.sampled_from([0, 2, 3]),
+    full=st.booleans(),
+    boundaries=BOUNDARIES,
+)
+def test_the_streamed_plan_equals_the_plan_made_in_memory(
+    before: list[tuple[Any, ...]],
+    now: list[tuple[Any, ...]],
+    failing: int,
+    full: bool,
+    boundaries: tuple[int, int, int],
+) -> None:
+    slice_rows, partition_rows, part_lines = boundaries
+    with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
+        ledger = Ledger(Path(work) / "ledger.sqlite", "t")
+        earlier = map_rows(SPEC, frame_of(before), held=ledger.held())
+        deliver(ledger, make_plan(earlier, ledger.held()), failing)
+        held = ledger.held()
+
+        source = frame_of(now)
+        whole = map_rows(SPEC, source, held=held.without_contacts() if full else held)
+        reference = make_plan(whole, held, full=full)
+
+        patch.setattr(dedupe, "PARTITION_ROWS", partition_rows)
+        patch.setattr(plan, "LINES_PER_PART", part_lines)
+        spool = Path(work) / "spool"
+        spool.mkdir()
+        slices = map_slices(SPEC, source.iter_slices(slice_rows), source.schema)
+        found, streamed = plan_slices(SPEC, slices, held, full=full, spool=spool)
+
+        assert sent(streamed) == sent(reference)
+        assert streamed.requests.rows() == reference.requests.rows()
+        assert streamed.counts == reference.counts
+        assert (streamed.size, streamed.job_count) == (reference.size, len(sent(reference)))
+        assert found.rejects.rows() == whole.rejects.rows()
+        assert found.duplicates == whole.duplicates
+        assert found.rows_read == whole.rows_read == len(now)
+        ledger.close()
+
+
+def test_a_plan_in_many_parts_keeps_each_contact_whole_and_the_source_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts are ordered alone and merged: jobs still come in the order of their contact's
+    first row, each contact's upsert before its events."""
+    monkeypatch.setattr(plan, "LINES_PER_PART", 2)
+    rows = [(f"p{i}@x.io", None, "pro" if i % 2 else "free") for i in range(12)]
+    rows.append(("p0@x.io", None, "pro"))  # p0's second row wins: its events come with it
+    source = frame_of(rows)
+    slices = map_slices(SPEC, source.iter_slices(5), source.schema)
+    with closing(Ledger(tmp_path / "ledger.sqlite", "t")) as ledger:
+        _, streamed = plan_slices(SPEC, slices, ledger.held(), spool=tmp_path)
+    assert len(streamed.parts) > 1
+    jobs = sent(streamed)
+    assert [identity for identity, _ in jobs] == [f"e:p{i}@x.io" for i in range(1, 12)] + [
+        "e:p0@x.io"
+    ]
+    for _, requests in jobs:
+        kinds = [kind for kind, *_ in requests]
+        assert kinds == sorted(kinds, key=lambda kind: kind != "contact")
