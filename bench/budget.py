@@ -90,7 +90,7 @@ def start_sync(work: Path, name: str, base_url: str) -> subprocess.Popen[str]:
         "LOOPS_SYNC_BUDGET": str(work / "budget"),
     }
     return subprocess.Popen(
-        [PY, "-m", "sync", "run", str(directory / "sync.yaml"), "--quiet"],
+        [PY, "-m", "sync", "run", str(directory / "sync.yaml"), "--quiet", "--no-check"],
         cwd=directory,
         env=env,
         stdout=subprocess.DEVNULL,

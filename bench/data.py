@@ -33,6 +33,14 @@ events:
     properties:
       plan: Plan
 """
+# The custom properties CONFIG maps, as the benchmark's emulated account has them (a run checks
+# the account before sending): the file given to `loops-sync emulator --properties`.
+PROPERTIES = {
+    "company": "string",
+    "jobTitle": "string",
+    "companySize": "number",
+    "enrichedAt": "date",
+}
 
 
 def frame(rows: int, *, changed: int = 0) -> pl.DataFrame:

@@ -16,6 +16,7 @@ import click
 import orjson
 
 from sync import __version__
+from sync.check import CheckReport, check_config
 from sync.config import Config, load_config
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
@@ -134,6 +135,14 @@ def main() -> None:
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress output; only errors and the exit code."
 )
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help=(
+        "Send even if the Loops account lacks a property or mailing list the config maps "
+        "(normally checked before sending; exit 2 then)."
+    ),
+)
 @_errors_to_exit_codes
 def run(
     config: Path,
@@ -144,6 +153,7 @@ def run(
     max_duration: str | None,
     verbose: bool,
     quiet: bool,
+    no_check: bool,
 ) -> None:
     """Sync CONFIG's source into Loops, sending only what changed."""
     progress = ProgressDisplay()
@@ -154,6 +164,7 @@ def run(
         max_duration=parse_duration(max_duration) if max_duration else None,
         on_progress=None if quiet else progress,
         handle_signals=True,
+        check_account=not no_check,
     )
     try:
         with _termination_as_interrupt(), progress:
@@ -223,6 +234,63 @@ def plan(config: Path, full: bool) -> None:
         click.echo(f"  warning: {warning}")
     for sample in preview.samples:
         click.echo("  sample: " + orjson.dumps(sample).decode())
+
+
+@main.command()
+@CONFIG
+@click.option(
+    "--create-properties",
+    is_flag=True,
+    help="Create in Loops the custom properties the mapping sends and the account lacks.",
+)
+@_errors_to_exit_codes
+def check(config: Path, create_properties: bool) -> None:
+    """Check CONFIG, its source's columns and, with an API key, the Loops account.
+
+    \b
+    Without a key: the config, the source's columns and their types against the mapping (the
+    first rows are read, never the whole source), the `when` filters.
+    With LOOPS_API_KEY (or the variable loops.api_key_env names): the key, and the account's
+    custom properties and mailing lists against what the mapping sends. Nothing is sent,
+    unless --create-properties.
+
+    \b
+    Exit codes: 0 all is well; 2 a problem in the config, the source, or the account's
+    properties and lists; 3 Loops refused the key or cannot be reached.
+    """
+    report = check_config(_load(config), create=create_properties)
+    _render_check(report, config)
+    sys.exit(report.exit_code)
+
+
+def _render_check(report: CheckReport, file: Path) -> None:
+    click.echo(f"check of sync '{report.sync}' ({file})")
+    for part, summary in (
+        ("config", report.config),
+        ("source", report.source),
+        ("account", report.account),
+    ):
+        click.echo(f"  {part:<8} {summary}")
+    if report.columns:
+        click.echo("  columns, as the mapping reads them (first rows):")
+        width = max(len(check.path) for check in report.columns)
+        for check in report.columns:
+            refused = f", {check.refused} refused" if check.refused else ""
+            click.echo(
+                f"    {check.path:<{width}}  '{check.column}' ({check.source_type}) as "
+                f"{check.sent_as}: {check.filled} filled{refused}"
+            )
+    for kept in report.filters:
+        click.echo(f"  filter   {kept}")
+    for created in report.created:
+        click.echo(f"  created in Loops: contact property '{created.name}' ({created.type})")
+    for title, items in (("warning", report.warnings), ("problem", report.problems)):
+        if items:
+            click.echo(f"{len(items)} {title}{'' if len(items) == 1 else 's'}:")
+            for item in items:
+                click.echo(f"  - {item}")
+    verdict = "all is well" if report.exit_code == 0 else "not ready to run"
+    click.echo(f"{verdict} (exit code {report.exit_code})")
 
 
 @main.command()

@@ -4,6 +4,7 @@
     ├── StopRun                    the run stops; nothing more is sent
     │   ├── ConfigError            exit 2: the config is wrong (every problem listed)
     │   ├── SourceError            exit 2: the source cannot be read
+    │   ├── AccountError           exit 2: the Loops account lacks what the config maps
     │   ├── FatalApiError          exit 3: bad API key, API unreachable, wrong base URL
     │   ├── LockedError            exit 4: another run of the same sync holds the lock
     │   ├── LedgerError            exit 6: the ledger cannot be written; sending stopped
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from sync.report import RunReport
 
 __all__ = [
+    "AccountError",
     "ConfigError",
     "ConfigProblem",
     "ExitCode",
@@ -70,7 +72,7 @@ class ExitCode(IntEnum):
 _MEANINGS = {
     ExitCode.OK: "every row delivered (or already in Loops)",
     ExitCode.PARTIAL: "the run finished, but some rows were rejected or failed",
-    ExitCode.USAGE: "usage, config or source error: nothing was sent",
+    ExitCode.USAGE: "usage, config, source or account (properties, lists) error: nothing was sent",
     ExitCode.FATAL_API: "fatal API error: bad API key, API unreachable",
     ExitCode.LOCKED: "another run of the same sync holds the lock",
     ExitCode.WORK_LEFT: "work left for the next run (--max-duration ran out, or --limit)",
@@ -127,6 +129,26 @@ class SourceError(StopRun):
     """The source (file, glob or database) cannot be read as configured."""
 
     exit_code = ExitCode.USAGE
+
+
+class AccountError(StopRun):
+    """The Loops account does not take what the config maps: a custom property it lacks (Loops
+    drops such values silently), a property of another type, a mailing list it does not have.
+    Found before anything is sent; every problem is listed, each at its place in the config."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, file: str, problems: list[ConfigProblem], advice: str = "") -> None:
+        self.file = file
+        self.problems = problems
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        count = len(problems)
+        noun = "problem" if count == 1 else "problems"
+        advice = f"\n{advice}" if advice else ""
+        super().__init__(
+            f"{file}: the Loops account does not match the config ({count} {noun}); "
+            f"nothing was sent:\n{lines}{advice}"
+        )
 
 
 class FatalApiError(StopRun):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 import httpx
@@ -23,20 +24,28 @@ from sync.model import Answer, Outcome
 from sync.signals import run_until_stopped
 
 __all__ = [
+    "LISTS_PATH",
+    "PROPERTIES_PATH",
     "TRANSPORT_ERRORS",
     "LoopsClient",
     "check_api_key",
     "classify",
     "key_problem",
     "parse_retry_after",
+    "quickly",
 ]
+
+T = TypeVar("T")
 
 CONTACT_PATH = "/v1/contacts/update"
 EVENT_PATH = "/v1/events/send"
 API_KEY_PATH = "/v1/api-key"
+PROPERTIES_PATH = "/v1/contacts/properties"
+LISTS_PATH = "/v1/lists"
 
-# The key check before a run: a few quick tries, each answered or not within CHECK_TIMEOUT, all
-# within CHECK_SECONDS, so that an unreachable API ends the run within seconds.
+# The checks before a run (the key, the account's properties and lists): a few quick tries, each
+# answered or not within CHECK_TIMEOUT, all within CHECK_SECONDS, so that an unreachable API
+# ends the run within seconds.
 CHECK_TRIES = 3
 CHECK_PAUSE = 0.5  # seconds before the second try, doubled before the third
 CHECK_TIMEOUT = 5.0
@@ -141,6 +150,24 @@ class LoopsClient:
         answer = await self._send("check", "GET", API_KEY_PATH, None, None)
         return answer.team
 
+    async def read(self, path: str) -> Any:
+        """`GET path` (the account's properties or mailing lists): Loops' JSON answer, whose
+        shape the caller checks. An answer that is not JSON is not the Loops API's: fatal."""
+        response = await self._exchange("check", "GET", path, None, None)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise FatalApiError(
+                f"{self.base_url} answered GET {path} with something that is not JSON: it does "
+                "not look like the Loops API. Check loops.base_url or LOOPS_BASE_URL."
+            ) from None
+
+    async def create_property(self, name: str, kind: str) -> None:
+        """`POST /v1/contacts/properties`; RejectedRow with Loops' words when it refuses (a name
+        that is taken or not camelCase)."""
+        body = orjson.dumps({"name": name, "type": kind})
+        await self._send("check", "POST", PROPERTIES_PATH, body, None)
+
     async def _send(
         self,
         kind: Literal["contact", "event", "check"],
@@ -151,20 +178,36 @@ class LoopsClient:
     ) -> Answer:
         """One attempt: DELIVERED or DUPLICATE, or the error that carries FAILED, REJECTED or FATAL
         (RetryableError, RejectedRow, FatalApiError)."""
+        response = await self._exchange(kind, method, path, body, idempotency_key)
+        return _answer(kind, response)
+
+    async def _exchange(
+        self,
+        kind: Literal["contact", "event", "check"],
+        method: str,
+        path: str,
+        body: bytes | None,
+        idempotency_key: str | None,
+    ) -> httpx.Response:
+        """One attempt whose answer was DELIVERED or DUPLICATE; any other raises (as `_send`)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         try:
             response = await self._http.request(method, path, content=body, headers=headers)
         except httpx.HTTPError as error:
             raise _translate(error, f"{method} {path}", self.base_url) from None
-        answer = Answer(
-            classify(kind, response.status_code),
-            response.status_code,
-            _message(response),
-            _int_header(response, "x-ratelimit-limit"),
-            _int_header(response, "x-ratelimit-remaining"),
-            _team(response) if kind == "check" else "",
-        )
-        return _raise_for(answer, response, self.base_url)
+        _raise_for(_answer(kind, response), response, self.base_url)
+        return response
+
+
+def _answer(kind: Literal["contact", "event", "check"], response: httpx.Response) -> Answer:
+    return Answer(
+        classify(kind, response.status_code),
+        response.status_code,
+        _message(response),
+        _int_header(response, "x-ratelimit-limit"),
+        _int_header(response, "x-ratelimit-remaining"),
+        _team(response) if kind == "check" else "",
+    )
 
 
 def _raise_for(answer: Answer, response: httpx.Response, base_url: str) -> Answer:
@@ -295,30 +338,40 @@ async def _check_api_key(
         max_connections=1,
         transport=transport,
     )
-    last: RetryableError | None = None
     try:
-        with anyio.move_on_after(CHECK_SECONDS):
-            for attempt in range(CHECK_TRIES):
-                if attempt:
-                    await anyio.sleep(pause * 2 ** (attempt - 1))
-                try:
-                    return await client.check_key()
-                except RetryableError as error:
-                    last = error
+        return await quickly(client.check_key, client.base_url, "confirm the API key", pause)
     finally:
         await client.aclose()
-    raise FatalApiError(_unconfirmed(client.base_url, last))
 
 
-def _unconfirmed(base_url: str, last: RetryableError | None) -> str:
+async def quickly(
+    call: Callable[[], Awaitable[T]], base_url: str, what: str, pause: float = CHECK_PAUSE
+) -> T:
+    """`call()`, tried up to CHECK_TRIES times within CHECK_SECONDS while it may pass (no
+    answer, 429, 5xx): a check before sending, which must end within seconds either way.
+    FatalApiError when it never passed; `what` says what Loops did not do ("confirm the API
+    key")."""
+    last: RetryableError | None = None
+    with anyio.move_on_after(CHECK_SECONDS):
+        for attempt in range(CHECK_TRIES):
+            if attempt:
+                await anyio.sleep(pause * 2 ** (attempt - 1))
+            try:
+                return await call()
+            except RetryableError as error:
+                last = error
+    raise FatalApiError(_unconfirmed(base_url, what, last))
+
+
+def _unconfirmed(base_url: str, what: str, last: RetryableError | None) -> str:
     if last is None:
-        return f"Loops cannot be reached at {base_url}: no answer to GET {API_KEY_PATH} in time."
+        return f"Loops cannot be reached at {base_url}: no answer in time (to {what})."
     if last.status is None:
         return (
             f"Loops cannot be reached at {base_url}: {last}. Check the network and "
             "loops.base_url or LOOPS_BASE_URL. Nothing was sent."
         )
     return (
-        f"Loops did not confirm the API key at {base_url}: {last} ({CHECK_TRIES} tries). "
+        f"Loops did not {what} at {base_url}: {last} ({CHECK_TRIES} tries). "
         "Loops seems to be in trouble; nothing was sent, the next run tries again."
     )

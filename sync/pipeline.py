@@ -12,6 +12,7 @@ import httpx
 import orjson
 import polars as pl
 
+from sync.account import require_account
 from sync.coerce import constant_problems
 from sync.columns import ROW
 from sync.config import Config, check_columns
@@ -56,6 +57,9 @@ class Options:
     transport: httpx.AsyncBaseTransport | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False
+    # Before sending: the account has the properties and mailing lists the mapping sends
+    # (`sync.account`); False is `run --no-check`.
+    check_account: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,13 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 transport=options.transport,
                 handle_signals=options.handle_signals,
             )
+            if options.check_account:
+                require_account(
+                    config,
+                    api_key,
+                    transport=options.transport,
+                    handle_signals=options.handle_signals,
+                )
             ledger.adopt(ready.plan.adopted, _once_per_of(config))
             ledger.learn(ready.learned)
             loops_rejects = send_plan(

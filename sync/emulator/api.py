@@ -10,15 +10,20 @@ emulator should work against Loops) and a comment says so.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
 
+from sync.emulator.account import (
+    DEFAULT_PROPERTIES,
+    READ_ONLY_FIELDS,
+    MailingList,
+    is_reserved,
+    new_property_problem,
+    property_label,
+)
 from sync.emulator.state import (
     Contact,
     EmulatorState,
@@ -26,61 +31,11 @@ from sync.emulator.state import (
     new_contact_id,
     render_contact,
 )
+from sync.emulator.values import fits_type, is_scalar, is_valid_email
+from sync.emulator.values import too_long as _too_long
 
-MAX_VALUE_CHARS = 500
 TOO_LONG_MESSAGE = "Some body key or value is longer than allowable"
 MAX_IDEMPOTENCY_KEY_CHARS = 100
-
-RESERVED_NAMES = frozenset({"id", "listId", "softDeleteAt", "teamId", "updatedAt"})
-# Compared case-insensitively (stricter than the docs, which only list the exact spellings).
-_RESERVED_LOWER = frozenset(name.lower() for name in RESERVED_NAMES)
-# Output-only fields of a Contact: a request can't set them.
-READ_ONLY_FIELDS = frozenset({"optInStatus"})
-PROPERTY_TYPES = ("string", "number", "boolean", "date")
-
-# Default contact properties: key -> (label, type).
-DEFAULT_PROPERTIES: dict[str, tuple[str, str]] = {
-    "email": ("Email", "string"),
-    "firstName": ("First name", "string"),
-    "lastName": ("Last name", "string"),
-    "source": ("Source", "string"),
-    "subscribed": ("Subscribed", "boolean"),
-    "userGroup": ("User group", "string"),
-    "userId": ("User ID", "string"),
-}
-
-_CAMEL_CASE = re.compile(r"[a-z][a-zA-Z0-9]*", re.ASCII)
-_MILLISECONDS = re.compile(r"\d+", re.ASCII)
-# Loops' documented date formats: YYYY-MM-DD, or YYYY-MM-DDTHH:MM[:SS[.sss]] with an optional
-# ±HH:MM offset. A trailing "Z" isn't among them, so it is refused (stricter reading).
-_DATE = re.compile(
-    r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{3})?)?([+-]\d{2}:\d{2})?)?", re.ASCII
-)
-
-
-@dataclass(frozen=True)
-class MailingList:
-    """A mailing list of the emulated team (OpenAPI `MailingList`)."""
-
-    id: str
-    name: str
-    description: str | None = None
-    is_public: bool = True
-
-    def as_json(self) -> JsonObject:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "isPublic": self.is_public,
-        }
-
-
-DEFAULT_LISTS = (
-    MailingList("cm06f5v0e45nf0ml5754o9cix", "Newsletter", "Monthly news and tips", True),
-    MailingList("cm16k73gq014h0mmj5b6jdi9r", "Product updates", None, True),
-    MailingList("clm2k8j4h6g0f8d6s4a2b0z8", "Beta testers", "Early access programme", False),
-)
 
 
 @dataclass(frozen=True)
@@ -115,65 +70,6 @@ class ApiError(Exception):
 
 
 # --- validation helpers ---------------------------------------------------------------------
-
-
-def is_valid_email(email: str) -> bool:
-    """A simple strict check (Loops doesn't document its own).
-
-    One "@", a non-empty local part, a domain with a dot and no empty labels, no whitespace.
-    """
-    if email.count("@") != 1 or any(char.isspace() for char in email):
-        return False
-    local, domain = email.split("@")
-    return bool(local) and "." in domain and all(domain.split("."))
-
-
-def is_loops_date(value: object) -> bool:
-    """A value Loops accepts for a date property: Unix milliseconds or an ISO-like string."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value >= 0
-    if not isinstance(value, str):
-        return False
-    if _MILLISECONDS.fullmatch(value):
-        return True
-    try:
-        # The regex says which forms are allowed, fromisoformat that the date exists.
-        return bool(_DATE.fullmatch(value)) and bool(datetime.fromisoformat(value))
-    except ValueError:  # well-formed but impossible, e.g. 2024-02-30
-        return False
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_scalar(value: object) -> bool:
-    return isinstance(value, str | bool) or _is_number(value)
-
-
-def _fits_type(value: object, kind: str | None) -> bool:
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "number":
-        return _is_number(value)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "date":
-        return is_loops_date(value)
-    # Unknown to the team: any scalar is accepted (and kept), as Loops has done since 2024.
-    return _is_scalar(value)
-
-
-def _too_long(text: str) -> bool:
-    """Loops counts a value's JSON form, quotes included. Loops runs on Node, so this counts as
-    `JSON.stringify(value).length` does: escapes lengthen it, non-ASCII stays one character,
-    and a character outside the BMP counts twice (UTF-16). The docs name no unit; this is the
-    one Loops' runtime uses.
-    """
-    if len(text) <= 83:  # even fully escaped (\u0000: 6 characters each), 83 fit in 500
-        return False
-    encoded = json.dumps(text, ensure_ascii=False)
-    return len(encoded.encode("utf-16-le")) // 2 > MAX_VALUE_CHARS
 
 
 def _check_lengths(value: object) -> None:
@@ -233,12 +129,6 @@ def _exactly_one_identity(email: object, user_id: object) -> tuple[str | None, s
         None if email is None else _check_email(email),
         None if user_id is None else _check_user_id(user_id),
     )
-
-
-def _property_label(name: str) -> str:
-    """favoriteColor -> "Favorite color", as Loops labels properties created by name."""
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).lower()
-    return words[:1].upper() + words[1:]
 
 
 def _apply(contact: Contact, changes: JsonObject, lists: Mapping[str, bool]) -> None:
@@ -306,7 +196,7 @@ class LoopsApi:
         for key, value in body.items():
             if key in skip:
                 continue
-            if key.lower() in _RESERVED_LOWER:
+            if is_reserved(key):
                 raise ApiError(400, f"'{key}' is a reserved name and can't be a contact property.")
             if key in READ_ONLY_FIELDS:
                 raise ApiError(400, f"'{key}' can't be set through the API.")
@@ -316,7 +206,7 @@ class LoopsApi:
                 changes[key] = None
                 continue
             kind = DEFAULT_PROPERTIES[key][1] if key in DEFAULT_PROPERTIES else custom.get(key)
-            if not _fits_type(value, kind):
+            if not fits_type(value, kind):
                 expected = kind or "a string, number or boolean"
                 raise ApiError(400, f"Invalid value for contact property '{key}' ({expected}).")
             changes[key] = value
@@ -432,7 +322,7 @@ class LoopsApi:
         if len(which) != 1 or which[0] not in ("all", "custom"):
             raise ApiError(400, "list must be 'all' or 'custom'.")
         custom = [
-            {"key": name, "label": _property_label(name), "type": kind}
+            {"key": name, "label": property_label(name), "type": kind}
             for name, kind in self._state.custom_properties().items()
         ]
         if which[0] == "custom":
@@ -446,17 +336,10 @@ class LoopsApi:
     def _create_property(self, request: ApiRequest) -> Answer:
         body = _json_object(request.body)
         name, kind = body.get("name"), body.get("type")
-        if not isinstance(name, str) or not _CAMEL_CASE.fullmatch(name):
-            raise ApiError(400, "The property name must be in camelCase, like planName.")
-        if name.lower() in _RESERVED_LOWER:
-            raise ApiError(400, f"'{name}' is a reserved name.")
-        if kind not in PROPERTY_TYPES:
-            raise ApiError(400, "Invalid type: use string, number, boolean or date.")
-        # Duplicates are compared case-insensitively (stricter reading).
-        taken = {*DEFAULT_PROPERTIES, *self._state.custom_properties(), "mailingLists"}
-        if name.lower() in {key.lower() for key in taken | READ_ONLY_FIELDS}:
-            raise ApiError(400, "Property already exists.")
-        self._state.add_custom_property(name, kind)
+        problem = new_property_problem(name, kind, self._state.custom_properties())
+        if problem is not None:
+            raise ApiError(400, problem)
+        self._state.add_custom_property(str(name), str(kind))
         return Answer(200, {"success": True})
 
     def _mailing_lists(self, _request: ApiRequest) -> Answer:
@@ -477,7 +360,7 @@ class LoopsApi:
         for name, value in event_properties.items():
             # Strings, numbers and booleans (dates travel as strings or numbers). null is
             # refused too: the docs only allow clearing contact properties.
-            if not _is_scalar(value):
+            if not is_scalar(value):
                 raise ApiError(
                     400, f"Invalid value for event property '{name}' (string, number or boolean)."
                 )

@@ -25,7 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sync.emulator.api import DEFAULT_LISTS, Answer, ApiRequest, LoopsApi, MailingList, failure
+from sync.emulator.account import DEFAULT_LISTS, MailingList, seed_problems
+from sync.emulator.api import Answer, ApiRequest, LoopsApi, failure
 from sync.emulator.faults import (
     Fault,
     FaultDice,
@@ -51,6 +52,9 @@ class EmulatorOptions:
     db: Path | str | None = None  # SQLite file keeping the team's data across restarts
     clock: Callable[[], float] = time.time
     lists: Sequence[MailingList] = DEFAULT_LISTS
+    # The team's custom properties at the start (name -> type), as after `--properties FILE`;
+    # a reset comes back to them. With `db`, those the database lacks are added.
+    properties: Mapping[str, str] = field(default_factory=dict)
     team_name: str = "Loops emulator"
     request_log_size: int = DEFAULT_REQUEST_LOG_SIZE  # 0 = keep every request
 
@@ -113,8 +117,14 @@ class Emulator:
 
     def __init__(self, options: EmulatorOptions) -> None:
         db = Path(options.db) if options.db is not None else None
+        problems = seed_problems(options.properties)
+        if problems:
+            raise ValueError("properties: " + "; ".join(problems))
         self.state = EmulatorState(
-            clock=options.clock, db=db, request_log_size=options.request_log_size
+            clock=options.clock,
+            db=db,
+            request_log_size=options.request_log_size,
+            properties=options.properties,
         )
         self.api = LoopsApi(self.state, lists=options.lists, team_name=options.team_name)
         self._initial_faults = options.faults
@@ -275,6 +285,20 @@ def _inspection_routes(emulator: Emulator) -> list[Route]:
         emulator.reset()
         return _json_response({"success": True})
 
+    async def set_properties(request: Request) -> Response:
+        """Give the team custom properties (`{"name": "type"}`), or change a type, as a person
+        does in Loops' settings: for tests and demos that start from an account set up."""
+        body = _parse_for_log(await request.body())
+        if not isinstance(body, dict):
+            message = 'Send a JSON object of property names and types, {"planName": "string"}.'
+            return _json_response(failure(400, message).payload, 400)
+        problems = seed_problems(body)
+        if problems:
+            return _json_response(failure(400, "; ".join(problems)).payload, 400)
+        for name, kind in body.items():
+            emulator.state.add_custom_property(name, kind)
+        return _json_response(emulator.state.custom_properties())
+
     return [
         Route("/_emulator/contacts", contacts, methods=["GET"]),
         Route("/_emulator/events", events, methods=["GET"]),
@@ -284,6 +308,7 @@ def _inspection_routes(emulator: Emulator) -> list[Route]:
         Route("/_emulator/faults", set_faults, methods=["POST"]),
         Route("/_emulator/clock", clock, methods=["POST"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/_emulator/properties", set_properties, methods=["POST"]),
     ]
 
 

@@ -10,6 +10,13 @@ from pathlib import Path
 
 import click
 
+from sync.emulator.account import (
+    DEFAULT_LISTS,
+    AccountFileError,
+    MailingList,
+    load_lists,
+    load_properties,
+)
 from sync.emulator.app import DEV_API_KEY, EmulatorOptions
 from sync.emulator.faults import Faults
 from sync.emulator.server import serve
@@ -25,7 +32,10 @@ DEFAULTS = Faults()
     epilog=(
         "Point a Loops client at the printed base URL instead of https://app.loops.so/api. "
         "Inspection API, without auth: GET /_emulator/contacts, /events, /requests, "
-        "/counters, /faults; POST /_emulator/faults, /clock, /reset."
+        "/counters, /faults; POST /_emulator/faults, /clock, /reset, /properties. "
+        "--properties and --lists take JSON as Loops answers GET /v1/contacts/properties "
+        "and GET /v1/lists (save a real account's answers with curl to try a config "
+        'against it); --properties also takes an object such as {"planName": "string"}.'
     ),
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -101,6 +111,20 @@ DEFAULTS = Faults()
     default=None,
     help="SQLite file keeping contacts, events and idempotency keys across restarts.",
 )
+@click.option(
+    "--properties",
+    "properties_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file of the team's custom contact properties at the start (default: none).",
+)
+@click.option(
+    "--lists",
+    "lists_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file of the team's mailing lists (default: three sample lists).",
+)
 def emulator_command(
     *,
     host: str,
@@ -114,8 +138,11 @@ def emulator_command(
     hang_seconds: float,
     seed: int,
     db: Path | None,
+    properties_file: Path | None,
+    lists_file: Path | None,
 ) -> None:
     """Run a local emulator of the Loops API v1 (prints its base URL, Ctrl-C to stop)."""
+    properties, lists = _account(properties_file, lists_file)
     options = EmulatorOptions.from_settings(
         api_key=api_key,
         rate_limit=rate_limit,
@@ -126,5 +153,19 @@ def emulator_command(
         hang_seconds=hang_seconds,
         seed=seed,
         db=db,
+        properties=properties,
+        lists=lists,
     )
     serve(options, host=host, port=port)
+
+
+def _account(
+    properties_file: Path | None, lists_file: Path | None
+) -> tuple[dict[str, str], tuple[MailingList, ...]]:
+    """The team's properties and lists from the files given; a bad file is a usage error."""
+    try:
+        properties = load_properties(properties_file) if properties_file else {}
+        lists = load_lists(lists_file) if lists_file else DEFAULT_LISTS
+    except AccountFileError as error:
+        raise click.BadParameter(str(error)) from None
+    return properties, lists

@@ -204,6 +204,12 @@ class EmulatorHandle:
         """Empty the state and restore the starting faults (as if freshly started)."""
         self._post("reset")
 
+    def set_properties(self, properties: dict[str, str]) -> dict[str, str]:
+        """Give the team these custom properties (name -> type), or change their types, as a
+        person does in Loops; returns every custom property."""
+        result: dict[str, str] = self._post("properties", properties)
+        return result
+
 
 @contextmanager
 def running_emulator(

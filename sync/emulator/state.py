@@ -22,7 +22,7 @@ import string
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,11 @@ class _SqliteStore:
         self._write("DELETE FROM contacts WHERE id = ?", (contact_id,))
 
     def put_property(self, name: str, kind: str) -> None:
-        self._write("INSERT INTO properties (name, type) VALUES (?, ?)", (name, kind))
+        self._write(
+            "INSERT INTO properties (name, type) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET type = excluded.type",
+            (name, kind),
+        )
 
     def add_event(self, event: JsonObject) -> None:
         self._write("INSERT INTO events (data) VALUES (?)", (orjson.dumps(event).decode(),))
@@ -185,8 +189,10 @@ class EmulatorState:
         clock: Callable[[], float] = time.time,
         db: Path | None = None,
         request_log_size: int = DEFAULT_REQUEST_LOG_SIZE,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
         self._clock = clock
+        self._seeds = dict(properties or {})
         self._offset = 0.0
         self._contacts: dict[str, Contact] = {}
         self._by_email: dict[str, str] = {}
@@ -201,6 +207,7 @@ class EmulatorState:
         self._store = _SqliteStore(db) if db is not None else None
         if self._store is not None:
             self._load(self._store)
+        self._seed()
 
     def _load(self, store: _SqliteStore) -> None:
         for contact in store.load_contacts():
@@ -289,9 +296,16 @@ class EmulatorState:
         return dict(self._custom_properties)
 
     def add_custom_property(self, name: str, kind: str) -> None:
+        """Add a property, or change its type (never through the API: Loops support can)."""
         self._custom_properties[name] = kind
         if self._store is not None:
             self._store.put_property(name, kind)
+
+    def _seed(self) -> None:
+        """The starting properties, those the team lacks (a database may hold them already)."""
+        for name, kind in self._seeds.items():
+            if name not in self._custom_properties:
+                self.add_custom_property(name, kind)
 
     # --- events and idempotency -------------------------------------------------------------
 
@@ -358,6 +372,7 @@ class EmulatorState:
         self._path_counts.clear()
         if self._store is not None:
             self._store.clear()
+        self._seed()
 
     def close(self) -> None:
         if self._store is not None:

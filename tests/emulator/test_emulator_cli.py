@@ -36,6 +36,8 @@ def test_help() -> None:
         "--hang-rate",
         "--seed",
         "--db",
+        "--properties",
+        "--lists",
     ):
         assert option in result.output
     assert "test-key" in result.output  # the documented development key

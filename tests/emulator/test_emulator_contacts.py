@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync.emulator.api import DEFAULT_LISTS, MailingList
+from sync.emulator.account import DEFAULT_LISTS, MailingList
 from sync.emulator.server import EmulatorHandle, running_emulator
 
 NEWSLETTER = DEFAULT_LISTS[0].id

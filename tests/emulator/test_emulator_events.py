@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sync.emulator.api import DEFAULT_LISTS
+from sync.emulator.account import DEFAULT_LISTS
 from sync.emulator.server import EmulatorHandle
 
 NEWSLETTER = DEFAULT_LISTS[0].id

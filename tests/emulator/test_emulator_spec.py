@@ -20,7 +20,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from sync.emulator.api import DEFAULT_LISTS
+from sync.emulator.account import DEFAULT_LISTS
 from sync.emulator.server import EmulatorHandle
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / ".." / "shared" / "loops-openapi.yaml"
