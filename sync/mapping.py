@@ -3,10 +3,10 @@
 Each mapped column is coerced (`sync.coerce`) into its value and, beside it, the reason the cell
 cannot be sent (or null); this module assembles rows from those columns: their problems,
 identities, bodies and event keys. A row with any reason is rejected whole, with every reason,
-and none of its requests are sent: half a row in Loops is worse than none. The one Python step
-left, sha256 per body and key, runs over bounded slices while Polars builds the next. Mapping
-knows nothing of the ledger: planning settles the slices against it and deduplicates them
-(`sync.candidates`).
+and none of its requests are sent: half a row in Loops is worse than none. Bodies and keys are
+hashed in Polars too (`sync.keys`), so mapping a slice is Polars work from end to end, done one
+slice ahead of the caller in a thread of its own. Mapping knows nothing of the ledger: planning
+settles the slices against it and deduplicates them (`sync.candidates`).
 """
 
 from __future__ import annotations
@@ -78,17 +78,20 @@ def map_slices(
         *build,
     ]
 
+    hashes, keys = _hashes(spec, legacy=ls1_keys), _idempotency_keys(spec)
+
     def built(piece: pl.DataFrame) -> pl.DataFrame:
         check_filters(spec, piece)
-        return piece.lazy().select(coerce).collect().select(build)
+        mapped = piece.lazy().select(coerce).collect().select(build)
+        return mapped.with_columns(hashes).with_columns(keys)
 
     empty = True
     for piece in _one_ahead(built, iter(frames)):
         empty = False
-        yield _hashed(spec, piece, legacy=ls1_keys)
+        yield piece
     if empty:
         nothing = pl.DataFrame(schema=schema).with_columns(pl.lit(0, pl.UInt32).alias(ROW))
-        yield _hashed(spec, built(nothing.head(0)), legacy=ls1_keys)
+        yield built(nothing.head(0))
 
 
 def _one_ahead(
@@ -96,8 +99,9 @@ def _one_ahead(
 ) -> Iterator[pl.DataFrame]:
     """`work` on each piece, the next one in a thread while the caller takes this one.
 
-    Polars lets go of the GIL while it works, and the caller's sha256 loop needs it: the two
-    overlap. One piece ahead, no more, so that memory holds two slices at most.
+    Polars lets go of the GIL while it works, so mapping the next slice overlaps what the
+    caller does with this one (reading the source, settling in Python between Polars calls).
+    One piece ahead, no more, so that memory holds two slices at most.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
         ahead: Future[pl.DataFrame] | None = None
@@ -110,28 +114,33 @@ def _one_ahead(
             yield ahead.result()
 
 
-def _hashed(spec: SyncConfig, piece: pl.DataFrame, *, legacy: bool) -> pl.DataFrame:
-    """Hash a slice's bodies and event keys while it is small (sha256 runs in Python).
+def _hashes(spec: SyncConfig, *, legacy: bool) -> list[pl.Expr]:
+    """Each body's hash and each occurrence's keys, from the columns `build` wrote.
 
-    An event's `key`, its Idempotency-Key, is its email's key, else its userId's. `legacy`: the
-    ledger holds `ls1` keys, so each occurrence's `ls1` key is looked up too."""
+    `legacy`: the ledger holds `ls1` keys, so each occurrence's `ls1` key is looked up too."""
     hashes = []
     if spec.contact:
-        hashes.append(
-            payload_hashes(piece.get_column(contact_column("body"))).alias(contact_column("hash"))
-        )
+        body = pl.col(contact_column("body"))
+        hashes.append(payload_hashes(body).alias(contact_column("hash")))
     for index in range(len(spec.events)):
-        prefix = event_column(index)
         for name in ("key_email", "key_user"):
-            hashes.append(hash_event_keys(piece.get_column(prefix + name)))
+            material = pl.col(event_column(index, name))
+            hashes.append(hash_event_keys(material).alias(event_column(index, name)))
         if legacy:
-            hashes.append(hash_event_keys(piece.get_column(prefix + "legacy"), scheme="ls1"))
-    return piece.with_columns(hashes).with_columns(
+            material = pl.col(event_column(index, "legacy"))
+            legacy_key = hash_event_keys(material, scheme="ls1")
+            hashes.append(legacy_key.alias(event_column(index, "legacy")))
+    return hashes
+
+
+def _idempotency_keys(spec: SyncConfig) -> list[pl.Expr]:
+    """An event's `key`, its Idempotency-Key: its email's key, else its userId's."""
+    return [
         pl.coalesce(event_column(i, "key_email"), event_column(i, "key_user")).alias(
             event_column(i, "key")
         )
         for i in range(len(spec.events))
-    )
+    ]
 
 
 def _coerced(
