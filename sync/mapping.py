@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import orjson
 import polars as pl
 
-from sync.coerce import Field, check_filters, coerce_contact, coerce_event
+from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event
 from sync.columns import (
     COLUMN_SEPARATOR,
     CONTACT,
@@ -57,8 +57,9 @@ def map_slices(
     keys of ledgers written before ls2 (the planner asks for them when its ledger holds some).
     At least one slice comes out, empty for an empty source, so the columns are always known.
     """
-    contact_fields = coerce_contact(spec.contact, schema) if spec.contact else []
-    event_fields = [coerce_event(event, schema) for event in spec.events]
+    cells = Cells(schema)
+    contact_fields = coerce_contact(spec.contact, cells) if spec.contact else []
+    event_fields = [coerce_event(event, cells) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
     contact_columns = _coerced(contact_fields, CONTACT, None, coerce)
     errors = [field.error for field in contact_columns]
@@ -82,7 +83,7 @@ def map_slices(
 
     def built(piece: pl.DataFrame) -> pl.DataFrame:
         check_filters(spec, piece)
-        mapped = piece.lazy().select(coerce).collect().select(build)
+        mapped = cells.computed(piece.lazy()).select(coerce).collect().select(build)
         return mapped.with_columns(hashes).with_columns(keys)
 
     empty = True
