@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import orjson
 import polars as pl
 
 from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event
@@ -27,12 +26,14 @@ from sync.columns import (
     contact_column,
     event_column,
 )
-from sync.config import ContactSection, EventSection, SyncConfig
+from sync.config import ContactSection, EventSection, PropertyType, SyncConfig
 from sync.keys import (
+    JsonKind,
     event_keys,
     hash_event_keys,
-    json_object,
-    json_value,
+    json_member,
+    json_members,
+    json_nested,
     legacy_event_keys,
     payload_hashes,
 )
@@ -40,6 +41,13 @@ from sync.keys import (
 __all__ = ["SLICE_ROWS", "map_slices"]
 
 SLICE_ROWS = 50_000
+# The JSON a coerced value is written as: a date is Unix milliseconds, an integer.
+JSON_KINDS: dict[PropertyType, JsonKind] = {
+    "string": "string",
+    "number": "number",
+    "boolean": "boolean",
+    "date": "integer",
+}
 
 
 def map_slices(
@@ -279,9 +287,12 @@ def _event_columns(
         identity.alias(prefix + "identity"),
         *keys,
         *legacy,
-        json_object({name: json_value(value) for name, value in once_per.items()}).alias(
-            prefix + "once_per"
-        ),
+        json_members(
+            {
+                name: json_member(name, value, "string", null=True)
+                for name, value in once_per.items()
+            }
+        ).alias(prefix + "once_per"),
         _body(payload, clear=False, event_name=event.name).alias(prefix + "body"),
         *_identifiers(sent, prefix),
     ]
@@ -300,13 +311,19 @@ def _body(fields: list[Field], *, clear: bool, event_name: str | None = None) ->
         # Split at the first dot: an event property's own name may hold dots ("plan.tier").
         group, dot, name = field.key.partition(".")
         group, name = (group, name) if dot else ("", group)
-        text = json_value(field.value, number=field.kind == "number")
         nullable = clear and not group and name not in ("email", "userId", "subscribed")
-        member = text if nullable else pl.when(field.value.is_not_null()).then(text)
-        (groups.setdefault(group, {}) if group else top)[name] = member
+        member = json_member(name, field.value, JSON_KINDS[field.kind], null=nullable)
+        (groups.setdefault(group, {}) if group else top)[name] = _once(member)
     for group, members in groups.items():
-        inner = json_object(members)
-        top[group] = pl.when(inner != "{}").then(inner)
+        top[group] = json_nested(group, members)
     if event_name is not None:
-        top["eventName"] = pl.lit(orjson.dumps(event_name).decode())
-    return json_object(top)
+        top["eventName"] = _once(json_member("eventName", pl.lit(event_name), "string"))
+    return json_members(top)
+
+
+def _once(expr: pl.Expr) -> pl.Expr:
+    """An expression of no column (a constant's member) as its value, computed here once
+    rather than on every row."""
+    if expr.meta.root_names():
+        return expr
+    return pl.lit(pl.select(expr).item(), dtype=pl.String)

@@ -20,6 +20,9 @@ from sync.keys import (
     event_key,
     event_keys,
     hash_event_keys,
+    json_member,
+    json_members,
+    json_nested,
     json_object,
     json_value,
     legacy_event_key,
@@ -39,6 +42,10 @@ json_values = st.recursive(
 )
 objects = st.dictionaries(texts, json_values, max_size=6)
 names = st.text(min_size=1, max_size=40)
+# Any Unicode text (Hypothesis leaves out lone surrogates, which UTF-8 cannot encode), with
+# control characters, NUL, the BMP's edge and characters beyond it weighted in.
+awkward = ["\x00", "\n", '"', "\\", "é", "ü", "\u0800", "\uffff", "😀", "\U0010ffff", "a"]
+any_text = st.text(max_size=300) | st.text(st.sampled_from(awkward), max_size=80)
 
 
 def rebuilt(value: Any, order: random.Random) -> Any:
@@ -237,6 +244,69 @@ def test_json_object_writes_exactly_the_canonical_json(
             assert isinstance(parsed["n"], int)
 
 
+def expected_number(value: float) -> float | int:
+    """A whole number is written as an integer where it is exact."""
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | any_text,
+            numbers,
+            st.none() | st.integers(-(2**63), 2**63 - 1),
+            st.none() | st.booleans(),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.sampled_from(["b", "é", "z", "A", "\\u00e9x", "😀", 'q"\\', "\x01"]),
+)
+def test_json_members_write_exactly_the_canonical_json(
+    rows: list[tuple[str | None, float | None, int | None, bool | None]], key: str
+) -> None:
+    frame = pl.DataFrame(
+        rows,
+        schema={"s": pl.String, "n": pl.Float64, "i": pl.Int64, "b": pl.Boolean},
+        orient="row",
+    )
+    body = json_members(
+        {
+            key: json_member(key, pl.col("s"), "string"),
+            "n": json_member("n", pl.col("n"), "number", null=True),
+            "i": json_member("i", pl.col("i"), "integer"),
+            "nested": json_nested(
+                "nested",
+                {
+                    "flag": json_member("flag", pl.col("b"), "boolean"),
+                    key: json_member(key, pl.col("s"), "string"),
+                },
+            ),
+            "never": None,
+        }
+    )
+    for text, (s, n, i, b) in zip(frame.select(body).to_series().to_list(), rows, strict=True):
+        nested = {name: v for name, v in (("flag", b), (key, s)) if v is not None}
+        expected = {
+            key: s,
+            "n": None if n is None else expected_number(n),
+            "i": i,
+            "nested": nested or None,
+        }
+        kept = {name: v for name, v in expected.items() if v is not None or name == "n"}
+        assert text == canonical_json(kept).decode()
+
+
+def test_json_members_of_nothing_are_an_empty_object() -> None:
+    frame = pl.DataFrame({"s": [None, "a"]}, schema={"s": pl.String})
+    nested = json_nested("g", {"s": json_member("s", pl.col("s"), "string")})
+    body = json_members({"g": nested, "t": json_member("t", pl.col("s"), "string")})
+    assert frame.select(body).to_series().to_list() == ["{}", '{"g":{"s":"a"},"t":"a"}']
+    empty = frame.with_columns(json_members({"never": None}).alias("o"))
+    assert empty.get_column("o").to_list() == ["{}", "{}"]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.text(max_size=40),
@@ -262,11 +332,6 @@ def test_an_occurrence_without_the_identifier_has_no_key() -> None:
 
 
 # --- sha256 in Polars (the polars-hash plugin) equals hashlib's, byte for byte --------------------
-
-# Any Unicode text (Hypothesis leaves out lone surrogates, which UTF-8 cannot encode), with
-# control characters, NUL, the BMP's edge and characters beyond it weighted in; and nulls.
-awkward = ["\x00", "\n", '"', "\\", "é", "ü", "\u0800", "\uffff", "😀", "\U0010ffff", "a"]
-any_text = st.text(max_size=300) | st.text(st.sampled_from(awkward), max_size=80)
 
 
 @settings(max_examples=300, deadline=None)
