@@ -89,8 +89,8 @@ class Cells:
 
     def text(self, column: str) -> pl.Expr:
         """The cell as trimmed, canonical text (see `_raw_text`); an empty cell is null."""
-        text = _raw_text(column, self.schema)
-        return self.prepared("text", column, pl.when(text != "").then(text))
+        # `replace`, not when/then: that would compute the text twice.
+        return self.prepared("text", column, _raw_text(column, self.schema).replace("", None))
 
     def computed(self, frame: pl.LazyFrame) -> pl.LazyFrame:
         """`frame` with every prepared column, each stage after those it reads."""

@@ -185,8 +185,7 @@ def _row_problems(errors: list[pl.Expr]) -> pl.Expr:
     """Every problem of the row as 'column<US>reason' joined by <RS>; null when there is none."""
     if not errors:
         return pl.lit(None, dtype=pl.String)
-    joined = pl.concat_str(errors, separator=PROBLEM_SEPARATOR, ignore_nulls=True)
-    return pl.when(joined != "").then(joined)
+    return pl.concat_str(errors, separator=PROBLEM_SEPARATOR, ignore_nulls=True).replace("", None)
 
 
 def _labelled(field: Field) -> pl.Expr:
