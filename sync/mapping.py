@@ -60,8 +60,9 @@ def map_slices(
     """Each slice of the source (with ROW) as its rows' problems, identities, bodies and hashed
     event keys: a pure function of the rows and the config, one slice at a time.
 
-    In two steps: coerce each mapped column once (value and reason), then build each row's
-    problems, identities, bodies and event keys from those columns. `ls1_keys`: also build the
+    In steps, each reading the columns the one before wrote: the parts of cells that several
+    expressions share (`Cells`), each mapped column's value and reason, each row's problems,
+    identities, bodies and event keys' JSON, and last their hashes. `ls1_keys`: also build the
     keys of ledgers written before ls2 (the planner asks for them when its ledger holds some).
     At least one slice comes out, empty for an empty source, so the columns are always known.
     """
