@@ -32,6 +32,13 @@ __all__ = [
 PREPARED = "__cell."
 MAX_JSON_CHARS = 500
 EMAIL_PATTERN = r"^[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\]+$"
+# The type of each kind's value: a date is Unix milliseconds.
+VALUE_TYPES: dict[PropertyType, pl.DataType] = {
+    "string": pl.String(),
+    "number": pl.Float64(),
+    "boolean": pl.Boolean(),
+    "date": pl.Int64(),
+}
 TRUE_WORDS = ["true", "yes", "1", "t", "y"]
 FALSE_WORDS = ["false", "no", "0", "f", "n"]
 # A whole number in a date column: YYYYMMDD, or an epoch of at least nine digits (see
@@ -179,7 +186,9 @@ def _property(key: str, mapping: PropertyMapping, cells: Cells) -> Field:
     field = _coerce(key, "__constant", own, mapping.value_type)
     computed = own.computed(constant.lazy()).select(field.value.alias("v"), field.error.alias("e"))
     value, error = computed.collect().row(0)
-    return Field(key, None, pl.lit(value), pl.lit(error, dtype=pl.String), mapping.value_type)
+    # Typed, also when it is empty (a blank text is no value): a null has no type of its own.
+    typed = pl.lit(value, dtype=VALUE_TYPES[mapping.value_type])
+    return Field(key, None, typed, pl.lit(error, dtype=pl.String), mapping.value_type)
 
 
 def _coerce(key: str, column: str, cells: Cells, kind: PropertyType) -> Field:
