@@ -3,10 +3,10 @@
 Each mapped column is coerced (`sync.coerce`) into its value and, beside it, the reason the cell
 cannot be sent (or null); this module assembles rows from those columns: their problems,
 identities, bodies and event keys. A row with any reason is rejected whole, with every reason,
-and none of its requests are sent: half a row in Loops is worse than none. The one Python step
-left, sha256 per body and key, runs over bounded slices while Polars builds the next. Mapping
-knows nothing of the ledger: planning settles the slices against it and deduplicates them
-(`sync.candidates`).
+and none of its requests are sent: half a row in Loops is worse than none. Bodies and keys are
+hashed in Polars too (`sync.keys`), so mapping a slice is Polars work from end to end, done one
+slice ahead of the caller in a thread of its own. Mapping knows nothing of the ledger: planning
+settles the slices against it and deduplicates them (`sync.candidates`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import orjson
 import polars as pl
 
-from sync.coerce import Field, check_filters, coerce_contact, coerce_event
+from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event
 from sync.columns import (
     COLUMN_SEPARATOR,
     CONTACT,
@@ -27,12 +26,14 @@ from sync.columns import (
     contact_column,
     event_column,
 )
-from sync.config import ContactSection, EventSection, SyncConfig
+from sync.config import ContactSection, EventSection, PropertyType, SyncConfig
 from sync.keys import (
+    JsonKind,
     event_keys,
     hash_event_keys,
-    json_object,
-    json_value,
+    json_member,
+    json_members,
+    json_nested,
     legacy_event_keys,
     payload_hashes,
 )
@@ -40,6 +41,13 @@ from sync.keys import (
 __all__ = ["SLICE_ROWS", "map_slices"]
 
 SLICE_ROWS = 50_000
+# The JSON a coerced value is written as: a date is Unix milliseconds, an integer.
+JSON_KINDS: dict[PropertyType, JsonKind] = {
+    "string": "string",
+    "number": "number",
+    "boolean": "boolean",
+    "date": "integer",
+}
 
 
 def map_slices(
@@ -52,13 +60,15 @@ def map_slices(
     """Each slice of the source (with ROW) as its rows' problems, identities, bodies and hashed
     event keys: a pure function of the rows and the config, one slice at a time.
 
-    In two steps: coerce each mapped column once (value and reason), then build each row's
-    problems, identities, bodies and event keys from those columns. `ls1_keys`: also build the
+    In steps, each reading the columns the one before wrote: the parts of cells that several
+    expressions share (`Cells`), each mapped column's value and reason, each row's problems,
+    identities, bodies and event keys' JSON, and last their hashes. `ls1_keys`: also build the
     keys of ledgers written before ls2 (the planner asks for them when its ledger holds some).
     At least one slice comes out, empty for an empty source, so the columns are always known.
     """
-    contact_fields = coerce_contact(spec.contact, schema) if spec.contact else []
-    event_fields = [coerce_event(event, schema) for event in spec.events]
+    cells = Cells(schema)
+    contact_fields = coerce_contact(spec.contact, cells) if spec.contact else []
+    event_fields = [coerce_event(event, cells) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
     contact_columns = _coerced(contact_fields, CONTACT, None, coerce)
     errors = [field.error for field in contact_columns]
@@ -78,17 +88,20 @@ def map_slices(
         *build,
     ]
 
+    hashes, keys = _hashes(spec, legacy=ls1_keys), _idempotency_keys(spec)
+
     def built(piece: pl.DataFrame) -> pl.DataFrame:
         check_filters(spec, piece)
-        return piece.lazy().select(coerce).collect().select(build)
+        mapped = cells.computed(piece.lazy()).select(coerce).collect().select(build)
+        return mapped.with_columns(hashes).with_columns(keys)
 
     empty = True
     for piece in _one_ahead(built, iter(frames)):
         empty = False
-        yield _hashed(spec, piece, legacy=ls1_keys)
+        yield piece
     if empty:
         nothing = pl.DataFrame(schema=schema).with_columns(pl.lit(0, pl.UInt32).alias(ROW))
-        yield _hashed(spec, built(nothing.head(0)), legacy=ls1_keys)
+        yield built(nothing.head(0))
 
 
 def _one_ahead(
@@ -96,8 +109,9 @@ def _one_ahead(
 ) -> Iterator[pl.DataFrame]:
     """`work` on each piece, the next one in a thread while the caller takes this one.
 
-    Polars lets go of the GIL while it works, and the caller's sha256 loop needs it: the two
-    overlap. One piece ahead, no more, so that memory holds two slices at most.
+    Polars lets go of the GIL while it works, so mapping the next slice overlaps what the
+    caller does with this one (reading the source, settling in Python between Polars calls).
+    One piece ahead, no more, so that memory holds two slices at most.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
         ahead: Future[pl.DataFrame] | None = None
@@ -110,28 +124,33 @@ def _one_ahead(
             yield ahead.result()
 
 
-def _hashed(spec: SyncConfig, piece: pl.DataFrame, *, legacy: bool) -> pl.DataFrame:
-    """Hash a slice's bodies and event keys while it is small (sha256 runs in Python).
+def _hashes(spec: SyncConfig, *, legacy: bool) -> list[pl.Expr]:
+    """Each body's hash and each occurrence's keys, from the columns `build` wrote.
 
-    An event's `key`, its Idempotency-Key, is its email's key, else its userId's. `legacy`: the
-    ledger holds `ls1` keys, so each occurrence's `ls1` key is looked up too."""
+    `legacy`: the ledger holds `ls1` keys, so each occurrence's `ls1` key is looked up too."""
     hashes = []
     if spec.contact:
-        hashes.append(
-            payload_hashes(piece.get_column(contact_column("body"))).alias(contact_column("hash"))
-        )
+        body = pl.col(contact_column("body"))
+        hashes.append(payload_hashes(body).alias(contact_column("hash")))
     for index in range(len(spec.events)):
-        prefix = event_column(index)
         for name in ("key_email", "key_user"):
-            hashes.append(hash_event_keys(piece.get_column(prefix + name)))
+            material = pl.col(event_column(index, name))
+            hashes.append(hash_event_keys(material).alias(event_column(index, name)))
         if legacy:
-            hashes.append(hash_event_keys(piece.get_column(prefix + "legacy"), scheme="ls1"))
-    return piece.with_columns(hashes).with_columns(
+            material = pl.col(event_column(index, "legacy"))
+            legacy_key = hash_event_keys(material, scheme="ls1")
+            hashes.append(legacy_key.alias(event_column(index, "legacy")))
+    return hashes
+
+
+def _idempotency_keys(spec: SyncConfig) -> list[pl.Expr]:
+    """An event's `key`, its Idempotency-Key: its email's key, else its userId's."""
+    return [
         pl.coalesce(event_column(i, "key_email"), event_column(i, "key_user")).alias(
             event_column(i, "key")
         )
         for i in range(len(spec.events))
-    )
+    ]
 
 
 def _coerced(
@@ -167,8 +186,7 @@ def _row_problems(errors: list[pl.Expr]) -> pl.Expr:
     """Every problem of the row as 'column<US>reason' joined by <RS>; null when there is none."""
     if not errors:
         return pl.lit(None, dtype=pl.String)
-    joined = pl.concat_str(errors, separator=PROBLEM_SEPARATOR, ignore_nulls=True)
-    return pl.when(joined != "").then(joined)
+    return pl.concat_str(errors, separator=PROBLEM_SEPARATOR, ignore_nulls=True).replace("", None)
 
 
 def _labelled(field: Field) -> pl.Expr:
@@ -269,9 +287,12 @@ def _event_columns(
         identity.alias(prefix + "identity"),
         *keys,
         *legacy,
-        json_object({name: json_value(value) for name, value in once_per.items()}).alias(
-            prefix + "once_per"
-        ),
+        json_members(
+            {
+                name: json_member(name, value, "string", null=True)
+                for name, value in once_per.items()
+            }
+        ).alias(prefix + "once_per"),
         _body(payload, clear=False, event_name=event.name).alias(prefix + "body"),
         *_identifiers(sent, prefix),
     ]
@@ -290,13 +311,19 @@ def _body(fields: list[Field], *, clear: bool, event_name: str | None = None) ->
         # Split at the first dot: an event property's own name may hold dots ("plan.tier").
         group, dot, name = field.key.partition(".")
         group, name = (group, name) if dot else ("", group)
-        text = json_value(field.value, number=field.kind == "number")
         nullable = clear and not group and name not in ("email", "userId", "subscribed")
-        member = text if nullable else pl.when(field.value.is_not_null()).then(text)
-        (groups.setdefault(group, {}) if group else top)[name] = member
+        member = json_member(name, field.value, JSON_KINDS[field.kind], null=nullable)
+        (groups.setdefault(group, {}) if group else top)[name] = _once(member)
     for group, members in groups.items():
-        inner = json_object(members)
-        top[group] = pl.when(inner != "{}").then(inner)
+        top[group] = json_nested(group, members)
     if event_name is not None:
-        top["eventName"] = pl.lit(orjson.dumps(event_name).decode())
-    return json_object(top)
+        top["eventName"] = _once(json_member("eventName", pl.lit(event_name), "string"))
+    return json_members(top)
+
+
+def _once(expr: pl.Expr) -> pl.Expr:
+    """An expression of no column (a constant's member) as its value, computed here once
+    rather than on every row."""
+    if expr.meta.root_names():
+        return expr
+    return pl.lit(pl.select(expr).item(), dtype=pl.String)

@@ -20,11 +20,15 @@ from sync.keys import (
     event_key,
     event_keys,
     hash_event_keys,
+    json_member,
+    json_members,
+    json_nested,
     json_object,
     json_value,
     legacy_event_key,
     legacy_event_keys,
     payload_hash,
+    payload_hashes,
 )
 
 # What a body can hold: JSON scalars (no NaN/inf), nested in lists and objects.
@@ -38,6 +42,10 @@ json_values = st.recursive(
 )
 objects = st.dictionaries(texts, json_values, max_size=6)
 names = st.text(min_size=1, max_size=40)
+# Any Unicode text (Hypothesis leaves out lone surrogates, which UTF-8 cannot encode), with
+# control characters, NUL, the BMP's edge and characters beyond it weighted in.
+awkward = ["\x00", "\n", '"', "\\", "é", "ü", "\u0800", "\uffff", "😀", "\U0010ffff", "a"]
+any_text = st.text(max_size=300) | st.text(st.sampled_from(awkward), max_size=80)
 
 
 def rebuilt(value: Any, order: random.Random) -> Any:
@@ -236,6 +244,69 @@ def test_json_object_writes_exactly_the_canonical_json(
             assert isinstance(parsed["n"], int)
 
 
+def expected_number(value: float) -> float | int:
+    """A whole number is written as an integer where it is exact."""
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | any_text,
+            numbers,
+            st.none() | st.integers(-(2**63), 2**63 - 1),
+            st.none() | st.booleans(),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.sampled_from(["b", "é", "z", "A", "\\u00e9x", "😀", 'q"\\', "\x01"]),
+)
+def test_json_members_write_exactly_the_canonical_json(
+    rows: list[tuple[str | None, float | None, int | None, bool | None]], key: str
+) -> None:
+    frame = pl.DataFrame(
+        rows,
+        schema={"s": pl.String, "n": pl.Float64, "i": pl.Int64, "b": pl.Boolean},
+        orient="row",
+    )
+    body = json_members(
+        {
+            key: json_member(key, pl.col("s"), "string"),
+            "n": json_member("n", pl.col("n"), "number", null=True),
+            "i": json_member("i", pl.col("i"), "integer"),
+            "nested": json_nested(
+                "nested",
+                {
+                    "flag": json_member("flag", pl.col("b"), "boolean"),
+                    key: json_member(key, pl.col("s"), "string"),
+                },
+            ),
+            "never": None,
+        }
+    )
+    for text, (s, n, i, b) in zip(frame.select(body).to_series().to_list(), rows, strict=True):
+        nested = {name: v for name, v in (("flag", b), (key, s)) if v is not None}
+        expected = {
+            key: s,
+            "n": None if n is None else expected_number(n),
+            "i": i,
+            "nested": nested or None,
+        }
+        kept = {name: v for name, v in expected.items() if v is not None or name == "n"}
+        assert text == canonical_json(kept).decode()
+
+
+def test_json_members_of_nothing_are_an_empty_object() -> None:
+    frame = pl.DataFrame({"s": [None, "a"]}, schema={"s": pl.String})
+    nested = json_nested("g", {"s": json_member("s", pl.col("s"), "string")})
+    body = json_members({"g": nested, "t": json_member("t", pl.col("s"), "string")})
+    assert frame.select(body).to_series().to_list() == ["{}", '{"g":{"s":"a"},"t":"a"}']
+    empty = frame.with_columns(json_members({"never": None}).alias("o"))
+    assert empty.get_column("o").to_list() == ["{}", "{}"]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.text(max_size=40),
@@ -245,18 +316,49 @@ def test_json_object_writes_exactly_the_canonical_json(
 def test_event_keys_of_a_column_equal_event_key(identity: str, event: str, once: list[str]) -> None:
     frame = pl.DataFrame({"id": [identity], **{f"o{i}": [v] for i, v in enumerate(once)}})
     columns = {f"o{i}": pl.col(f"o{i}") for i in range(len(once))}
-    materials = frame.select(event_keys("sync-ä", event, pl.col("id"), columns)).to_series()
+    key = hash_event_keys(event_keys("sync-ä", event, pl.col("id"), columns))
     expected = event_key("sync-ä", event, identity, {f"o{i}": v for i, v in enumerate(once)})
-    assert hash_event_keys(materials).to_list() == [expected]
-    legacy = frame.select(
-        legacy_event_keys("sync-ä", event, pl.col("id"), list(columns.values()))
-    ).to_series()
-    assert hash_event_keys(legacy, scheme="ls1").to_list() == [
+    assert frame.select(key).to_series().to_list() == [expected]
+    legacy = legacy_event_keys("sync-ä", event, pl.col("id"), list(columns.values()))
+    assert frame.select(hash_event_keys(legacy, scheme="ls1")).to_series().to_list() == [
         legacy_event_key("sync-ä", event, identity, once)
     ]
 
 
 def test_an_occurrence_without_the_identifier_has_no_key() -> None:
     frame = pl.DataFrame({"id": [None, "u:1"]}, schema={"id": pl.String})
-    materials = frame.select(event_keys("s", "e", pl.col("id"), {})).to_series()
-    assert hash_event_keys(materials).to_list() == [None, event_key("s", "e", "u:1")]
+    keys = frame.select(hash_event_keys(event_keys("s", "e", pl.col("id"), {}))).to_series()
+    assert keys.to_list() == [None, event_key("s", "e", "u:1")]
+
+
+# --- sha256 in Polars (the polars-hash plugin) equals hashlib's, byte for byte --------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.none() | any_text, min_size=1, max_size=30))
+def test_payload_hashes_of_a_column_equal_payload_hash(texts: list[str | None]) -> None:
+    frame = pl.DataFrame({"body": texts}, schema={"body": pl.String})
+    hashed = frame.select(payload_hashes(pl.col("body"))).to_series().to_list()
+    assert hashed == [None if t is None else payload_hash(t.encode()) for t in texts]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.none() | any_text, min_size=1, max_size=30), st.sampled_from(["ls1", "ls2"]))
+def test_hash_event_keys_of_a_column_equal_hashlib(texts: list[str | None], scheme: str) -> None:
+    frame = pl.DataFrame({"material": texts}, schema={"material": pl.String})
+    hashed = frame.select(hash_event_keys(pl.col("material"), scheme=scheme)).to_series()
+    expected = [None if t is None else f"{scheme}-{sha256(t.encode()).hexdigest()}" for t in texts]
+    assert hashed.to_list() == expected
+
+
+def test_the_vectorised_hashes_are_pinned() -> None:
+    frame = pl.DataFrame({"t": ["", "é😀\x00"]})
+    assert frame.select(payload_hashes(pl.col("t"))).to_series().to_list() == [
+        "c1:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "c1:" + sha256("é😀\x00".encode()).hexdigest(),
+    ]
+    payload = {"email": "ada@example.com", "firstName": "Ada", "seats": 5, "vip": True}
+    bodies = pl.DataFrame({"t": [canonical_json(payload).decode()]})
+    assert bodies.select(payload_hashes(pl.col("t"))).item() == (
+        "c1:1be11451d5ab5f326f1899cf8ad8d1659e49e8dfcdda9f2c9394ba8bb942aec3"
+    )

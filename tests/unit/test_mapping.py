@@ -475,6 +475,23 @@ def test_constants_go_into_every_body_with_their_type() -> None:
     assert first["since"] == DAY_MS
 
 
+@pytest.mark.parametrize("kind", ["string", "number", "boolean", "date"])
+@pytest.mark.parametrize("empty", ["skip", "clear"])
+def test_a_blank_constant_is_an_empty_cell(kind: str, empty: str) -> None:
+    """Left out, or sent as null with `empty: clear`, like an empty cell of its type."""
+    blank = {"value": "  ", "type": kind}
+    config = spec(
+        {"email": "Email", "empty": empty, "properties": {"p": blank}},
+        [{"name": "signup", "email": "Email", "properties": {"p": blank}}],
+    )
+    mapped = run(config, {"Email": ["a@example.com"]})
+
+    assert mapped.rejects.is_empty()
+    expected = {"email": "a@example.com"} | ({"p": None} if empty == "clear" else {})
+    assert bodies(mapped.contacts) == [expected]
+    assert bodies(mapped.events) == [{"email": "a@example.com", "eventName": "signup"}]
+
+
 # --- mailing lists --------------------------------------------------------------------------------
 
 
