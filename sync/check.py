@@ -24,7 +24,7 @@ from sync.account import (
     missing_properties,
     read_account,
 )
-from sync.coerce import Field, check_filters, coerce_contact, coerce_event, constant_problems
+from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event, constant_problems
 from sync.columns import ROW
 from sync.config import Config, check_columns
 from sync.config_file import KeyLines
@@ -181,14 +181,16 @@ class _SourceCheck:
                 self.filters.append(f"{_dotted(loc)} keeps {kept} of the first {sample.height}")
 
     def _coercions(self, sample: pl.DataFrame) -> None:
-        spec, schema = self.config.spec, sample.schema
-        if spec.contact:
-            for field in coerce_contact(spec.contact, schema):
-                self._coerced(field, sample, _contact_loc(field))
-        for index, event in enumerate(spec.events):
-            rows = _applying(sample, event.when)
-            for field in coerce_event(event, schema):
-                self._coerced(field, rows, _event_loc(index, event.once_per, field))
+        spec, cells = self.config.spec, Cells(sample.schema)
+        contact = coerce_contact(spec.contact, cells) if spec.contact else []
+        events = [coerce_event(event, cells) for event in spec.events]
+        prepared = cells.computed(sample.lazy()).collect()  # the parts the fields read
+        for mapped in contact:
+            self._coerced(mapped, prepared, _contact_loc(mapped))
+        for index, (event, fields) in enumerate(zip(spec.events, events, strict=True)):
+            rows = _applying(prepared, event.when)
+            for mapped in fields:
+                self._coerced(mapped, rows, _event_loc(index, event.once_per, mapped))
 
     def _coerced(self, field: Field, rows: pl.DataFrame, loc: Loc | None) -> None:
         if loc is None or field.column is None:  # a constant: checked with the config
