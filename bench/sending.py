@@ -49,7 +49,7 @@ def sending_memory() -> dict[str, Any]:
     files = write_inputs(ROWS)
     with tempfile.TemporaryDirectory() as work, emulator(0) as base_url:
         state = Path(work)
-        config = write_config(state, "csv", files["csv"], rate=100_000)
+        config = write_config(state, "csv", files["csv"], rate=10_000)
         command = [PY, "-m", "sync", "run", str(config), "--quiet", "--no-check"]
         command += ["--max-duration", f"{SECONDS:.0f}s"]
         started = time.monotonic()
