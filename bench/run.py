@@ -360,8 +360,10 @@ def main() -> None:
     path.write_bytes(orjson.dumps(kept | results, option=orjson.OPT_INDENT_2))
     print_tables(results)
     print_shared_budget(results["shared_budget"])
-    # 5. Scaling, in a process of its own: this one's memory must not count against its cases.
+    # 5. Scaling and 6. memory while sending, each in a process of its own: this one's memory
+    # must not count against their cases.
     subprocess.run([PY, str(HERE / "scaling.py")], check=True)
+    subprocess.run([PY, str(HERE / "sending.py")], check=True)
 
 
 if __name__ == "__main__":

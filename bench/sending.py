@@ -10,7 +10,6 @@ the time, and at its peak. Nothing here asserts a timing.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import write_config, write_inputs
@@ -61,7 +61,10 @@ def sending_memory() -> dict[str, Any]:
             if memory is not None:
                 samples.append((time.monotonic() - started, sent(base_url), memory))
         process.wait()
-    sending = [s for s in samples if s[1] > 1]  # after the key check
+    total = samples[-1][1] if samples else 0
+    # From the first request after the checks to the last: not the run's ending.
+    sending = [s for s in samples if s[1] > 3]
+    sending = sending[: next((i + 1 for i, s in enumerate(sending) if s[1] == total), None)]
     if len(sending) < 4:
         return {"rows": ROWS, "failed": f"exit {process.returncode}, {len(sending)} samples"}
     first, last = sending[0], sending[-1]
@@ -75,7 +78,7 @@ def sending_memory() -> dict[str, Any]:
         "rss_mb_by_quarter": [q[2] for q in quarters] + [last[2]],
         "requests_by_quarter": [q[1] for q in quarters] + [last[1]],
         "peak_rss_mb_while_sending": max(s[2] for s in sending),
-        "peak_rss_mb_planning": max((s[2] for s in samples if s[1] <= 1), default=0.0),
+        "peak_rss_mb_planning": max((s[2] for s in samples if s[1] <= 3), default=0.0),
     }
 
 
@@ -100,9 +103,9 @@ def main() -> None:
     result = sending_memory()
     print_table(result)
     results = Path(__file__).resolve().parent / "results.json"
-    stored = json.loads(results.read_text()) if results.exists() else {}
+    stored = orjson.loads(results.read_bytes()) if results.exists() else {}
     stored["sending_memory"] = result
-    results.write_text(json.dumps(stored, indent=1) + "\n")
+    results.write_bytes(orjson.dumps(stored, option=orjson.OPT_INDENT_2))
 
 
 if __name__ == "__main__":
