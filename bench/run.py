@@ -348,6 +348,7 @@ def main() -> None:
     print_tables(results)
     # 5. Scaling, in a process of its own: this one's memory must not count against its cases.
     subprocess.run([PY, str(HERE / "scaling.py")], check=True)
+    subprocess.run([PY, str(HERE / "held_build.py")], check=True)  # 6. the ledger's view, alone too
 
 
 if __name__ == "__main__":
