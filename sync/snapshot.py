@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "ONCE_PER_SCHEMA",
     "LedgerContacts",
     "Page",
+    "connected",
     "empty_once_per",
     "once_per_changed",
     "once_per_columns",
@@ -68,9 +70,11 @@ def read_held(
     """The `Held` of `sync`. `once_per`: each event's `once_per` columns in today's config.
 
     With the ledger's `path`, the payload hashes are read on a connection of their own, beside
-    the event keys: SQLite reads without the GIL, so a second core halves the wait (10M
-    contacts and 10M events: measured in bench/held_build.py)."""
+    the event keys (SQLite reads without the GIL: a second core shortens the wait), and the
+    `Held` opens one whenever it asks about contacts, so it outlives `db`; without it, `db`
+    must stay open while the `Held` is asked."""
     failed = db.execute("SELECT ref FROM failures WHERE sync = ?", (sync,)).fetchall()
+    ledger = db if path is None else path
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-hashes") as beside:
         reading = beside.submit(_hash_set, path, sync) if path else None
         keys = chain(*(values_in_pages(db, sync, page) for page in (EVENT_KEYS, USER_KEYS)))
@@ -79,22 +83,31 @@ def read_held(
     return Held(
         hashes,
         events,
-        LedgerContacts(db, sync),
+        LedgerContacts(ledger, sync),
         pl.Series([ref for (ref,) in failed], dtype=pl.String),
         legacy,
         other_once_per(db, sync, once_per or {}),
     )
 
 
-def _hash_set(ledger: Path | sqlite3.Connection, sync: str) -> Fingerprints:
-    """Every payload hash of `sync`, on `ledger`'s connection or on one of its own."""
+@contextmanager
+def connected(ledger: Path | sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """`ledger` itself when it is a connection; else a connection of its own, closed after.
+    The file must exist: a read never creates a ledger."""
     if isinstance(ledger, sqlite3.Connection):
-        return Fingerprints.of(values_in_pages(ledger, sync, CONTACT_HASHES))
-    db = sqlite3.connect(ledger)
+        yield ledger
+        return
+    db = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=rw", uri=True)
     try:
-        return _hash_set(db, sync)
+        yield db
     finally:
         db.close()
+
+
+def _hash_set(ledger: Path | sqlite3.Connection, sync: str) -> Fingerprints:
+    """Every payload hash of `sync`."""
+    with connected(ledger) as db:
+        return Fingerprints.of(values_in_pages(db, sync, CONTACT_HASHES))
 
 
 def values_in_pages(db: sqlite3.Connection, sync: str, page: Page) -> Iterator[pl.Series]:
@@ -151,9 +164,10 @@ def _page(
 
 @dataclass(frozen=True)
 class LedgerContacts:
-    """The ledger's contacts, asked about a few identities at a time (`ContactLookup`)."""
+    """The ledger's contacts, asked about a few identities at a time (`ContactLookup`):
+    `ledger`, a connection to ask on or the file to open one on for each question."""
 
-    db: sqlite3.Connection
+    ledger: Path | sqlite3.Connection
     sync: str
 
     def known(self, identities: pl.Series) -> pl.Series:
@@ -170,15 +184,18 @@ class LedgerContacts:
     ) -> pl.DataFrame:
         wanted = identities.drop_nulls().unique()
         frames = [pl.DataFrame(schema=schema)]
-        for offset in range(0, wanted.len(), ASKED_AT_ONCE):
-            asked = wanted.slice(offset, ASKED_AT_ONCE).to_list()
-            rows = self.db.execute(
-                f"SELECT {columns} FROM contacts WHERE sync = ? "  # noqa: S608  # constants and marks
-                f"AND identity IN ({', '.join('?' * len(asked))}) {extra}",
-                (self.sync, *asked),
-            ).fetchall()
-            if rows:
-                frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
+        if wanted.is_empty():
+            return frames[0]
+        with connected(self.ledger) as db:
+            for offset in range(0, wanted.len(), ASKED_AT_ONCE):
+                asked = wanted.slice(offset, ASKED_AT_ONCE).to_list()
+                rows = db.execute(
+                    f"SELECT {columns} FROM contacts WHERE sync = ? "  # noqa: S608  # constants and marks
+                    f"AND identity IN ({', '.join('?' * len(asked))}) {extra}",
+                    (self.sync, *asked),
+                ).fetchall()
+                if rows:
+                    frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
         return pl.concat(frames)
 
 

@@ -522,3 +522,16 @@ def test_held_is_read_in_pages_and_each_page_once(tmp_path: Path) -> None:
     assert [page.len() for page in pages] == [3, 3, 1]
     assert [page.len() for page in keys] == [2, 2, 2, 1]
     assert pl.concat(pages).n_unique() == 3
+
+
+def test_held_still_answers_about_contacts_once_the_ledger_is_closed(tmp_path: Path) -> None:
+    """`plan` closes the ledger before planning: the few contacts a plan asks about are looked
+    up on a connection of their own."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger.contact_delivered("e:a@x.io", "c1:aaa", ["plan", "email"])
+    ledger.flush()
+    held = ledger.held()
+    ledger.close()
+    asked = pl.Series(["e:a@x.io", "e:b@x.io", None])
+    assert held.knows_contacts(asked).to_list() == [True, False, False]
+    assert held.props_of(asked).rows() == [("e:a@x.io", ",email,plan,")]
