@@ -8,10 +8,13 @@ row per request in whatever columns its tables have: schema 1 (identity, hash; k
 event) or schema 3 (also each event's both keys and the identifiers it was sent with, and each
 contact's top-level keys, as `Ledger.contact_delivered` and `event_delivered` record them).
 Events with `once_per` would also need `event_once_per` rows; the bench config has none.
+
+`fill_synthetic` writes a ledger of any size without planning: what bench/held_build.py reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import sys
@@ -37,6 +40,10 @@ EVENT_COLUMNS = {
     "once_per": "once_per",
 }
 BATCH = 100_000
+# The top-level keys of the bench config's bodies, as `Ledger.contact_delivered` records them.
+BENCH_PROPS = (
+    ",company,companySize,email,enrichedAt,firstName,jobTitle,lastName,mailingLists,source,"
+)
 
 
 def mark_all_delivered(config: Path, state: Path) -> int:
@@ -100,6 +107,58 @@ def _insert(
 ) -> None:
     marks = ", ".join("?" * len(names))
     db.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", rows)  # noqa: S608
+
+
+# --- a ledger of any size, without planning ---------------------------------------------------
+
+
+def synthetic_hash(i: int) -> str:
+    """Contact i's payload hash in a synthetic ledger: a sha256, as `payload_hash` makes them."""
+    return "c1:" + hashlib.sha256(f"body{i}".encode()).hexdigest()
+
+
+def synthetic_key(i: int) -> str:
+    """Event i's key in a synthetic ledger (its email's, as the bench config sends it)."""
+    return "ls2-" + hashlib.sha256(f"event{i}".encode()).hexdigest()
+
+
+def synthetic_email(i: int) -> str:
+    return f"person{i:09d}@example{i % 101}.com"
+
+
+def fill_synthetic(path: Path, sync: str, rows: int) -> None:
+    """`rows` contacts and `rows` signup events, as a first sync of the bench config leaves
+    them, written straight into a ledger created by the code under test (`sync.ledger`).
+    Rows go in in key order (a B-tree filled at random takes several times longer): contacts
+    are numbered in order, events pass through a temporary table and SQLite's sorter."""
+    from sync.ledger import Ledger  # noqa: PLC0415  # the code under test, found on PYTHONPATH
+
+    Ledger(path, sync).close()
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        now = time.time()
+        contacts = (
+            (sync, f"e:{synthetic_email(i)}", synthetic_hash(i), now, BENCH_PROPS)
+            for i in range(rows)
+        )
+        _insert(db, "contacts", ["sync", "identity", "hash", "delivered_at", "props"], contacts)
+        db.execute("CREATE TEMP TABLE new_events (key TEXT, i INTEGER)")
+        for start in range(0, rows, 1_000_000):
+            chunk = ((synthetic_key(i), i) for i in range(start, min(rows, start + 1_000_000)))
+            db.executemany("INSERT INTO new_events VALUES (?, ?)", chunk)
+        db.create_function("email", 1, synthetic_email, deterministic=True)
+        db.execute(
+            "INSERT INTO events (sync, key, identity, event, delivered_at, key_email, email) "
+            "SELECT ?1, key, 'e:' || email(i), 'signup', ?2, key, email(i) FROM new_events "
+            "ORDER BY key",
+            (sync, now),
+        )
+        db.commit()
+        db.execute("PRAGMA journal_mode=WAL")
+    finally:
+        db.close()
 
 
 if __name__ == "__main__":

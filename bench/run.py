@@ -360,10 +360,10 @@ def main() -> None:
     path.write_bytes(orjson.dumps(kept | results, option=orjson.OPT_INDENT_2))
     print_tables(results)
     print_shared_budget(results["shared_budget"])
-    # 5. Scaling and 6. memory while sending, each in a process of its own: this one's memory
-    # must not count against their cases.
-    subprocess.run([PY, str(HERE / "scaling.py")], check=True)
-    subprocess.run([PY, str(HERE / "sending.py")], check=True)
+    # 5. Scaling, 6. the ledger's view and 7. memory while sending, each in a process of its
+    # own: this one's memory must not count against their cases.
+    for part in ("scaling.py", "held_build.py", "sending.py"):
+        subprocess.run([PY, str(HERE / part)], check=True)
 
 
 if __name__ == "__main__":

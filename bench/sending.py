@@ -83,7 +83,7 @@ def sending_memory() -> dict[str, Any]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"\n6. Memory while sending: a first sync of {result['rows']:,} rows")
+    print(f"\n7. Memory while sending: a first sync of {result['rows']:,} rows")
     if "failed" in result:
         print(f"  failed: {result['failed']}")
         return

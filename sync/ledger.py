@@ -33,12 +33,7 @@ from sync.ledger_schema import (
     ls2_key_of_identity,
 )
 from sync.model import Occurrence
-from sync.snapshot import (
-    Snapshot,
-    empty_once_per,
-    once_per_columns,
-    once_per_signature,
-)
+from sync.snapshot import once_per_changed, once_per_signature, read_held
 from sync.state import make_state_dir
 
 __all__ = [
@@ -46,12 +41,11 @@ __all__ = [
     "Ledger",
     "RunRecord",
     "RunStatus",
-    "Snapshot",
 ]
 
 FLUSH_EVERY = 500
 FLUSH_SECONDS = 2.0
-SNAPSHOT_BATCH = 50_000
+FETCH_ROWS = 50_000
 Kind = Literal["contact", "event"]
 RunStatus = Literal["running", "finished", "failed", "died"]
 DIED = (
@@ -148,48 +142,10 @@ class Ledger:
     # --- reading, for the plan ----------------------------------------------------------------
 
     def held(self, once_per: Mapping[str, Sequence[str]] | None = None) -> Held:
-        """What planning asks of the ledger (`sync.held`). `once_per`: each event's `once_per`
-        columns in today's config."""
-        return Held.of(self.snapshot(once_per))
-
-    def snapshot(self, once_per: Mapping[str, Sequence[str]] | None = None) -> Snapshot:
-        """`once_per`: each event's `once_per` columns in today's config."""
-        legacy = self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE sync = ? AND key LIKE 'ls1-%')",
-            (self.sync,),
-        ).fetchone()[0]
-        return Snapshot(
-            self.delivered_contacts(),
-            self.delivered_events(),
-            self.failures(),
-            bool(legacy),
-            self._other_once_per(once_per or {}),
-        )
-
-    def _other_once_per(self, once_per: Mapping[str, Sequence[str]]) -> pl.DataFrame:
-        """The occurrences of each event delivered under other `once_per` columns than today's
-        and not yet adopted (see `Snapshot`, `adopt`); none at all in the usual case."""
-        frames = [empty_once_per()]
-        for event, columns in once_per.items():
-            if self._once_per_changed(event, columns):
-                found = self._frame(
-                    "SELECT event, email, user_id, once_per FROM events "
-                    "WHERE sync = ?1 AND event = ?2 AND once_per IS NOT NULL",
-                    dict.fromkeys(("event", "email", "user_id", "once_per"), pl.String),
-                    (self.sync, event),
-                )
-                today = pl.lit("\x1f".join(sorted(columns)))
-                frames.append(found.with_columns((once_per_columns() == today).alias("current")))
-        return pl.concat(frames)
-
-    def _once_per_changed(self, event: str, columns: Sequence[str]) -> bool:
-        """Whether `event` was delivered under other `once_per` columns, not yet adopted."""
-        changed = self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM event_once_per WHERE sync = ? AND event = ? "
-            "AND retired = 0 AND columns != ?)",
-            (self.sync, event, once_per_signature(columns)),
-        ).fetchone()[0]
-        return bool(changed)
+        """What planning asks of the ledger (`sync.held`), read in bounded pages
+        (`sync.snapshot`). `once_per`: each event's `once_per` columns in today's config. The
+        `Held` asks this ledger about the few contacts a plan sends: keep it open meanwhile."""
+        return read_held(self._db, self.sync, once_per, path=self.path)
 
     def adopt(self, adopted: pl.DataFrame, once_per: Mapping[str, Sequence[str]]) -> None:
         """Record, in one transaction, the occurrences that an event delivered under its earlier
@@ -198,7 +154,9 @@ class Ledger:
         columns = ("key", "identity", "event", "key_email", "key_user", "email", "userId")
         now = time.time()
         changed = [
-            event for event, names in once_per.items() if self._once_per_changed(event, names)
+            event
+            for event, names in once_per.items()
+            if once_per_changed(self._db, self.sync, event, names)
         ]
         if adopted.is_empty() and not changed:
             return
@@ -271,7 +229,7 @@ class Ledger:
         """A bounded batch of Python rows at a time: a million rows at once raised the peak by
         about 115 MB (measured), memory the process then keeps for the rest of the run."""
         cursor = self._db.execute(query, params or (self.sync,))
-        batches = iter(lambda: cursor.fetchmany(SNAPSHOT_BATCH), [])
+        batches = iter(lambda: cursor.fetchmany(FETCH_ROWS), [])
         frames = [pl.DataFrame(rows, schema=schema, orient="row") for rows in batches]
         return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync import mapping
+from sync import mapping, snapshot
 from sync.candidates import Mapped, map_rows
 from sync.columns import ROW
 from sync.config import SyncConfig
@@ -24,6 +25,7 @@ from sync.held import Held
 from sync.ledger import LEARN, Ledger
 from sync.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 from sync.lock import hold_lock
+from sync.model import Occurrence
 from sync.plan import make_plan
 from sync.state import StateDir
 
@@ -415,3 +417,121 @@ def test_learning_identifiers_finds_each_event_by_index_not_by_a_scan(tmp_path: 
     # Found by each key through an index, not by reading every event of the sync.
     assert "SEARCH events USING PRIMARY KEY (sync=?)" not in steps, steps
     assert not any(step.startswith("SCAN") for step in steps), steps
+
+
+def digest_text(scheme: str, seed: int) -> str:
+    return scheme + hashlib.sha256(str(seed).encode()).hexdigest()
+
+
+LEDGER_HASHES = st.one_of(
+    st.integers(0, 30).map(lambda n: digest_text("c1:", n)),
+    st.sampled_from(["c1:aaa", "c1:a\x1eb", ""]),  # a value holding the page separator
+)
+LEDGER_KEYS = st.one_of(
+    st.integers(0, 30).map(lambda n: digest_text("ls2-", n)),
+    st.integers(0, 5).map(lambda n: digest_text("ls1-", n)),
+    st.sampled_from(["ls2-x", "ls2-\x1e"]),
+)
+LEDGER_IDENTITIES = st.sampled_from(["e:a@x.io", "e:b@x.io", "u:1", "u:2", "e:c@x.io", "e:d"])
+EVENTS = st.tuples(LEDGER_KEYS, LEDGER_IDENTITIES, st.none() | LEDGER_KEYS, st.none() | LEDGER_KEYS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    contacts=st.lists(
+        st.tuples(LEDGER_IDENTITIES, LEDGER_HASHES, st.none() | st.sampled_from(["email", "plan"]))
+    ),
+    events=st.lists(EVENTS),
+    failures=st.lists(st.tuples(st.sampled_from(["contact", "event"]), LEDGER_IDENTITIES)),
+    page=st.integers(1, 4),
+    asked=st.lists(st.one_of(LEDGER_HASHES, LEDGER_KEYS, LEDGER_IDENTITIES), max_size=15),
+)
+def test_the_ledgers_held_answers_as_its_tables_do(
+    *,
+    contacts: list[tuple[str, str, str | None]],
+    events: list[tuple[str, str, str | None, str | None]],
+    failures: list[tuple[Literal["contact", "event"], str]],
+    page: int,
+    asked: list[str],
+) -> None:
+    """Read a page of `page` rows at a time, `page` identities asked at once: every payload
+    hash, every key an occurrence is known by, failures, props and known contacts, as plain
+    queries of the ledger's tables find them; another sync's rows unseen."""
+    with (
+        tempfile.TemporaryDirectory() as work,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setattr(snapshot, "PAGE_ROWS", page)
+        patch.setattr(snapshot, "ASKED_AT_ONCE", page)
+        path = Path(work) / "ledger.sqlite"
+        ledger, other = Ledger(path, "t"), Ledger(path, "other")
+        for identity, payload_hash, prop in contacts:
+            ledger.contact_delivered(identity, payload_hash, None if prop is None else [prop])
+            other.contact_delivered(identity + "-other", payload_hash + "-other")
+        for key, identity, key_email, key_user in events:
+            found_by = Occurrence(key_email=key_email, key_user=key_user)
+            ledger.event_delivered(key, identity, "signup", found_by)
+            other.event_delivered(key + "-other", identity, "signup")
+        for kind, ref in failures:
+            ledger.request_failed(kind, ref, "HTTP 500")
+        ledger.flush()
+        other.flush()
+        held = ledger.held()
+
+        db = sqlite3.connect(path)
+
+        def column(query: str) -> set[str]:
+            return {value for (value,) in db.execute(query) if value is not None}
+
+        hashes = column("SELECT hash FROM contacts WHERE sync = 't'")
+        identities = column("SELECT identity FROM contacts WHERE sync = 't'")
+        keys = column(
+            "SELECT key FROM events WHERE sync = 't' UNION SELECT key_email FROM events "
+            "WHERE sync = 't' UNION SELECT key_user FROM events WHERE sync = 't'"
+        )
+        failed = column("SELECT ref FROM failures WHERE sync = 't'")
+        props = set(
+            db.execute("SELECT identity, props FROM contacts WHERE sync = 't' AND props NOT NULL")
+        )
+        db.close()
+        values = pl.Series(asked, dtype=pl.String)
+        assert held.holds_payloads(values).to_list() == [v in hashes for v in asked]
+        assert held.knows_contacts(values).to_list() == [v in identities for v in asked]
+        assert held.failed(values).to_list() == [v in failed for v in asked]
+        occurrences = pl.DataFrame({"key_email": values, "key_user": values, "legacy": values})
+        assert held.holds_event(occurrences).to_list() == [v in keys for v in asked]
+        assert held.legacy == any(key.startswith("ls1-") for key in keys)
+        assert set(held.props_of(values).iter_rows()) == {p for p in props if p[0] in asked}
+        ledger.close()
+        other.close()
+
+
+def test_held_is_read_in_pages_and_each_page_once(tmp_path: Path) -> None:
+    """Pages end where the key reaches the page's last row; rows sharing that value (userId keys
+    of several occurrences) end the same page, and the next page starts after them."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    for n in range(7):
+        shared = digest_text("ls2-", n // 3)  # three occurrences per userId key
+        found_by = Occurrence(key_user=shared)
+        ledger.event_delivered(digest_text("ls1-", n), f"u:{n}", "signup", found_by)
+    db = sqlite3.connect(ledger.path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(snapshot, "PAGE_ROWS", 2)
+        pages = list(snapshot.values_in_pages(db, "t", snapshot.USER_KEYS))
+        keys = list(snapshot.values_in_pages(db, "t", snapshot.EVENT_KEYS))
+    assert [page.len() for page in pages] == [3, 3, 1]
+    assert [page.len() for page in keys] == [2, 2, 2, 1]
+    assert pl.concat(pages).n_unique() == 3
+
+
+def test_held_still_answers_about_contacts_once_the_ledger_is_closed(tmp_path: Path) -> None:
+    """`plan` closes the ledger before planning: the few contacts a plan asks about are looked
+    up on a connection of their own."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger.contact_delivered("e:a@x.io", "c1:aaa", ["plan", "email"])
+    ledger.flush()
+    held = ledger.held()
+    ledger.close()
+    asked = pl.Series(["e:a@x.io", "e:b@x.io", None])
+    assert held.knows_contacts(asked).to_list() == [True, False, False]
+    assert held.props_of(asked).rows() == [("e:a@x.io", ",email,plan,")]
