@@ -3,7 +3,7 @@
 `python bench/scaling.py` (the last part of `make bench`) measures the wall time and peak RSS of
 `loops-sync plan` and `loops-sync run --dry-run`, for a first sync (an empty ledger) and a
 nightly run (a ledger holding every row), from CSV, Parquet and a PostgreSQL table, at each
-size of BENCH_SCALE_SIZES (default 1M and 5M rows). Each figure stands beside the same
+size of BENCH_SCALE_SIZES (default 1M, 5M and 10M rows). Each figure stands beside the same
 measurement of BENCH_BASELINE (default 8398e39, the design before issue 9), checked out with
 `git worktree add` and run by the same interpreter with that tree first on the path. Each ledger
 is built by the code that reads it (bench/ledger_fill.py). A case that would likely not fit in
@@ -313,7 +313,9 @@ def save(results: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    sizes = [int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "1000000,5000000").split(",")]
+    sizes = [
+        int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "1000000,5000000,10000000").split(",")
+    ]
     now = Code(
         "now",
         ROOT,
