@@ -143,15 +143,19 @@ runpy.run_module("sync", run_name="__main__")
 """
 
 
-def test_a_full_disk_stops_sending_with_exit_6_and_the_next_run_finishes_the_job(
-    project: Project,
-) -> None:
-    """The ledger's file may not grow past 150 kB (RLIMIT_FSIZE: root obeys it too)."""
-    count = 200
-    project.write(CONFIG.format(rate=500), people(count))
-    command = ["run", str(project.config), "--quiet", "--report", "full.json"]
-    full = subprocess.run(
-        [sys.executable, "-c", LIMITED_DISK.format(size=150_000), *command],
+def run_on_small_disk(
+    project: Project, max_file_bytes: int, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """`loops-sync run` in a process whose files may not grow past `max_file_bytes`."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIMITED_DISK.format(size=max_file_bytes),
+            "run",
+            str(project.config),
+            *options,
+        ],
         cwd=project.root,
         env=project.env(),
         capture_output=True,
@@ -159,6 +163,15 @@ def test_a_full_disk_stops_sending_with_exit_6_and_the_next_run_finishes_the_job
         timeout=120,
         check=False,
     )
+
+
+def test_a_full_disk_stops_sending_with_exit_6_and_the_next_run_finishes_the_job(
+    project: Project,
+) -> None:
+    """The ledger's file may not grow past 150 kB (RLIMIT_FSIZE: root obeys it too)."""
+    count = 200
+    project.write(CONFIG.format(rate=500), people(count))
+    full = run_on_small_disk(project, 150_000, "--quiet", "--report", "full.json")
     assert full.returncode == 6, full.stderr
     assert "cannot write the ledger" in full.stderr
     assert "Traceback" not in full.stderr
@@ -181,16 +194,7 @@ def test_a_disk_too_full_for_the_spool_stops_before_sending_with_exit_6(project:
     be written, it says where, sends nothing, and exits as an unwritable ledger does."""
     project.write(CONFIG.format(rate=500), people(2000))
     assert project.run("history", str(project.config)).returncode == 0  # the ledger exists
-    command = ["run", str(project.config), "--quiet"]
-    full = subprocess.run(
-        [sys.executable, "-c", LIMITED_DISK.format(size=150_000), *command],
-        cwd=project.root,
-        env=project.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    full = run_on_small_disk(project, 150_000, "--quiet")
     assert full.returncode == 6, full.stderr
     assert "-spool" in full.stderr
     assert "LOOPS_SYNC_STATE" in full.stderr
