@@ -23,7 +23,7 @@ def held_under_other_once_per(events: pl.DataFrame, held: pl.DataFrame) -> pl.Se
     it; with columns added, the occurrences in the source at the first run after the change
     stand for the one delivered before (they are recorded as delivered, `Plan.adopted`), and
     occurrences that appear later are new. Not for a contact that already has an occurrence
-    under today's columns: the change was adopted for it before. `held`: `Snapshot.other_once_per`.
+    under today's columns: the change was adopted for it before. `held`: `Held.other_once_per`.
     """
     covered = pl.repeat(False, events.height, eager=True).alias("covered")
     if held.is_empty() or events.is_empty():
