@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -67,7 +69,7 @@ class PlanPreview:
     """What `loops-sync plan` shows: counts, rejects by reason, an ETA, sample payloads."""
 
     report: RunReport
-    plan: Plan
+    plan: Plan  # readable while the preview lives: its spool goes with it
     rejects_by_reason: dict[str, int]
     eta_seconds: float
     samples: list[dict[str, object]]
@@ -180,14 +182,15 @@ def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
 
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
-    """What a run would send, without sending anything or taking the lock."""
-    with config.state.spool(locked=False) as spool:
-        rows = _read(config)
-        with _open_ledger(config) as ledger:
-            held = _held(config, ledger)
-        gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
-        first_requests = (r for job in plan.jobs(samples) for r in job.requests)
-        sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
+    """What a run would send, without sending anything or taking the lock. The plan stays on
+    disk in a folder of its own in the state directory, removed with the preview."""
+    spool = config.state.scratch()
+    rows = _read(config)
+    with _open_ledger(config) as ledger:
+        held = _held(config, ledger)
+    gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
+    first_requests = (r for job in plan.jobs(samples) for r in job.requests)
+    sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
     report = _new_report(config, dry_run=True)
     _count_mapped(report, gathered, plan)
     rejects = gathered.rejects
@@ -196,13 +199,15 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         if not rejects.is_empty()
         else []
     )
-    return PlanPreview(
+    preview = PlanPreview(
         report=report,
         plan=plan,
         rejects_by_reason=dict(by_reason),
         eta_seconds=plan.request_count / config.spec.loops.rate_limit,
         samples=sample,
     )
+    weakref.finalize(preview, shutil.rmtree, spool, ignore_errors=True)  # also at exit
+    return preview
 
 
 # --- stages -----------------------------------------------------------------------------------

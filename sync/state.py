@@ -73,11 +73,17 @@ class StateDir:
             self.spool_dir.mkdir()
             path = self.spool_dir
         else:
-            path = Path(tempfile.mkdtemp(prefix=f"{self.sync}-spool-", dir=self.root))
+            path = self.scratch()
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+
+    def scratch(self) -> Path:
+        """A new folder of its own beside the others, for a plan that outlives the call that
+        made it (`plan_sync`): its caller removes it."""
+        self.make()
+        return Path(tempfile.mkdtemp(prefix=f"{self.sync}-spool-", dir=self.root))
 
     def make(self) -> None:
         """Create the directory if it is missing; a SourceError says why it cannot be."""

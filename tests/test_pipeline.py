@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import tempfile
@@ -75,6 +76,22 @@ def test_ctrl_c_before_sending_is_a_message_and_exit_130(
     assert result.exit_code == 130
     assert "interrupted" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_plan_a_preview_returns_stays_readable_and_its_spool_goes_with_it(
+    tmp_path: Path,
+) -> None:
+    """`plan_sync` keeps its plan on disk: the caller can still read every job, and the folder
+    is removed once the preview is dropped."""
+    config = load_config(project(tmp_path, 3, WITH_EVENTS), env={})
+    preview = plan_sync(config)
+    assert preview.plan.requests.height == 6
+    assert len(list(preview.plan.jobs())) == 3
+    spools = list(config.state.root.glob("*-spool-*"))
+    assert len(spools) == 1
+    del preview
+    gc.collect()
+    assert not any(path.exists() for path in spools)
 
 
 @pytest.mark.parametrize("key", [None, "sk-live\x01secret"], ids=["missing", "malformed"])
