@@ -185,12 +185,16 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
     """What a run would send, without sending anything or taking the lock. The plan stays on
     disk in a folder of its own in the state directory, removed with the preview."""
     spool = config.state.scratch()
-    rows = _read(config)
-    with _open_ledger(config) as ledger:
-        held = _held(config, ledger)
-    gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
-    first_requests = (r for job in plan.jobs(samples) for r in job.requests)
-    sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
+    try:
+        rows = _read(config)
+        with _open_ledger(config) as ledger:
+            held = _held(config, ledger)
+        gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
+        first_requests = (r for job in plan.jobs(samples) for r in job.requests)
+        sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
+    except BaseException:
+        shutil.rmtree(spool, ignore_errors=True)
+        raise
     report = _new_report(config, dry_run=True)
     _count_mapped(report, gathered, plan)
     rejects = gathered.rejects

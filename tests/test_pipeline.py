@@ -94,6 +94,14 @@ def test_the_plan_a_preview_returns_stays_readable_and_its_spool_goes_with_it(
     assert not any(path.exists() for path in spools)
 
 
+def test_a_plan_that_fails_leaves_no_spool_behind(tmp_path: Path) -> None:
+    config = load_config(project(tmp_path, 3), env={})
+    (tmp_path / "people.csv").write_text("mail\nx@example.com\n")  # the email column is gone
+    with pytest.raises(ConfigError, match="email"):
+        plan_sync(config)
+    assert not list(config.state.root.glob("*-spool-*"))
+
+
 @pytest.mark.parametrize("key", [None, "sk-live\x01secret"], ids=["missing", "malformed"])
 def test_plan_and_a_dry_run_need_no_key_and_a_real_run_refuses_it(
     tmp_path: Path, key: str | None
