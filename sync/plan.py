@@ -31,7 +31,7 @@ from sync.candidates import Candidates, Mapped, pick, settle_all, skipped_when_e
 from sync.columns import ROW
 from sync.config import SyncConfig
 from sync.held import Held
-from sync.keys import canonical_json
+from sync.keys import merged_json
 from sync.model import Job, Occurrence, Request
 from sync.once_per import held_under_other_once_per
 from sync.state import spool_write
@@ -131,13 +131,12 @@ def _job(requests: list[Request], folds: bool) -> Job:
 def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
     """The first event carries the contact's properties; the other events follow it."""
     first = events[0]
-    merged = orjson.loads(contact.body) | orjson.loads(first.body)
     carrier = Request(
         "event",
         first.row,
         first.identity,
         first.ref,
-        canonical_json(merged),
+        merged_json(contact.body, first.body),
         first.event,
         folded=contact,
         occurrence=first.occurrence,
