@@ -249,15 +249,17 @@ def check(config: Path, create_properties: bool) -> None:
     """Check CONFIG, its source's columns and, with an API key, the Loops account.
 
     \b
-    Without a key: the config, the source's columns and their types against the mapping (the
-    first rows are read, never the whole source), the `when` filters.
+    Without a key: the config and its tests: cases (as `loops-sync test` runs them), the
+    source's columns and their types against the mapping (the first rows are read, never the
+    whole source), the `when` filters.
     With LOOPS_API_KEY (or the variable loops.api_key_env names): the key, and the account's
     custom properties and mailing lists against what the mapping sends. Nothing is sent,
     unless --create-properties.
 
     \b
-    Exit codes: 0 all is well; 2 a problem in the config, the source, or the account's
-    properties and lists; 3 Loops refused the key or cannot be reached.
+    Exit codes: 0 all is well; 2 a problem in the config (a failing test case too), the
+    source, or the account's properties and lists; 3 Loops refused the key or cannot be
+    reached.
     """
     report = check_config(_load(config), create=create_properties)
     _render_check(report, config)
@@ -270,8 +272,10 @@ def _render_check(report: CheckReport, file: Path) -> None:
         ("config", report.config),
         ("source", report.source),
         ("account", report.account),
+        ("tests", report.tests),
     ):
-        click.echo(f"  {part:<8} {summary}")
+        if summary:
+            click.echo(f"  {part:<8} {summary}")
     if report.columns:
         click.echo("  columns, as the mapping reads them (first rows):")
         width = max(len(check.path) for check in report.columns)

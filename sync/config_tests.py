@@ -38,6 +38,7 @@ __all__ = [
     "case_frame",
     "cases_report",
     "run_config_tests",
+    "tests_for_check",
 ]
 
 # What each kind of request is on the wire, for the diff.
@@ -105,6 +106,29 @@ def run_config_tests(config: Config) -> list[CaseResult]:
         raise ConfigError(str(config.file), problems)
     lines = config_lines(config)
     return [_run_case(config, index, case, lines) for index, case in enumerate(config.spec.tests)]
+
+
+def tests_for_check(config: Config) -> tuple[str, list[ConfigProblem]]:
+    """For `loops-sync check`: how the cases went in a line, and each failing case as a problem
+    of the config (the mapping does not do what its tests say), at the case's line."""
+    if not config.spec.tests:
+        return "", []
+    try:
+        cases = run_config_tests(config)
+    except ConfigError:  # a constant the mapping refuses: the source check reports it
+        return "not run: a constant the mapping sends is refused", []
+    failed = [case for case in cases if not case.passed]
+    noun = "case" if len(cases) == 1 else "cases"
+    summary = f"{len(cases)} {noun}: {len(cases) - len(failed)} pass, {len(failed)} fail"
+    return summary, [_failing(case) for case in failed]
+
+
+def _failing(case: CaseResult) -> ConfigProblem:
+    first = case.differences[0]
+    said = f"{first.subject}: {first.details[0]}" if first.details else first.subject
+    more = "every difference" if len(case.differences) > 1 or len(first.details) > 1 else "it"
+    message = f"test '{case.name}' fails: {said} (`loops-sync test` shows {more})"
+    return ConfigProblem(case.path, message, case.line)
 
 
 def _run_case(config: Config, index: int, case: ConfigTest, lines: KeyLines) -> CaseResult:
