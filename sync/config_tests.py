@@ -255,7 +255,7 @@ def _same_request(wanted: ExpectedRequest, sent: _Sent) -> bool:
 
 def _describe(kind: str, body: dict[str, Any], row: int | None = None) -> str:
     who = body.get("email") or body.get("userId") or "?"
-    what = f"event '{body.get('eventName')}'" if kind == "event" else "contact"
+    what = f"event '{body.get('eventName', '?')}'" if kind == "event" else "contact"
     where = f", from row {row}" if row is not None else ""
     return f"{what} for {who} ({ENDPOINTS[kind]}{where})"
 
