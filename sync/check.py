@@ -1,7 +1,8 @@
 """`loops-sync check`: everything that can be known about a config before a run, in one report.
 
-Without a key: the config, the source's columns and their types against the mapping (the first
-`SAMPLE_ROWS` rows coerced as a run would), and the `when` filters. With one: the key, then the
+Without a key: the config, its `tests:` cases (`sync.config_tests`), the source's columns and
+their types against the mapping (the first `SAMPLE_ROWS` rows coerced as a run would), and the
+`when` filters. With one: the key, then the
 account's properties and mailing lists against the mapping (`sync.account`). Every problem is
 gathered, not only the first: a source that cannot be read does not keep the account from being
 checked. The CLI renders the report and exits with `CheckReport.exit_code`.
@@ -28,6 +29,7 @@ from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_even
 from sync.columns import ROW
 from sync.config import Config, check_columns
 from sync.config_file import KeyLines
+from sync.config_tests import tests_for_check
 from sync.errors import ConfigError, ConfigProblem, ExitCode, FatalApiError, SourceError
 from sync.loops_api import CHECK_PAUSE, check_api_key, key_problem
 from sync.sources import open_source
@@ -62,6 +64,7 @@ class CheckReport:
     config: str
     source: str
     account: str
+    tests: str = ""  # how the config's `tests:` cases went; empty when it has none
     columns: list[ColumnCheck] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)  # how many rows each `when` keeps
     created: list[Created] = field(default_factory=list)
@@ -90,16 +93,18 @@ def check_config(
     lines = config_lines(config)
     source = _SourceCheck(config, lines, sample_rows)
     account = _AccountCheck(config, lines, create=create, transport=transport, pause=pause)
+    tests, failing = tests_for_check(config)
     return CheckReport(
         sync=config.name,
         file=str(config.file),
         config=_config_summary(config),
         source=source.summary,
         account=account.summary,
+        tests=tests,
         columns=source.columns,
         filters=source.filters,
         created=account.created,
-        problems=[*source.problems, *account.problems],
+        problems=[*source.problems, *failing, *account.problems],
         warnings=source.warnings,
         fatal=account.fatal,
     )

@@ -18,6 +18,7 @@ import orjson
 from sync import __version__
 from sync.check import CheckReport, check_config
 from sync.config import Config, load_config
+from sync.config_tests import CasesReport, cases_report
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
 from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
@@ -248,15 +249,17 @@ def check(config: Path, create_properties: bool) -> None:
     """Check CONFIG, its source's columns and, with an API key, the Loops account.
 
     \b
-    Without a key: the config, the source's columns and their types against the mapping (the
-    first rows are read, never the whole source), the `when` filters.
+    Without a key: the config and its tests: cases (as `loops-sync test` runs them), the
+    source's columns and their types against the mapping (the first rows are read, never the
+    whole source), the `when` filters.
     With LOOPS_API_KEY (or the variable loops.api_key_env names): the key, and the account's
     custom properties and mailing lists against what the mapping sends. Nothing is sent,
     unless --create-properties.
 
     \b
-    Exit codes: 0 all is well; 2 a problem in the config, the source, or the account's
-    properties and lists; 3 Loops refused the key or cannot be reached.
+    Exit codes: 0 all is well; 2 a problem in the config (a failing test case too), the
+    source, or the account's properties and lists; 3 Loops refused the key or cannot be
+    reached.
     """
     report = check_config(_load(config), create=create_properties)
     _render_check(report, config)
@@ -269,8 +272,10 @@ def _render_check(report: CheckReport, file: Path) -> None:
         ("config", report.config),
         ("source", report.source),
         ("account", report.account),
+        ("tests", report.tests),
     ):
-        click.echo(f"  {part:<8} {summary}")
+        if summary:
+            click.echo(f"  {part:<8} {summary}")
     if report.columns:
         click.echo("  columns, as the mapping reads them (first rows):")
         width = max(len(check.path) for check in report.columns)
@@ -290,6 +295,44 @@ def _render_check(report: CheckReport, file: Path) -> None:
             for item in items:
                 click.echo(f"  - {item}")
     verdict = "all is well" if report.exit_code == 0 else "not ready to run"
+    click.echo(f"{verdict} (exit code {report.exit_code})")
+
+
+@main.command("test")
+@CONFIG
+@_errors_to_exit_codes
+def test_cases(config: Path) -> None:
+    """Run the cases of CONFIG's `tests:` section: no network, no ledger, no source.
+
+    \b
+    Each case's rows are mapped and planned as a first sync would take them; what they produce
+    (requests and rejected rows) is compared with what the case expects, and a difference is
+    shown field by field.
+
+    \b
+    Exit codes: 0 every case passes; 1 a case fails; 2 a problem in the config (its tests:
+    section included, each problem with its key and line), or no tests: section.
+    """
+    report = cases_report(_load(config))
+    _render_cases(report, config)
+    sys.exit(report.exit_code)
+
+
+def _render_cases(report: CasesReport, file: Path) -> None:
+    click.echo(f"tests of sync '{report.sync}' ({file})")
+    for case in report.cases:
+        if case.passed:
+            click.echo(f"  pass  {case.name}")
+            continue
+        where = f"{case.path}, line {case.line}" if case.line else case.path
+        click.echo(f"  FAIL  {case.name} ({where})")
+        for difference in case.differences:
+            click.echo(f"          {difference.subject}")
+            for detail in difference.details:
+                click.echo(f"            {detail}")
+    count, failed = len(report.cases), len(report.failed)
+    noun = "case" if count == 1 else "cases"
+    verdict = f"{failed} of {count} {noun} failed" if failed else f"all {count} {noun} passed"
     click.echo(f"{verdict} (exit code {report.exit_code})")
 
 

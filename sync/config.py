@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from sync.budget import budget_place
+from sync.cases import ConfigTest, ConfigTests, ExpectedReject, ExpectedRequest
 from sync.config_file import parse_yaml, unknown_type, validation_problems
 from sync.errors import ConfigError, ConfigProblem
 from sync.state import StateDir
@@ -230,6 +231,7 @@ class SyncConfig(_Model):
     contact: ContactSection | None = None
     events: list[EventSection] = Field(default_factory=list)
     state: str | None = None
+    tests: ConfigTests = Field(default_factory=list)  # run by `loops-sync test` and `check`
 
     @model_validator(mode="after")
     def _has_work(self) -> SyncConfig:
@@ -425,6 +427,9 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "events": EventSection,
     "excel": ExcelSource,
     "sql": SqlSource,
+    "tests": ConfigTest,
+    "requests": ExpectedRequest,
+    "rejects": ExpectedReject,
 }
 
 
