@@ -6,7 +6,9 @@ nightly run (a ledger holding every row), from CSV, Parquet and a PostgreSQL tab
 size of BENCH_SCALE_SIZES (default 1M, 5M and 10M rows). Each figure stands beside the same
 measurement of BENCH_BASELINE (default 8398e39, the design before issue 9), checked out with
 `git worktree add` and run by the same interpreter with that tree first on the path. Each ledger
-is built by the code that reads it (bench/ledger_fill.py). A case that would likely not fit in
+is built by the code that reads it (bench/ledger_fill.py). Above 1M rows, the baseline and the
+dry runs from Parquet and PostgreSQL are left out unless asked for (BENCH_BASELINE_UPTO,
+BENCH_DRY_RUN_EVERY_INPUT_UPTO; see there why). A case that would likely not fit in
 the memory available now is skipped and says so: other work shares the machine. The table is
 printed and written to bench/results.json under "scaling". Nothing here asserts a timing.
 """
@@ -50,6 +52,11 @@ RESERVE_MB = 2048
 # A first guess of the peak before a smaller size has been measured (today's code, 2026-11).
 GUESS_BYTES_PER_ROW = {"first sync": 2000, "nightly": 1200}
 MARGIN = 1.25
+# Above these sizes the cells that add time but no new knowledge are left out, and say so: the
+# baseline grows linearly (issue 10: 1.3 KB a row, 5.4 GB at 4M rows), and sending a plan does
+# not depend on where its rows came from. 0 measures every cell at every size.
+BASELINE_UPTO = int(os.environ.get("BENCH_BASELINE_UPTO", "1000000"))
+DRY_RUN_EVERY_INPUT_UPTO = int(os.environ.get("BENCH_DRY_RUN_EVERY_INPUT_UPTO", "1000000"))
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,18 @@ def fill_ledger(code: Code, config: Path, state: Path, needed_mb: float) -> str 
     return None
 
 
+def left_out(rows: int, code: Code, kind: str, command: str) -> str | None:
+    """Why this cell is not measured at this size, if it is not (see BASELINE_UPTO)."""
+    if code.label == "baseline" and 0 < BASELINE_UPTO < rows:
+        return f"measured up to {BASELINE_UPTO:,} rows (BENCH_BASELINE_UPTO); it grows linearly"
+    if command != "plan" and kind != "csv" and 0 < DRY_RUN_EVERY_INPUT_UPTO < rows:
+        return (
+            f"from every input up to {DRY_RUN_EVERY_INPUT_UPTO:,} rows, then from CSV "
+            "(BENCH_DRY_RUN_EVERY_INPUT_UPTO): sending does not depend on the input"
+        )
+    return None
+
+
 def state_dir(work: Path, rows: int, code: Code, case: str) -> Path:
     """One per code and case: the first sync's ledger stays empty, the nightly one full."""
     return work / f"{rows}-{code.label}-{case.replace(' ', '-')}"
@@ -235,6 +254,8 @@ def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) 
         not_built: dict[str, str] = {}
         if case == "nightly":
             for code in codes:
+                if left_out(rows, code, "csv", "plan"):
+                    continue
                 # It plans as `plan` does, then walks every request in Python.
                 plan = guess_mb(
                     done, code.label, rows, input="csv", case="first sync", command="plan"
@@ -247,6 +268,10 @@ def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) 
             for command in COMMANDS:
                 cell = {"rows": rows, "input": kind, "case": case, "command": command}
                 for code in codes:
+                    why_left_out = left_out(rows, code, kind, command)
+                    if why_left_out:
+                        cell[code.label] = {"skipped": why_left_out}
+                        continue
                     if code.label in not_built:
                         cell[code.label] = {"skipped": not_built[code.label]}
                         continue
