@@ -33,7 +33,16 @@ from sync.held import Held
 from sync.settle import NOTHING_LEARNED, settle
 from sync.state import spool_write
 
-__all__ = ["Candidates", "Mapped", "Settled", "gather", "map_rows", "settle_all"]
+__all__ = [
+    "Candidates",
+    "Mapped",
+    "Settled",
+    "cleared_when_empty",
+    "gather",
+    "map_rows",
+    "settle_all",
+    "skipped_when_empty",
+]
 
 
 @dataclass
@@ -137,6 +146,7 @@ class Mapped:
     contacts_settled: int = 0
     events_settled: int = 0
     skipped_when_empty: tuple[str, ...] = ()  # contact properties `empty: skip` leaves out
+    cleared_when_empty: tuple[str, ...] = ()  # and those `empty: clear` sends a null for
     # Delivered occurrences whose other identifier the ledger lacks (see `sync.settle`).
     learned: pl.DataFrame = dataclasses.field(default_factory=NOTHING_LEARNED.clear)
 
@@ -144,6 +154,11 @@ class Mapped:
 def skipped_when_empty(spec: SyncConfig) -> tuple[str, ...]:
     """The contact properties that `empty: skip` leaves out of a body when the cell is empty."""
     return tuple(spec.contact.properties) if spec.contact and spec.contact.empty == "skip" else ()
+
+
+def cleared_when_empty(spec: SyncConfig) -> tuple[str, ...]:
+    """The contact properties that `empty: clear` sends a null for when the cell is empty."""
+    return tuple(spec.contact.properties) if spec.contact and spec.contact.empty == "clear" else ()
 
 
 def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], held: Held | None) -> Mapped:
@@ -160,6 +175,7 @@ def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], held: Held | None) 
         decisions.contacts_settled,
         decisions.events_settled,
         skipped_when_empty(spec),
+        cleared_when_empty(spec),
         settled.learned_all(),
     )
 

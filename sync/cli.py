@@ -22,7 +22,7 @@ from sync.config_tests import CasesReport, cases_report
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
 from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
-from sync.render import ProgressDisplay, render_summary
+from sync.render import ProgressDisplay, render_summary, side_effect_lines
 from sync.report import RunReport
 
 __all__ = ["main"]
@@ -231,6 +231,10 @@ def plan(config: Path, full: bool) -> None:
         f"  requests: {preview.plan.request_count}, about {minutes} min {seconds} s "
         f"at {report.rate_limit:g} requests/s"
     )
+    effects = side_effect_lines(report.side_effects)
+    click.echo("  side effects in Loops:" + ("" if effects else " none (only values stored)"))
+    for line in effects:
+        click.echo(f"    {line}")
     for warning in report.warnings:
         click.echo(f"  warning: {warning}")
     for sample in preview.samples:

@@ -27,13 +27,21 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from sync.candidates import Candidates, Mapped, pick, settle_all, skipped_when_empty
+from sync.candidates import (
+    Candidates,
+    Mapped,
+    cleared_when_empty,
+    pick,
+    settle_all,
+    skipped_when_empty,
+)
 from sync.columns import ROW
 from sync.config import SyncConfig
 from sync.held import Held
 from sync.keys import merged_json
 from sync.model import Job, Occurrence, Request
 from sync.once_per import held_under_other_once_per
+from sync.side_effects import SideEffects, side_effects_of
 from sync.state import spool_write
 
 __all__ = ["Gathered", "Plan", "PlanBuilder", "make_plan", "plan_slices"]
@@ -65,6 +73,7 @@ class Plan:
     # Occurrences that an event delivered under earlier `once_per` columns stands for.
     adopted: pl.DataFrame = field(default_factory=pl.DataFrame)
     kept_in_loops: dict[str, int] = field(default_factory=dict)
+    side_effects: SideEffects = field(default_factory=SideEffects)
 
     @property
     def requests(self) -> pl.DataFrame:
@@ -157,10 +166,13 @@ class PlanBuilder:
         *,
         full: bool = False,
         skipped_when_empty: tuple[str, ...] = (),
+        cleared_when_empty: tuple[str, ...] = (),
         directory: Path | None = None,
         parts: int = 1,
     ) -> None:
         self._held, self._full, self._skipped = held, full, skipped_when_empty
+        self._cleared = cleared_when_empty
+        self.side_effects = SideEffects()
         self._directory, self._parts = directory, max(1, parts)
         self._written: dict[int, list[pl.DataFrame | Path]] = {}
         self.counts: Counter[str] = Counter()
@@ -177,6 +189,7 @@ class PlanBuilder:
             self.counts[f"events_{status}"] += _count(events, status)
         self.counts["events_already_delivered"] += candidates.events.height - events.height
         self.kept_in_loops.update(_kept_in_loops(contacts, self._held, self._skipped))
+        self.side_effects += _side_effects(contacts, self._held, self._cleared)
         self._write(_lines(contacts, events))
 
     def _write(self, lines: pl.DataFrame) -> None:
@@ -225,7 +238,15 @@ class PlanBuilder:
         )
         counts["folded"] = folded
         adopted = pl.concat(self._adopted) if self._adopted else pl.DataFrame()
-        return Plan(tuple(parts), size, jobs, counts, adopted, dict(self.kept_in_loops))
+        return Plan(
+            tuple(parts),
+            size,
+            jobs,
+            counts,
+            adopted,
+            dict(self.kept_in_loops),
+            self.side_effects,
+        )
 
 
 @dataclass(frozen=True)
@@ -257,6 +278,7 @@ def plan_slices(
         held,
         full=full,
         skipped_when_empty=skipped_when_empty(spec),
+        cleared_when_empty=cleared_when_empty(spec),
         directory=spool,
         parts=parts_for(settled.pending_rows * (1 + len(spec.events))),
     )
@@ -285,7 +307,12 @@ def _read(piece: pl.DataFrame | Path) -> pl.DataFrame:
 
 def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:
     """The plan of candidates gathered in memory (`candidates.gather`): for tests and previews."""
-    builder = PlanBuilder(held, full=full, skipped_when_empty=mapped.skipped_when_empty)
+    builder = PlanBuilder(
+        held,
+        full=full,
+        skipped_when_empty=mapped.skipped_when_empty,
+        cleared_when_empty=mapped.cleared_when_empty,
+    )
     builder.add(Candidates(mapped.contacts, mapped.events, mapped.rejects))
     return builder.finish(
         contacts_settled=mapped.contacts_settled, events_settled=mapped.events_settled
@@ -392,6 +419,15 @@ def _kept_in_loops(contacts: pl.DataFrame, held: Held, skipped: tuple[str, ...])
         for name in skipped
     ).row(0, named=True)
     return {name: int(count) for name, count in counts.items() if count}
+
+
+def _side_effects(contacts: pl.DataFrame, held: Held, clearable: tuple[str, ...]) -> SideEffects:
+    """What the upserts to send do besides storing values: a contact is created when the
+    ledger never had it (new, or a retry of one whose every upsert failed)."""
+    sent = contacts.filter(pl.col("status") != "unchanged")
+    status = sent.get_column("status")
+    created = (status == "new") | ((status == "retry") & ~held.knows_contacts(sent["identity"]))
+    return side_effects_of(sent, created, clearable)
 
 
 def _count(frame: pl.DataFrame, status: str) -> int:

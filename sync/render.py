@@ -15,8 +15,42 @@ from rich.table import Table
 
 from sync.model import SendProgress
 from sync.report import RunReport
+from sync.side_effects import CLEARED, SideEffects
 
-__all__ = ["ProgressDisplay", "render_summary"]
+__all__ = ["ProgressDisplay", "render_summary", "side_effect_lines"]
+
+
+def side_effect_lines(effects: SideEffects) -> list[str]:
+    """What the plan's upserts do in Loops besides storing values, a line each, with a few of
+    the contacts; none when they only store values."""
+    lines = []
+    if effects.contacts_created:
+        lines.append(
+            f"{effects.contacts_created} contacts created"
+            f"{_examples(effects, 'contacts_created')}: Loops starts "
+            'the team\'s "Contact added" workflows for each (those it already has are updated)'
+        )
+    if effects.subscribed_true:
+        lines.append(
+            f"{effects.subscribed_true} contacts sent subscribed: true"
+            f"{_examples(effects, 'subscribed_true')}: re-subscribes any who unsubscribed"
+        )
+    if effects.subscribed_false:
+        lines.append(
+            f"{effects.subscribed_false} contacts sent subscribed: false"
+            f"{_examples(effects, 'subscribed_false')}: they get no campaign or loop emails"
+        )
+    for name, count in sorted(effects.properties_cleared.items()):
+        lines.append(
+            f"{count} contacts have {name} cleared (empty: clear sends null)"
+            f"{_examples(effects, CLEARED + name)}"
+        )
+    return lines
+
+
+def _examples(effects: SideEffects, effect: str) -> str:
+    names = effects.examples.get(effect, ())
+    return f" (e.g. {', '.join(names)})" if names else ""
 
 
 def render_summary(report: RunReport, out: TextIO | None = None) -> None:
@@ -51,6 +85,11 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
     for label, value in rows:
         table.add_row(label, str(value))
     console.print(table)
+    effects = side_effect_lines(report.side_effects)
+    if effects:
+        console.print("side effects in Loops" + (" (none made: dry run)" if report.dry_run else ""))
+    for line in effects:
+        console.print(f"  {line}")
     for warning in report.warnings:
         console.print(f"warning: {warning}")
     if report.rejects_file:

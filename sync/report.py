@@ -23,6 +23,7 @@ import polars as pl
 from sync import __version__
 from sync.columns import ROW
 from sync.errors import ExitCode, InternalError, StopRun
+from sync.side_effects import SideEffects
 
 __all__ = ["RunReport", "write_crash_log", "write_rejects"]
 
@@ -70,6 +71,8 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     # Per contact property: contacts whose value Loops keeps though the source's cell is empty.
     kept_in_loops: dict[str, int] = field(default_factory=dict)
+    # What the plan's upserts do besides storing values (contacts created, subscribed, cleared).
+    side_effects: SideEffects = field(default_factory=SideEffects)
 
     @property
     def skipped_unchanged(self) -> int:
@@ -90,6 +93,7 @@ class RunReport:
         data["retried_from_earlier"] = self.retried_from_earlier
         data["work_left"] = self.work_left
         data["outcome"] = self.outcome()
+        data["side_effects"] = self.side_effects.to_json()
         return data
 
     def write_json(self, path: Path) -> None:

@@ -126,6 +126,7 @@ def test_the_streamed_plan_equals_the_plan_made_in_memory(
         assert sent(streamed) == sent(reference)
         assert streamed.requests.rows() == reference.requests.rows()
         assert streamed.counts == reference.counts
+        assert streamed.side_effects == reference.side_effects
         assert (streamed.size, streamed.job_count) == (reference.size, len(sent(reference)))
         assert found.rejects.rows() == whole.rejects.rows()
         assert found.duplicates == whole.duplicates
