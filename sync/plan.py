@@ -1,6 +1,7 @@
-"""Diff the candidates against the ledger: only new, changed or previously failed work is sent.
+"""The plan: only new, changed or previously failed work is sent, in an order that holds.
 
-The plan is built a slice of candidates at a time: each slice is diffed as it comes, and its
+The plan is built a slice of candidates at a time: each slice is diffed as it comes
+(`sync.diff`), and its
 lines (one per request) go to a part chosen by their identity, on disk in the run's spool. Each
 part is then put in send order alone, so that ordering never holds more than a part; the
 sender merges the parts back into one order, a job at a time. A job holds one identity's
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-import orjson
 import polars as pl
 
 from sync.candidates import (
@@ -37,11 +37,11 @@ from sync.candidates import (
 )
 from sync.columns import ROW
 from sync.config import SyncConfig
+from sync.diff import OCCURRENCE_COLUMNS, diff
 from sync.held import Held
 from sync.keys import merged_json
 from sync.model import Job, Occurrence, Request
-from sync.once_per import held_under_other_once_per
-from sync.side_effects import SideEffects, side_effects_of
+from sync.side_effects import SideEffects
 from sync.state import spool_write
 
 __all__ = ["Gathered", "Plan", "PlanBuilder", "make_plan", "plan_slices"]
@@ -49,8 +49,6 @@ __all__ = ["Gathered", "Plan", "PlanBuilder", "make_plan", "plan_slices"]
 SLICE_ROWS = 20_000
 # Lines per part: ordering a part holds it twice, about 400 bytes a line.
 LINES_PER_PART = 250_000
-# An event's `Occurrence`, column by column, in the plan frame (null on contact lines).
-OCCURRENCE_COLUMNS = ("key_email", "key_user", "occurrence_email", "occurrence_user_id", "once_per")
 # The row of the first line of each line's identity: the order of jobs.
 FIRST = "__first"
 LINE_COLUMNS = ("kind", ROW, "identity", "ref", "body", "event", "fold", *OCCURRENCE_COLUMNS)
@@ -180,17 +178,18 @@ class PlanBuilder:
         self._adopted: list[pl.DataFrame] = []
 
     def add(self, candidates: Candidates) -> None:
-        contacts = _contact_status(candidates.contacts, self._held, full=self._full)
-        events, adopted = _event_status(candidates.events, self._held)
-        self._adopted.append(adopted)
-        for status in ("new", "changed", "unchanged", "retry"):
-            self.counts[f"contacts_{status}"] += _count(contacts, status)
-        for status in ("new", "retry"):
-            self.counts[f"events_{status}"] += _count(events, status)
-        self.counts["events_already_delivered"] += candidates.events.height - events.height
-        self.kept_in_loops.update(_kept_in_loops(contacts, self._held, self._skipped))
-        self.side_effects += _side_effects(contacts, self._held, self._cleared)
-        self._write(_lines(contacts, events))
+        found = diff(
+            candidates,
+            self._held,
+            full=self._full,
+            skipped_when_empty=self._skipped,
+            cleared_when_empty=self._cleared,
+        )
+        self.counts.update(found.counts)
+        self.kept_in_loops.update(found.kept_in_loops)
+        self.side_effects += found.side_effects
+        self._adopted.append(found.adopted)
+        self._write(found.lines)
 
     def _write(self, lines: pl.DataFrame) -> None:
         if lines.is_empty():  # kept once, in memory: an empty plan still has its columns
@@ -319,76 +318,6 @@ def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:
     )
 
 
-def _contact_status(candidates: pl.DataFrame, held: Held, *, full: bool) -> pl.DataFrame:
-    """Each candidate upsert with its status: retry (it failed before), new (Loops never had
-    the contact from us), changed (another payload, or `full`), unchanged."""
-    hashes, identities = candidates.get_column("hash"), candidates.get_column("identity")
-    return candidates.with_columns(
-        pl.when(pl.lit(held.failed(identities)))
-        .then(pl.lit("retry"))
-        .when(~pl.lit(held.knows_contacts(identities)))
-        .then(pl.lit("new"))
-        .when(pl.lit(full) | ~pl.lit(held.holds_payloads(hashes)))
-        .then(pl.lit("changed"))
-        .otherwise(pl.lit("unchanged"))
-        .alias("status")
-    )
-
-
-def _event_status(candidates: pl.DataFrame, held: Held) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The occurrences Loops lacks, each with its status (new, or retry after a failure), and
-    those an event delivered under earlier `once_per` columns stands for (to adopt)."""
-    not_held = candidates.filter(~held.holds_event(candidates))
-    stands_for = held_under_other_once_per(not_held, held.other_once_per)
-    fresh = not_held.filter(~stands_for)
-    events = fresh.with_columns(
-        pl.when(pl.lit(held.failed(fresh.get_column("key"))))
-        .then(pl.lit("retry"))
-        .otherwise(pl.lit("new"))
-        .alias("status")
-    )
-    return events, not_held.filter(stands_for)
-
-
-def _lines(contacts: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
-    """One line per request to send, contacts and events alike."""
-    return pl.concat(
-        [
-            contacts.filter(pl.col("status") != "unchanged").select(
-                pl.lit("contact").alias("kind"),
-                ROW,
-                "identity",
-                pl.col("hash").alias("ref"),
-                "body",
-                pl.lit(None, dtype=pl.String).alias("event"),
-                "status",
-                "email",
-                "userId",
-                "foldable",
-                *(pl.lit(None, pl.String).alias(name) for name in OCCURRENCE_COLUMNS),
-            ),
-            events.select(
-                pl.lit("event").alias("kind"),
-                ROW,
-                "identity",
-                pl.col("key").alias("ref"),
-                "body",
-                "event",
-                "status",
-                "email",
-                "userId",
-                pl.lit(False).alias("foldable"),
-                pl.col("key_email"),
-                pl.col("key_user"),
-                pl.col("email").alias("occurrence_email"),
-                pl.col("userId").alias("occurrence_user_id"),
-                pl.col("once_per"),
-            ),
-        ],
-        rechunk=False,
-    )
-
-
 def _ordered(lines: pl.DataFrame) -> pl.DataFrame:
     """Each identity's requests together, upsert first, in source order of the identity's
     first line; an upsert that rides on its first event marked `fold`."""
@@ -398,40 +327,6 @@ def _ordered(lines: pl.DataFrame) -> pl.DataFrame:
         .with_columns(_folds().alias("fold"))
         .drop("email", "userId", "foldable")
     )
-
-
-def _kept_in_loops(contacts: pl.DataFrame, held: Held, skipped: tuple[str, ...]) -> dict[str, int]:
-    """Per property, the contacts to send whose value Loops holds from an earlier run and the
-    source now leaves empty: under `empty: skip` Loops keeps that value."""
-    sent = contacts.filter(pl.col("status") != "unchanged")
-    if not skipped or sent.is_empty():
-        return {}
-    changed = sent.join(held.props_of(sent.get_column("identity")), on="identity", how="inner")
-    if changed.is_empty():
-        return {}
-    counts = changed.select(
-        (
-            pl.col("props").str.contains(f",{name},", literal=True)
-            & ~pl.col("body").str.contains(orjson.dumps(name).decode() + ":", literal=True)
-        )
-        .sum()
-        .alias(name)
-        for name in skipped
-    ).row(0, named=True)
-    return {name: int(count) for name, count in counts.items() if count}
-
-
-def _side_effects(contacts: pl.DataFrame, held: Held, clearable: tuple[str, ...]) -> SideEffects:
-    """What the upserts to send do besides storing values: a contact is created when the
-    ledger never had it (new, or a retry of one whose every upsert failed)."""
-    sent = contacts.filter(pl.col("status") != "unchanged")
-    status = sent.get_column("status")
-    created = (status == "new") | ((status == "retry") & ~held.knows_contacts(sent["identity"]))
-    return side_effects_of(sent, created, clearable)
-
-
-def _count(frame: pl.DataFrame, status: str) -> int:
-    return frame.filter(pl.col("status") == status).height
 
 
 def _folds() -> pl.Expr:
