@@ -22,8 +22,8 @@ from sync.config_tests import CasesReport, cases_report
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
 from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
-from sync.render import ProgressDisplay, render_summary, side_effect_lines
-from sync.report import RunReport
+from sync.render import ProgressDisplay, duration, render_summary, side_effect_lines
+from sync.report import RejectLimit, RunReport
 
 __all__ = ["main"]
 
@@ -106,6 +106,15 @@ def parse_duration(text: str) -> float:
     return hours * 3600.0 + minutes * 60.0 + seconds
 
 
+def _reject_limit(text: str | None) -> RejectLimit | None:
+    if text is None:
+        return None
+    try:
+        return RejectLimit.parse(text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--max-rejects'") from None
+
+
 @click.group(help=_main_help(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="loops-sync")
 def main() -> None:
@@ -132,6 +141,14 @@ def main() -> None:
     type=str,
     help="Stop starting requests after this long (e.g. 50m); exit 5 with work left.",
 )
+@click.option(
+    "--max-rejects",
+    type=str,
+    help=(
+        "Exit 0, not 1, while rows rejected for their data stay within N rows or N% of the "
+        "rows read (they are still written and reported)."
+    ),
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show every rejected or failed row.")
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress output; only errors and the exit code."
@@ -152,6 +169,7 @@ def run(
     limit: int | None,
     report_file: Path | None,
     max_duration: str | None,
+    max_rejects: str | None,
     verbose: bool,
     quiet: bool,
     no_check: bool,
@@ -166,6 +184,7 @@ def run(
         on_progress=None if quiet else progress,
         handle_signals=True,
         check_account=not no_check,
+        max_rejects=_reject_limit(max_rejects),
     )
     try:
         with _termination_as_interrupt(), progress:
@@ -208,11 +227,20 @@ def _termination_as_interrupt() -> Iterator[None]:
 @main.command()
 @CONFIG
 @click.option("--full", is_flag=True, help="As `run --full` would.")
+@click.option("--json", "as_json", is_flag=True, help="The same as one JSON document, for CI.")
 @_errors_to_exit_codes
-def plan(config: Path, full: bool) -> None:
-    """Show what a run would send: counts, rejects, an ETA, sample payloads. No network."""
+def plan(config: Path, full: bool, as_json: bool) -> None:
+    """Show what a run would send: counts, rejects by column and reason (also written to the
+    rejects file), side effects, an ETA, sample payloads. No network."""
     preview = plan_sync(_load(config), full=full)
     report = preview.report
+    if as_json:
+        document = report.to_json() | {
+            "eta_seconds": round(preview.eta_seconds, 1),
+            "samples": preview.samples,
+        }
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return
     click.echo(f"plan for sync '{report.sync}': {report.rows_read} rows read")
     click.echo(
         f"  contacts: {report.contacts_new} new, {report.contacts_changed} changed, "
@@ -220,15 +248,19 @@ def plan(config: Path, full: bool) -> None:
     )
     click.echo(
         f"  events:   {report.events_new} new, {report.events_retry} to retry, "
-        f"{report.events_skipped_delivered} already delivered"
+        f"{report.events_already_delivered} already delivered"
     )
-    click.echo(f"  duplicates: {report.duplicates} (the last row of each identity wins)")
+    click.echo(f"  duplicate rows: {report.duplicates} (the last row of each identity wins)")
     click.echo(f"  rejected rows: {report.rows_rejected}")
-    for reason, count in preview.rejects_by_reason.items():
-        click.echo(f"    {count:>6}  {reason}")
-    minutes, seconds = divmod(round(preview.eta_seconds), 60)
+    for group in report.rejects:
+        rows = ", ".join(str(row) for row in group["first_rows"])
+        more = ", …" if group["count"] > len(group["first_rows"]) else ""
+        column = group["column"] or "-"
+        click.echo(f"    {group['count']:>6}  {column}: {group['reason']} (rows {rows}{more})")
+    if report.rejects_file:
+        click.echo(f"    rejects: {report.rejects_file}")
     click.echo(
-        f"  requests: {preview.plan.request_count}, about {minutes} min {seconds} s "
+        f"  requests: {preview.plan.request_count}, about {duration(preview.eta_seconds)} "
         f"at {report.rate_limit:g} requests/s"
     )
     effects = side_effect_lines(report.side_effects)
@@ -358,22 +390,25 @@ def history(config: Path, limit: int, as_json: bool) -> None:
         click.echo(f"no runs of '{loaded.name}' yet")
         return
     click.echo(
-        f"{'started':<20} {'seconds':>8} {'sent':>7} {'skipped':>8} "
+        f"{'started':<20} {'took':>11} {'requests':>9} {'unchanged':>10} "
         f"{'rejected':>9} {'failed':>7} {'exit':>5}  how it ended"
     )
     for record in runs:
         counts = record.counts
-        sent = counts.get("contacts_sent", 0) + counts.get("events_sent", 0)
-        skipped = counts.get("contacts_unchanged", 0)
-        rejected = counts.get("rows_rejected", 0) + counts.get("rejected_by_loops", 0)
-        failed = counts.get("failed", 0) + counts.get("deferred", 0)
-        figures = (sent, skipped, rejected, failed) if counts else ("-",) * 4  # died: unknown
-        took = f"{record.ended_at - record.started_at:.1f}" if record.ended_at else record.status
+        figures: tuple[object, ...] = ("-",) * 4  # died: unknown
+        if counts:
+            rejected = counts.get("rows_rejected", 0) + counts.get("rejected_by_loops", 0)
+            failed = counts.get("failed", 0)
+            if "events_duplicate" not in counts:  # written before `failed` held the waiting
+                failed += counts.get("deferred", 0)
+            unchanged = counts.get("contacts_unchanged", 0)
+            figures = (counts.get("requests", 0), unchanged, rejected, failed)
+        took = duration(record.ended_at - record.started_at) if record.ended_at else record.status
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
         exit_code = "" if record.exit_code is None else str(record.exit_code)
         ended = (record.reason or record.status).splitlines()[0]
         click.echo(
-            f"{when:<20} {took:>8} {figures[0]:>7} {figures[1]:>8} "
+            f"{when:<20} {took:>11} {figures[0]:>9} {figures[1]:>10} "
             f"{figures[2]:>9} {figures[3]:>7} {exit_code:>5}  {ended}"
         )
 

@@ -83,7 +83,7 @@ class CasesReport:
     @property
     def exit_code(self) -> ExitCode:
         """0 every case passes, 1 some case fails (a problem in the config raised: 2)."""
-        return ExitCode.PARTIAL if self.failed else ExitCode.OK
+        return ExitCode.TEST_FAILED if self.failed else ExitCode.OK
 
 
 def cases_report(config: Config) -> CasesReport:

@@ -59,7 +59,7 @@ def send_plan(
             "the rest is sent by the next runs"
         )
     sending_since = time.monotonic()
-    recorder = _Recorder(ledger, report, options.on_progress, plan.size)
+    recorder = _Recorder(ledger, report, options.on_progress, plan.request_count)
     try:
         send = partial(
             _send_async,
@@ -154,6 +154,8 @@ class _Recorder:
     """Turns each request's fate into a count in the report, a ledger write, maybe a reject.
 
     The count comes first: Loops has what it confirmed even when the ledger cannot record it.
+    Failed, deferred and unsent requests are counted as planned: an upsert that rode on an
+    event shares its fate, so it is written to the ledger but not counted a second time.
     """
 
     def __init__(
@@ -168,13 +170,16 @@ class _Recorder:
         self.on_progress = on_progress
         self.progress = SendProgress(0, total)
         self.loops_rejects: list[tuple[int, str]] = []
+        self._refused: set[str] = set()  # identities whose upsert Loops refused (400)
         self.unwritable: LedgerError | None = None
 
     def __call__(self, result: RequestResult) -> None:
         request, report = result.request, self.report
-        self.progress = SendProgress(self.progress.done + 1, self.progress.total)
-        if self.on_progress is not None:
-            self.on_progress(self.progress)
+        if not result.rider:
+            done = self.progress.done + 1
+            self.progress = SendProgress(done, max(done, self.progress.total))
+            if self.on_progress is not None:
+                self.on_progress(self.progress)
         match result.status, request.kind:
             case Outcome.DELIVERED, "contact":
                 report.contacts_sent += 1
@@ -184,19 +189,23 @@ class _Recorder:
                 report.events_sent += 1
                 self._write(self._event_delivered, request)
             case Outcome.DUPLICATE, _:
-                report.already_delivered += 1
+                report.events_duplicate += 1
                 self._write(self._event_delivered, request)
             case Outcome.REJECTED, _:
+                if request.kind == "contact":
+                    self._refused.add(request.identity)
                 self.loops_rejects.append((request.row, result.message))
                 report.rejected_by_loops += 1
                 self._write(self._failed, request, result.message)
             case Outcome.FAILED, _:
-                report.failed += 1
+                report.failed += not result.rider
                 self._write(self._failed, request, result.message)
             case Outcome.DEFERRED, _:
-                report.deferred += 1
+                # Behind an upsert Loops refused, it is part of a rejected row, not work left.
+                report.failed += not result.rider and request.identity not in self._refused
+                report.deferred += not result.rider
             case _:
-                report.not_sent += 1
+                report.not_sent += not result.rider
 
     def _write(self, write: Callable[..., None], *args: Any) -> None:
         """Once the ledger cannot be written, try no more (each try may wait out its busy

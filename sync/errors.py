@@ -16,9 +16,10 @@
 The three a request can raise (FatalApiError, RetryableError, RejectedRow) carry the `Outcome`
 they stand for: the words `classify()` gave the answer are the ones the recorder reads.
 
-Exit codes 0 (all delivered), 1 (some rows rejected or failed) and 5 (work left for the next run)
-are outcomes of a finished run, not errors. Every code is a member of `ExitCode`, defined once
-here: the errors carry them, `loops-sync --help` lists them, a test checks the README's table.
+Exit codes 0 (all delivered), 1 (rows rejected: fix the data) and 5 (work left for the next
+run: run again) are outcomes of a finished run, not errors. Every code is a member of `ExitCode`,
+defined once here: the errors carry them, `loops-sync --help` lists them, a test checks the
+README's table.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class ExitCode(IntEnum):
     """The process exit codes; `meaning` is what `--help` and the README say of each."""
 
     OK = 0
-    PARTIAL = 1
+    REJECTED = 1
+    TEST_FAILED = 1  # `loops-sync test`: the same code, another command
     USAGE = 2
     FATAL_API = 3
     LOCKED = 4
@@ -70,12 +72,14 @@ class ExitCode(IntEnum):
 
 
 _MEANINGS = {
-    ExitCode.OK: "every row delivered (or already in Loops)",
-    ExitCode.PARTIAL: "the run finished, but some rows were rejected or failed",
+    ExitCode.OK: "every row delivered (or already in Loops; rejects within --max-rejects)",
+    ExitCode.REJECTED: "rows rejected (bad data, or refused by Loops): fix them, see the rejects "
+    "file; for `test`: a case failed",
     ExitCode.USAGE: "usage, config, source or account (properties, lists) error: nothing was sent",
     ExitCode.FATAL_API: "fatal API error: bad API key, API unreachable",
     ExitCode.LOCKED: "another run of the same sync holds the lock",
-    ExitCode.WORK_LEFT: "work left for the next run (--max-duration ran out, or --limit)",
+    ExitCode.WORK_LEFT: "work left for the next run: requests failed (Loops down, 5xx) and are "
+    "retried, --max-duration ran out, or --limit",
     ExitCode.LEDGER: "the ledger (state) cannot be written: sending stopped",
     ExitCode.INTERNAL: "internal error (a bug): the traceback is in <state dir>/<sync>-error.log",
     ExitCode.INTERRUPTED: "interrupted (SIGINT or SIGTERM); the next run continues",

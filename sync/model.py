@@ -98,11 +98,15 @@ class RequestResult:
     request: Request
     status: Outcome
     message: str = ""
+    # The fate of an upsert that rode on an event: no planned request of its own (a plain
+    # upsert sent after the event's 409 or 400 counts as part of the event's).
+    rider: bool = False
 
 
 @dataclass(frozen=True)
 class SendProgress:
-    """How far sending has come: requests settled (sent, refused, left) of the plan's total.
+    """How far sending has come: planned requests settled (sent, refused, left) of the plan's
+    total, an upsert riding on an event counted once with it, as Loops counts requests.
     The library reports it through `Options.on_progress`; what to show is the caller's."""
 
     done: int

@@ -31,7 +31,7 @@ from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
 from sync.mapping import map_slices
 from sync.model import Request, SendProgress
 from sync.plan import Gathered, Plan, plan_slices
-from sync.report import RunReport, write_rejects
+from sync.report import RejectLimit, RunReport, reject_groups, write_rejects
 from sync.sender import RetryPolicy
 from sync.sources import open_source
 from sync.state import spool_write
@@ -62,15 +62,16 @@ class Options:
     # Before sending: the account has the properties and mailing lists the mapping sends
     # (`sync.account`); False is `run --no-check`.
     check_account: bool = True
+    # `--max-rejects`: rejected rows that still let the run exit 0 (reported all the same).
+    max_rejects: RejectLimit | None = None
 
 
 @dataclass(frozen=True)
 class PlanPreview:
-    """What `loops-sync plan` shows: counts, rejects by reason, an ETA, sample payloads."""
+    """What `loops-sync plan` shows: counts, rejects by column and reason, an ETA, samples."""
 
     report: RunReport
     plan: Plan  # readable while the preview lives: its spool goes with it
-    rejects_by_reason: dict[str, int]
     eta_seconds: float
     samples: list[dict[str, object]]
 
@@ -84,11 +85,16 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
     """
     options = options or Options()
     report = _new_report(config, dry_run=options.dry_run)
-    with ending_as_stop_run(config, report):
-        if options.dry_run:
-            _dry_run(config, report, options)
-        else:
-            _sync(config, report, options)
+    report.started()
+    try:
+        with ending_as_stop_run(config, report):
+            if options.dry_run:
+                _dry_run(config, report, options)
+            else:
+                _sync(config, report, options)
+    finally:
+        if report.ended_at is None:  # ended early: the report still says when
+            report.ended()
     return report
 
 
@@ -130,6 +136,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 rejects=ready.rejects,
                 loops_rejects=loops_rejects,
                 started=started,
+                max_rejects=options.max_rejects,
             )
 
 
@@ -172,6 +179,7 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
             rejects=gathered.rejects,
             loops_rejects=[],
             started=started,
+            max_rejects=options.max_rejects,
         )
 
 
@@ -183,30 +191,25 @@ def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
     """What a run would send, without sending anything or taking the lock. The plan stays on
-    disk in a folder of its own in the state directory, removed with the preview."""
+    disk in a folder of its own in the state directory, removed with the preview; the rejects
+    file is written as a run writes it."""
     spool = config.state.scratch()
+    report = _new_report(config, dry_run=True)
     try:
-        rows = _read(config)
+        rows = _read(config, keep_in=spool)
         with _open_ledger(config) as ledger:
             held = _held(config, ledger)
         gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
         first_requests = (r for job in plan.jobs(samples) for r in job.requests)
         sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
+        _count_mapped(report, gathered, plan)
+        _note_rejects(config, report, rows.kept(), gathered.rejects)
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)
         raise
-    report = _new_report(config, dry_run=True)
-    _count_mapped(report, gathered, plan)
-    rejects = gathered.rejects
-    by_reason = (
-        rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
-        if not rejects.is_empty()
-        else []
-    )
     preview = PlanPreview(
         report=report,
         plan=plan,
-        rejects_by_reason=dict(by_reason),
         eta_seconds=plan.request_count / config.spec.loops.rate_limit,
         samples=sample,
     )
@@ -271,7 +274,12 @@ def _map_and_plan(
 
 
 def _new_report(config: Config, *, dry_run: bool) -> RunReport:
-    return RunReport(sync=config.name, dry_run=dry_run, rate_limit=config.spec.loops.rate_limit)
+    return RunReport(
+        sync=config.name,
+        dry_run=dry_run,
+        config_path=str(config.file),
+        rate_limit=config.spec.loops.rate_limit,
+    )
 
 
 def _count_mapped(report: RunReport, gathered: Gathered, plan: Plan) -> None:
@@ -297,7 +305,8 @@ def _count_plan(report: RunReport, plan: Plan) -> None:
     report.contacts_retry = counts["contacts_retry"]
     report.events_new = counts["events_new"]
     report.events_retry = counts["events_retry"]
-    report.events_skipped_delivered = counts["events_already_delivered"]
+    report.events_already_delivered = counts["events_already_delivered"]
+    report.requests_planned = plan.request_count
 
 
 def _count_left_by_limit(report: RunReport, plan: Plan, limit: int | None) -> None:
@@ -343,6 +352,7 @@ def _finish(
     rejects: pl.DataFrame,
     loops_rejects: list[tuple[int, str]],
     started: float,
+    max_rejects: RejectLimit | None,
 ) -> None:
     if loops_rejects:
         from_loops = pl.DataFrame(
@@ -354,10 +364,21 @@ def _finish(
             schema={ROW: pl.UInt32, "column": pl.String, "reason": pl.String},
         )
         rejects = pl.concat([rejects, from_loops]).unique(ROW, keep="first", maintain_order=True)
-    path = write_rejects(config.state.rejects_file, source, rejects)
-    report.rejects_file = str(path) if path else None
+    _note_rejects(config, report, source, rejects)
+    if max_rejects is not None:
+        report.rejects_allowed = max_rejects.rows(report.rows_read)
     report.wall_seconds = time.monotonic() - started
     report.exit_code = report.decide_exit_code()
+    report.ended()
+
+
+def _note_rejects(
+    config: Config, report: RunReport, source: pl.DataFrame | pl.LazyFrame, rejects: pl.DataFrame
+) -> None:
+    """The rejects file, and the rejects by column and reason in the report."""
+    path = write_rejects(config.state.rejects_file, source, rejects)
+    report.rejects_file = str(path) if path else None
+    report.rejects = reject_groups(rejects)
 
 
 def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:

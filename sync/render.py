@@ -17,7 +17,40 @@ from sync.model import SendProgress
 from sync.report import RunReport
 from sync.side_effects import CLEARED, SideEffects
 
-__all__ = ["ProgressDisplay", "render_summary", "side_effect_lines"]
+__all__ = ["ProgressDisplay", "duration", "render_summary", "side_effect_lines"]
+
+
+def duration(seconds: float) -> str:
+    """As a person says it: `< 1 s`, `4.2 s`, `2 min 29 s`, `27 h 47 min`."""
+    if seconds < 1:
+        return "< 1 s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+# Fewer requests, or a shorter send, and a rate says more about timing noise than pacing.
+RATE_MIN_REQUESTS = 20
+RATE_MIN_SECONDS = 5.0
+
+
+def _rate(report: RunReport) -> str:
+    limit = f"limit {report.rate_limit:g}"
+    if report.requests < RATE_MIN_REQUESTS or report.send_seconds < RATE_MIN_SECONDS:
+        return f"- (too few requests to measure; {limit})"
+    return f"{report.requests_per_second:.1f} ({limit})"
+
+
+def _rejected(report: RunReport) -> str:
+    if report.rejects_allowed is None or not report.rows_rejected_in_all:
+        return str(report.rows_rejected)
+    return f"{report.rows_rejected} (--max-rejects allows {report.rejects_allowed})"
 
 
 def side_effect_lines(effects: SideEffects) -> list[str]:
@@ -61,26 +94,28 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
     table.add_column(justify="right")
     rows = [
         ("rows read", report.rows_read),
-        ("rejected (bad rows)", report.rows_rejected),
-        ("duplicates (last row won)", report.duplicates),
+        ("rows rejected (bad data)", _rejected(report)),
+        ("duplicate rows (the last one won)", report.duplicates),
         (
             "contacts new / changed / retried",
             f"{report.contacts_new} / {report.contacts_changed} / {report.contacts_retry}",
         ),
         ("contacts unchanged (skipped)", report.contacts_unchanged),
-        ("events already delivered (skipped)", report.events_skipped_delivered),
+        ("events new / retried", f"{report.events_new} / {report.events_retry}"),
+        ("events already delivered (skipped)", report.events_already_delivered),
+        ("requests planned", report.requests_planned),
         ("contacts sent", report.contacts_sent),
         ("events sent", report.events_sent),
-        ("events Loops already had (409)", report.already_delivered),
-        ("rejected by Loops", report.rejected_by_loops),
-        ("failed (retried next run)", report.failed + report.deferred),
-        ("left for the next run", report.work_left),
+        ("events Loops already had (409)", report.events_duplicate),
+        ("requests rejected by Loops (400)", report.rejected_by_loops),
+        ("requests failed (retried next run)", report.failed),
+        ("requests left for the next run", report.work_left),
         (
-            "requests / retries / 429s",
+            "requests made / retries / 429s",
             f"{report.requests} / {report.retries} / {report.rate_limited}",
         ),
-        ("wall time", f"{report.wall_seconds:.1f} s"),
-        ("requests per second", f"{report.requests_per_second:.2f} (limit {report.rate_limit:g})"),
+        ("wall time", duration(report.wall_seconds)),
+        ("requests per second", _rate(report)),
     ]
     for label, value in rows:
         table.add_row(label, str(value))

@@ -25,44 +25,57 @@ from sync.columns import ROW
 from sync.errors import ExitCode, InternalError, StopRun
 from sync.side_effects import SideEffects
 
-__all__ = ["RunReport", "write_crash_log", "write_rejects"]
+__all__ = ["RejectLimit", "RunReport", "reject_groups", "write_crash_log", "write_rejects"]
 
 FORMULA_START = r"^[=+\-@\t\r]"
 
 
 @dataclass
 class RunReport:
-    """Every figure of one run; the JSON report is exactly this."""
+    """Every figure of one run; the JSON report is exactly this (see `to_json`).
+
+    One vocabulary everywhere (summary, JSON, `history`, progress): *rows* of the source,
+    *contacts* and *events* planned and sent, and *requests*, the HTTP calls Loops counts
+    against the rate limit (a contact's upsert riding on its first event is one request).
+    """
 
     sync: str
     dry_run: bool = False
+    version: str = __version__
+    config_path: str | None = None
+    started_at: str | None = None  # ISO 8601, UTC
+    ended_at: str | None = None
     rows_read: int = 0
-    rows_rejected: int = 0
-    duplicates: int = 0
+    rows_rejected: int = 0  # by the mapping: bad data, never sent
+    duplicates: int = 0  # rows another row of the same contact or occurrence replaced
     contacts_new: int = 0
     contacts_changed: int = 0
     contacts_unchanged: int = 0
     contacts_retry: int = 0
     events_new: int = 0
     events_retry: int = 0
-    events_skipped_delivered: int = 0
-    contacts_sent: int = 0
+    events_already_delivered: int = 0  # the ledger holds them: not sent
+    contacts_sent: int = 0  # upserts Loops took (riding on an event or alone)
     events_sent: int = 0
-    already_delivered: int = 0
-    rejected_by_loops: int = 0
-    failed: int = 0
-    deferred: int = 0
+    events_duplicate: int = 0  # sent, and Loops already had the Idempotency-Key (409)
+    rejected_by_loops: int = 0  # requests Loops refused (400): their rows join the rejects
+    failed: int = 0  # requests that failed or waited on a failed upsert: retried next run
+    deferred: int = 0  # requests that waited on their contact's upsert (failed or refused)
     not_sent: int = 0
     requests_left_by_limit: int = 0  # planned requests past --limit: the next run sends them
     contacts_left_by_limit: int = 0  # and the contacts (identities) they belong to
-    requests: int = 0
+    requests_planned: int = 0
+    requests: int = 0  # HTTP requests made, retries included
     retries: int = 0
-    rate_limited: int = 0
+    rate_limited: int = 0  # 429 answers
     wall_seconds: float = 0.0
     send_seconds: float = 0.0
     requests_per_second: float = 0.0  # while sending: reading and planning are not counted
     rate_limit: float = 0.0
     rejects_file: str | None = None
+    # Rejected rows by column and reason: count and the first row numbers (`reject_groups`).
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    rejects_allowed: int | None = None  # --max-rejects, as a number of rows for this run
     dry_run_file: str | None = None
     stopped: str | None = None  # why sending stopped early: "time budget" or "signal"
     exit_code: int = 0
@@ -83,16 +96,22 @@ class RunReport:
         return self.contacts_retry + self.events_retry
 
     @property
+    def rows_rejected_in_all(self) -> int:
+        """Rows rejected by the mapping or by Loops: what --max-rejects allows."""
+        return self.rows_rejected + self.rejected_by_loops
+
+    @property
     def work_left(self) -> int:
-        """Planned requests this run did not send, for the next run: stopped early, or --limit."""
-        return self.not_sent + self.requests_left_by_limit
+        """Planned requests this run did not deliver, for the next run: failed, stopped early,
+        or past --limit."""
+        return self.failed + self.not_sent + self.requests_left_by_limit
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["skipped_unchanged"] = self.skipped_unchanged
         data["retried_from_earlier"] = self.retried_from_earlier
         data["work_left"] = self.work_left
-        data["outcome"] = self.outcome()
+        data["exit_reason"] = self.outcome()
         data["side_effects"] = self.side_effects.to_json()
         return data
 
@@ -100,13 +119,21 @@ class RunReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
 
+    def started(self) -> None:
+        self.started_at = _now_iso()
+
+    def ended(self) -> None:
+        self.ended_at = _now_iso()
+
     def decide_exit_code(self) -> int:
+        """Run again (5) comes before fix the data (1): a scheduled job retries on its own."""
         if self.stopped == "signal":
             return ExitCode.INTERRUPTED
         if self.work_left:
             return ExitCode.WORK_LEFT
-        if self.rows_rejected or self.rejected_by_loops or self.failed or self.deferred:
-            return ExitCode.PARTIAL
+        allowed = self.rejects_allowed or 0
+        if self.rows_rejected_in_all > allowed:
+            return ExitCode.REJECTED
         return ExitCode.OK
 
     def record_error(self, error: StopRun) -> None:
@@ -120,11 +147,14 @@ class RunReport:
         """How the run ended, in a line or two: what `history` shows beside the exit code."""
         if self.error:
             return self.error
+        rejected = self.rows_rejected_in_all
         match self.exit_code:
             case ExitCode.INTERRUPTED:
                 return f"interrupted by a signal; {self.work_left} requests left for the next run"
             case ExitCode.WORK_LEFT:
-                causes = []
+                causes: list[str] = []
+                if self.failed:
+                    causes.append(f"{self.failed} requests failed and are retried")
                 if self.not_sent:
                     causes.append(f"stopped early ({self.stopped}): {self.not_sent} requests")
                 if self.requests_left_by_limit:
@@ -133,10 +163,60 @@ class RunReport:
                         f"({self.contacts_left_by_limit} contacts)"
                     )
                 return "work left for the next run: " + "; ".join(causes)
-            case ExitCode.PARTIAL:
-                rejected = self.rows_rejected + self.rejected_by_loops
-                return f"{rejected} rows rejected, {self.failed + self.deferred} failed"
-        return "dry run: nothing sent" if self.dry_run else "every row delivered"
+            case ExitCode.REJECTED:
+                return f"{rejected} rows rejected for their data (see the rejects file)"
+        return self._finished_well(rejected)
+
+    def _finished_well(self, rejected: int) -> str:
+        if self.dry_run:
+            return "dry run: nothing sent"
+        if rejected:
+            return f"every other row delivered; {rejected} rejected, within --max-rejects"
+        return "every row delivered"
+
+
+@dataclass(frozen=True)
+class RejectLimit:
+    """`--max-rejects`: how many rejected rows still let a run exit 0, as a number or a share
+    of the rows read (`50`, `2%`)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RejectLimit:
+        """ValueError, with what is wrong, for anything but `N` or `N%` (N at least 0)."""
+        number = text.strip().removesuffix("%").strip()
+        try:
+            value = float(number) if text.strip().endswith("%") else int(number)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number of rows (50) or a share (2%)") from None
+        if value < 0 or (isinstance(value, float) and not 0 <= value <= 100):
+            raise ValueError(f"{text!r} is out of range: a count from 0, a share 0% to 100%")
+        return cls(percent=value) if isinstance(value, float) else cls(count=value)
+
+    def rows(self, rows_read: int) -> int:
+        """The rejects allowed in a run that read `rows_read` rows."""
+        if self.percent is not None:
+            return int(rows_read * self.percent / 100)
+        return self.count or 0
+
+
+def reject_groups(rejects: pl.DataFrame, first_rows: int = 5) -> list[dict[str, Any]]:
+    """Rejected rows by column and reason, biggest first: how many, and the first row numbers,
+    so that 54 bad company sizes read as one line naming the column."""
+    if rejects.is_empty():
+        return []
+    grouped = (
+        rejects.group_by("column", "reason")
+        .agg(pl.len().alias("count"), pl.col(ROW).sort().head(first_rows).alias("first_rows"))
+        .sort(["count", "column", "reason"], descending=[True, False, False])
+    )
+    return [{**group, "column": group["column"] or None} for group in grouped.iter_rows(named=True)]
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def write_rejects(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -281,18 +281,18 @@ class _Sender:
             return [result]
         match result.status:
             case Outcome.DELIVERED:
-                return [RequestResult(contact, Outcome.DELIVERED), result]
+                return [RequestResult(contact, Outcome.DELIVERED, rider=True), result]
             case Outcome.DUPLICATE:
                 # Recorded before the plain upsert: a stop during it must not lose the 409.
                 self._report(result)
-                return [await self.deliver(contact)]
+                return [_rider(await self.deliver(contact))]
             case Outcome.REJECTED:
-                alone = await self.deliver(contact)
+                alone = _rider(await self.deliver(contact))
                 if alone.status is Outcome.DELIVERED:
                     return [alone, result]
                 return [alone, _held_back(request, alone)]
             case _:
-                stand_in = RequestResult(contact, result.status, result.message)
+                stand_in = RequestResult(contact, result.status, result.message, rider=True)
                 return [stand_in, _held_back(request, stand_in)]
 
     async def deliver(self, request: Request) -> RequestResult:
@@ -366,6 +366,10 @@ class _Sender:
     def _settle(self, requests: Iterable[Request], status: Outcome, message: str) -> None:
         for request in requests:
             self._report(RequestResult(request, status, message))
+
+
+def _rider(result: RequestResult) -> RequestResult:
+    return replace(result, rider=True)
 
 
 def _held_back(event: Request, contact: RequestResult) -> RequestResult:

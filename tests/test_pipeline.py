@@ -270,8 +270,8 @@ def test_the_library_prints_nothing_and_reports_progress_through_its_callback(
     assert report.exit_code == 0
     assert capfd.readouterr() == ("", "")
     assert [p.done for p in seen] == list(range(1, len(seen) + 1))
-    assert {p.total for p in seen} == {8}  # 4 upserts and 4 events planned (folded in pairs)
-    assert seen[-1].done == 8
+    assert {p.total for p in seen} == {4}  # requests: each upsert rides on its event
+    assert seen[-1].done == report.requests == 4
 
 
 def test_sending_reads_the_plan_from_the_spool_which_is_gone_after_the_run(
