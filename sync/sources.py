@@ -29,6 +29,8 @@ from sync.errors import SourceError
 __all__ = ["SLICE_ROWS", "SourceStream", "open_source", "read_source"]
 
 SLICE_ROWS = 50_000
+# The separators a CSV is found with, as a message names them.
+SEPARATOR_NAMES = {",": "commas", ";": "';'", "\t": "tabs", "|": "'|'"}
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,10 @@ def read_source(config: Config) -> pl.DataFrame:
 def open_source(config: Config, *, slice_rows: int = SLICE_ROWS) -> SourceStream:
     """The source's schema now, its rows a slice of at most `slice_rows` at a time."""
     source = config.spec.source
+    separator = source.separator if source.kind == "csv" else None
     match source.kind:
         case "csv":
-            parts = _each(config, "csv", source.csv or "", _csv_reader(config, source))
+            parts = _each(config, "csv", source.csv or "", _csv_reader(config, source), separator)
         case "parquet":
             parts = _each(config, "parquet", source.parquet or "", _scan_parquet)
         case "excel":
@@ -60,7 +63,7 @@ def open_source(config: Config, *, slice_rows: int = SLICE_ROWS) -> SourceStream
             parts = _each(config, "excel", source.excel.path, _excel_reader(source))
         case "sql":
             return _open_sql(config, source, slice_rows)
-    return _joined(parts, source.kind, slice_rows)
+    return _joined(parts, source.kind, slice_rows, separator)
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,23 @@ class _Part:
 
 
 def _each(
-    config: Config, key: str, pattern: str, reader: Callable[[Path], pl.LazyFrame]
+    config: Config,
+    key: str,
+    pattern: str,
+    reader: Callable[[Path], pl.LazyFrame],
+    separator: str | None = None,
 ) -> list[_Part]:
     parts = []
     for path in _expand(config, key, pattern):
-        with _read_errors(path, key):
+        with _read_errors(path, key, separator):
             rows = reader(path)
             parts.append(_Part(path, rows, rows.collect_schema()))
     return parts
 
 
-def _joined(parts: list[_Part], key: str, slice_rows: int) -> SourceStream:
+def _joined(
+    parts: list[_Part], key: str, slice_rows: int, separator: str | None = None
+) -> SourceStream:
     """The files as one stream, every slice in the union of their columns (a column a file
     lacks is null there; a column typed differently takes the type both fit in)."""
     try:
@@ -95,7 +104,7 @@ def _joined(parts: list[_Part], key: str, slice_rows: int) -> SourceStream:
 
     def slices() -> Iterator[pl.DataFrame]:
         for part in parts:
-            with _read_errors(part.path, key):
+            with _read_errors(part.path, key, separator):
                 for piece in part.rows.collect_batches(chunk_size=slice_rows):
                     yield _aligned(piece, schema)
 
@@ -110,8 +119,10 @@ def _aligned(piece: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
 
 
 @contextmanager
-def _read_errors(path: Path, key: str) -> Iterator[None]:
-    """What reading a file can raise, as a SourceError naming the file."""
+def _read_errors(path: Path, key: str, separator: str | None = None) -> Iterator[None]:
+    """What reading a file can raise, as a SourceError naming the file. `separator`: the CSV
+    separator configured, for the rows that have more fields than the header (the file's own
+    separator is then most likely another)."""
     try:
         yield
     except SourceError:
@@ -124,6 +135,9 @@ def _read_errors(path: Path, key: str) -> Iterator[None]:
                 f"{path}: the file is not UTF-8 text. Save it as UTF-8, or set its encoding "
                 "in the config, e.g. `source: {csv: ..., encoding: cp1252}` (or latin-1)."
             ) from None
+        found = _other_separator(path, separator) if separator else None
+        if found and separator and "more fields" in str(error):
+            raise SourceError(_separator_advice(path, separator, found)) from None
         raise SourceError(f"{path}: cannot read it as {key}: {_first_line(error)}") from None
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, LookupError) as error:
         raise SourceError(f"{path}: cannot read it as {key}: {_first_line(error)}") from None
@@ -175,12 +189,39 @@ def _csv_reader(config: Config, source: SourceConfig) -> Callable[[Path], pl.Laz
 
     def read_checked(path: Path) -> pl.LazyFrame:
         rows = read(path)
-        if _renamed_duplicates(rows.collect_schema().names()):
+        names = rows.collect_schema().names()
+        if len(names) == 1 and names[0] not in _used_columns(config):
+            found = _other_separator(path, source.separator)
+            if found:
+                raise SourceError(_separator_advice(path, source.separator, found))
+        if _renamed_duplicates(names):
             header = read(path, header_only=True).collect().row(0)
             _refuse_duplicates(path, [str(name or "") for name in header], _used_columns(config))
         return rows
 
     return read_checked
+
+
+def _other_separator(path: Path, configured: str) -> str | None:
+    """The separator the file's header line seems to use when it is not `configured`: the
+    one it holds most of, if more than of `configured`. Only asked once reading went wrong."""
+    try:
+        with path.open("rb") as file:
+            header = file.readline(65_536).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    counts = {found: header.count(found) for found in SEPARATOR_NAMES if found != configured}
+    best = max(counts, key=lambda found: counts[found])
+    return best if counts[best] > header.count(configured) else None
+
+
+def _separator_advice(path: Path, configured: str, found: str) -> str:
+    written = '"\\t"' if found == "\t" else f"'{found}'"
+    return (
+        f"{path}: the file seems separated by {SEPARATOR_NAMES[found]}, not by "
+        f"{SEPARATOR_NAMES.get(configured, repr(configured))}; set `separator: {written}` "
+        "under `source:`"
+    )
 
 
 def _renamed_duplicates(columns: list[str]) -> bool:
