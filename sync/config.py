@@ -34,6 +34,7 @@ from pydantic import (
 from sync.budget import budget_place
 from sync.config_file import parse_yaml, unknown_type, validation_problems
 from sync.errors import ConfigError, ConfigProblem
+from sync.filters import filter_problem
 from sync.state import StateDir
 
 __all__ = ["Config", "PropertyMapping", "SyncConfig", "check_columns", "load_config"]
@@ -365,15 +366,11 @@ def check_columns(
             problems.append(ConfigProblem(path, _missing_column(column, available)))
         elif schema[column].is_nested():
             problems.append(ConfigProblem(path, _nested_column(column, schema[column])))
-    empty = pl.DataFrame(schema=dict(schema))
+    csv = config.spec.source.kind == "csv"
     for index, event in enumerate(config.spec.events):
-        if event.when is None:
-            continue
-        try:
-            empty.filter(pl.sql_expr(event.when))
-        except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
-            message = str(error).splitlines()[0]
-            problems.append(ConfigProblem(f"events[{index}].when", f"cannot run: {message}"))
+        problem = filter_problem(event.when, schema, csv=csv) if event.when else None
+        if problem:
+            problems.append(ConfigProblem(f"events[{index}].when", problem))
     if problems:
         raise ConfigError(str(config.file), problems)
 
