@@ -32,7 +32,13 @@ from pydantic import (
 )
 
 from sync.budget import budget_place
-from sync.config_file import parse_yaml, unknown_type, validation_problems
+from sync.config_file import (
+    hidden_characters,
+    parse_yaml,
+    unknown_type,
+    validation_problems,
+    visible,
+)
 from sync.errors import ConfigError, ConfigProblem
 from sync.filters import filter_problem
 from sync.state import StateDir
@@ -404,15 +410,19 @@ def _nested_column(column: str, dtype: pl.DataType) -> str:
 
 
 def _missing_column(column: str, available: list[str]) -> str:
-    message = f"column '{column}' is not in the source"
+    """Names are shown with their invisible characters escaped: a header's non-breaking space
+    would otherwise make the suggestion look like what the config already says."""
+    message = f"column '{visible(column)}' is not in the source"
     close = difflib.get_close_matches(column, available, n=1, cutoff=0.6)
     if not close:
         lowered = {name.lower().strip(): name for name in available}
         close = [lowered[column.lower().strip()]] if column.lower().strip() in lowered else []
     if close:
-        return f"{message}; did you mean '{close[0]}'?"
-    shown = ", ".join(available[:12]) + (", …" if len(available) > 12 else "")
-    return f"{message} (columns: {shown})"
+        meant, hidden = visible(close[0]), hidden_characters(close[0])
+        how = f' ({hidden}: fix the header, or write "{meant}" in double quotes)' if hidden else ""
+        return f"{message}; did you mean '{meant}'?{how}"
+    shown = ", ".join(visible(name) for name in available[:12])
+    return f"{message} (columns: {shown}{', …' if len(available) > 12 else ''})"
 
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {

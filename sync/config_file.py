@@ -7,6 +7,7 @@ The models in `sync.config` say what is valid; this module only says where and w
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +16,14 @@ from pydantic import ValidationError
 
 from sync.errors import ConfigError, ConfigProblem
 
-__all__ = ["KeyLines", "parse_yaml", "unknown_type", "validation_problems"]
+__all__ = [
+    "KeyLines",
+    "hidden_characters",
+    "parse_yaml",
+    "unknown_type",
+    "validation_problems",
+    "visible",
+]
 
 # The line of each key in the file, by its path: ("events", 0, "name") -> 12.
 KeyLines = dict[tuple[str | int, ...], int]
@@ -133,3 +141,21 @@ def unknown_type(value: object, types: Sequence[str]) -> str:
         return f"unknown type '{value}' {which}"
     meant = TYPE_SYNONYMS.get(close[0], close[0])
     return f"unknown type '{value}'; did you mean '{meant}'? {which}"
+
+
+def visible(text: str) -> str:
+    """`text` with each character a reader cannot see as its escape (`First\\u00a0Name`): a
+    header with a non-breaking or zero-width space looks like the name the config gives."""
+    return "".join(char if char == " " or char.isprintable() else _escape(char) for char in text)
+
+
+def hidden_characters(text: str) -> str:
+    """What `visible` escaped in `text`, named: '\\u00a0 is a NO-BREAK SPACE'; '' if nothing."""
+    hidden = dict.fromkeys(char for char in text if char != " " and not char.isprintable())
+    return ", ".join(
+        f"{_escape(char)} is a {unicodedata.name(char, 'control character')}" for char in hidden
+    )
+
+
+def _escape(char: str) -> str:
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
