@@ -12,10 +12,7 @@ database and says what to change.
 from __future__ import annotations
 
 import glob
-import os
 import re
-import sqlite3
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ import polars as pl
 
 from sync.config import Config, SourceConfig
 from sync.errors import SourceError
+from sync.sql_source import open_sql
 
 __all__ = ["SLICE_ROWS", "SourceStream", "open_source", "read_source"]
 
@@ -62,7 +60,7 @@ def open_source(config: Config, *, slice_rows: int = SLICE_ROWS) -> SourceStream
             assert source.excel is not None  # noqa: S101  # the config validated this kind
             parts = _each(config, "excel", source.excel.path, _excel_reader(source))
         case "sql":
-            return _open_sql(config, source, slice_rows)
+            return SourceStream(*open_sql(config, source, slice_rows))
     return _joined(parts, source.kind, slice_rows, separator)
 
 
@@ -286,79 +284,3 @@ def _excel_reader(source: SourceConfig) -> Callable[[Path], pl.LazyFrame]:
             raise SourceError(f"{path}: {error}") from None
 
     return read
-
-
-def _open_sql(config: Config, source: SourceConfig, slice_rows: int) -> SourceStream:
-    assert source.sql is not None  # noqa: S101  # the config validated that this kind is set
-    # `url: ${DATABASE_URL}` keeps a database password out of the config file.
-    url, query = os.path.expandvars(source.sql.url), source.sql.query
-    if url.startswith("sqlite:///"):
-        whole = _read_sqlite(config, url.removeprefix("sqlite:///"), query)
-        return SourceStream(whole.schema, whole.iter_slices(slice_rows))
-    scheme = url.split(":", 1)[0]
-    if scheme not in ("postgresql", "postgres", "mysql", "mariadb"):
-        raise SourceError(
-            f"source.sql.url: unsupported database '{scheme}'; "
-            "use sqlite:///path, postgresql://… or mysql://…"
-        )
-    with _query_errors(scheme, url):
-        import connectorx  # noqa: PLC0415  # optional: only SQL sources need it
-
-        reader = connectorx.read_sql(
-            url.replace("mariadb://", "mysql://", 1),
-            query,
-            return_type="arrow_stream",
-            batch_size=slice_rows,
-        )
-        schema = pl.DataFrame(reader.schema.empty_table()).schema
-
-    def slices() -> Iterator[pl.DataFrame]:
-        with _query_errors(scheme, url):
-            for batch in reader:
-                piece = pl.from_arrow(batch)
-                assert isinstance(piece, pl.DataFrame)  # noqa: S101  # a batch is a table
-                if piece.height:
-                    yield piece
-
-    return SourceStream(schema, slices())
-
-
-@contextmanager
-def _query_errors(scheme: str, url: str) -> Iterator[None]:
-    try:
-        yield
-    except ModuleNotFoundError:
-        raise SourceError(
-            f"source.sql.url: reading {scheme} needs connectorx: pip install 'loops-sync[sql]'"
-        ) from None
-    except Exception as error:  # noqa: BLE001  # connectorx raises bare RuntimeErrors
-        message = _without_password(str(error), url)
-        raise SourceError(f"source.sql: the query failed on {_redact(url)}: {message}") from None
-
-
-def _read_sqlite(config: Config, path: str, query: str) -> pl.DataFrame:
-    database = config.resolve(path)
-    if not database.is_file():
-        raise SourceError(f"source.sql.url: no SQLite database at {database}")
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return pl.read_database(query, connection, infer_schema_length=None)
-    except (sqlite3.Error, pl.exceptions.PolarsError) as error:
-        raise SourceError(f"source.sql.query failed on {database}: {error}") from None
-    finally:
-        connection.close()
-
-
-def _without_password(text: str, url: str) -> str:
-    password = urllib.parse.urlsplit(url).password
-    return text.replace(password, "***") if password else text
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
