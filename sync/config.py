@@ -128,6 +128,11 @@ class ExcelSource(_Model):
     sheet: str | None = None
 
 
+def _path_shorthand(value: object) -> object:
+    """`excel: leads.xlsx` means `excel: {path: leads.xlsx}`: its first sheet, as `csv:` reads."""
+    return {"path": value} if isinstance(value, str) else value
+
+
 class SqlSource(_Model):
     url: str
     query: str
@@ -138,7 +143,7 @@ class SourceConfig(_Model):
 
     csv: str | None = None
     parquet: str | None = None
-    excel: ExcelSource | None = None
+    excel: Annotated[ExcelSource | None, BeforeValidator(_path_shorthand)] = None
     sql: SqlSource | None = None
     encoding: str = "utf-8"
     separator: str = Field(default=",", min_length=1, max_length=1)

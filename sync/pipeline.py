@@ -153,6 +153,7 @@ def _ready_to_send(
     rows = _read(config, keep_in=spool)
     gathered, plan = _map_and_plan(config, rows, _held(config, ledger), full=full, spool=spool)
     _count_mapped(report, gathered, plan)
+    report.warnings[:0] = rows.notes
     return _Ready(plan, rows.kept(), gathered.rejects, gathered.learned)
 
 
@@ -164,6 +165,7 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
             held = _held(config, ledger)
         gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
         _count_mapped(report, gathered, plan)
+        report.warnings[:0] = rows.notes
         report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
         _finish(
             config,
@@ -197,6 +199,7 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         raise
     report = _new_report(config, dry_run=True)
     _count_mapped(report, gathered, plan)
+    report.warnings[:0] = rows.notes
     rejects = gathered.rejects
     by_reason = (
         rejects.group_by("reason").len().sort("len", descending=True).iter_rows()
@@ -225,6 +228,7 @@ class _Rows:
     schema: pl.Schema
     source: Iterator[pl.DataFrame]
     keep_in: Path | None  # None: nothing will ask for the rows again (`plan`)
+    notes: tuple[str, ...] = ()  # how the source was read (which sheet), for the report
 
     @property
     def slices(self) -> Iterator[pl.DataFrame]:
@@ -250,7 +254,7 @@ def _read(config: Config, *, keep_in: Path | None = None) -> _Rows:
     stream = open_source(config)
     check_columns(config, stream.schema, extra=constant_problems(config.spec))
     schema = pl.Schema([(ROW, pl.UInt32()), *stream.schema.items()])
-    return _Rows(schema, stream.slices, keep_in)
+    return _Rows(schema, stream.slices, keep_in, stream.notes)
 
 
 def _held(config: Config, ledger: Ledger) -> Held:

@@ -11,6 +11,7 @@ database and says what to change.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import re
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ class SourceStream:
 
     schema: pl.Schema
     slices: Iterator[pl.DataFrame]
+    # What a user should know of how the source was read: which sheet of a workbook, say.
+    notes: tuple[str, ...] = ()
 
 
 def read_source(config: Config) -> pl.DataFrame:
@@ -51,6 +54,7 @@ def open_source(config: Config, *, slice_rows: int = SLICE_ROWS) -> SourceStream
     """The source's schema now, its rows a slice of at most `slice_rows` at a time."""
     source = config.spec.source
     separator = source.separator if source.kind == "csv" else None
+    notes: list[str] = []
     match source.kind:
         case "csv":
             parts = _each(config, "csv", source.csv or "", _csv_reader(config, source), separator)
@@ -58,10 +62,11 @@ def open_source(config: Config, *, slice_rows: int = SLICE_ROWS) -> SourceStream
             parts = _each(config, "parquet", source.parquet or "", _scan_parquet)
         case "excel":
             assert source.excel is not None  # noqa: S101  # the config validated this kind
-            parts = _each(config, "excel", source.excel.path, _excel_reader(source))
+            parts = _each(config, "excel", source.excel.path, _excel_reader(source, notes))
         case "sql":
             return SourceStream(*open_sql(config, source, slice_rows))
-    return _joined(parts, source.kind, slice_rows, separator)
+    stream = _joined(parts, source.kind, slice_rows, separator)
+    return dataclasses.replace(stream, notes=tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -268,19 +273,44 @@ def _scan_parquet(path: Path) -> pl.LazyFrame:
     return pl.scan_parquet(path, glob=False)  # `_expand` already did the globbing
 
 
-def _excel_reader(source: SourceConfig) -> Callable[[Path], pl.LazyFrame]:
+def _excel_reader(source: SourceConfig, notes: list[str]) -> Callable[[Path], pl.LazyFrame]:
+    """Each workbook's sheet as text: the one `sheet:` names, else the first, said in `notes`."""
     sheet = source.excel.sheet if source.excel else None
 
     def read(path: Path) -> pl.LazyFrame:
         try:
-            if sheet is None:
-                return pl.read_excel(path, infer_schema_length=0).lazy()
-            return pl.read_excel(path, sheet_name=sheet, infer_schema_length=0).lazy()
+            import fastexcel  # noqa: PLC0415  # Polars' Excel engine; only Excel needs it
+
+            sheets: list[str] = fastexcel.read_excel(path).sheet_names
         except ModuleNotFoundError as error:
             raise SourceError(
                 f"{path}: reading Excel needs the 'fastexcel' package ({error.name} is missing)"
             ) from None
+        except Exception as error:  # noqa: BLE001  # fastexcel's errors share no base class
+            raise SourceError(f"{path}: cannot read it as excel: {_first_line(error)}") from None
+        if sheet is not None and sheet not in sheets:
+            raise SourceError(
+                f"{path}: no sheet '{sheet}' in the workbook; its sheets: {_listed(sheets)} "
+                "(set source.excel.sheet to one of them)"
+            )
+        if sheet is None and sheets:
+            notes.append(_sheet_note(path, sheets))
+        try:
+            return pl.read_excel(path, sheet_name=sheet or sheets[0], infer_schema_length=0).lazy()
         except ValueError as error:
             raise SourceError(f"{path}: {error}") from None
 
     return read
+
+
+def _sheet_note(path: Path, sheets: list[str]) -> str:
+    if len(sheets) == 1:
+        return f"read the only sheet, '{sheets[0]}', of {path.name}"
+    return (
+        f"read the first sheet, '{sheets[0]}', of {path.name}; its other sheets "
+        f"({_listed(sheets[1:])}) are not read (set source.excel.sheet to read another)"
+    )
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
