@@ -183,12 +183,27 @@ class LoopsSettings(_Model):
         return value.rstrip("/")
 
 
+def _sql_condition(when: str | None) -> str | None:
+    """A `when` must parse as SQL; whether it runs on the source's columns is checked with
+    them (`check_columns`)."""
+    if when is not None:
+        try:
+            pl.sql_expr(when)
+        except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
+            raise ValueError(f"'when' is not a valid SQL condition: {error}") from None
+    return when
+
+
 class ContactSection(_Model):
     email: str | None = None
     user_id: str | None = None
+    # Which rows become contacts, in the SQL of events' `when` (a Clay export holds leads too).
+    when: str | None = None
     properties: ContactProperties = Field(default_factory=dict)
     mailing_lists: dict[str, str] = Field(default_factory=dict)
     empty: Literal["skip", "clear"] = "skip"
+
+    check_when = field_validator("when")(_sql_condition)
 
     @model_validator(mode="after")
     def _valid(self) -> ContactSection:
@@ -216,15 +231,7 @@ class EventSection(_Model):
         return name
 
     # A field validator, so a bad condition is reported with the section's other problems.
-    @field_validator("when")
-    @classmethod
-    def _sql_condition(cls, when: str | None) -> str | None:
-        if when is not None:
-            try:
-                pl.sql_expr(when)
-            except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
-                raise ValueError(f"'when' is not a valid SQL condition: {error}") from None
-        return when
+    check_when = field_validator("when")(_sql_condition)
 
     @model_validator(mode="after")
     def _valid(self) -> EventSection:
@@ -252,6 +259,12 @@ class SyncConfig(_Model):
         if twice:
             raise ValueError(f"event names must be unique: {', '.join(twice)}")
         return self
+
+    def filters(self) -> list[tuple[str, str]]:
+        """Each `when` given, with its key path: the contact's, then each event's."""
+        found = [("contact.when", self.contact.when)] if self.contact else []
+        found += [(f"events[{index}].when", event.when) for index, event in enumerate(self.events)]
+        return [(path, when) for path, when in found if when]
 
 
 @dataclass(frozen=True)
@@ -378,10 +391,10 @@ def check_columns(
         elif schema[column].is_nested():
             problems.append(ConfigProblem(path, _nested_column(column, schema[column])))
     csv = config.spec.source.kind == "csv"
-    for index, event in enumerate(config.spec.events):
-        problem = filter_problem(event.when, schema, csv=csv) if event.when else None
+    for path, when in config.spec.filters():
+        problem = filter_problem(when, schema, csv=csv)
         if problem:
-            problems.append(ConfigProblem(f"events[{index}].when", problem))
+            problems.append(ConfigProblem(path, problem))
     if problems:
         raise ConfigError(str(config.file), problems)
 

@@ -263,9 +263,8 @@ def _refuse_duplicates(path: Path, header: list[str], used: set[str]) -> None:
 def _used_columns(config: Config) -> set[str]:
     """The columns the mapping reads, and those the `when` filters name."""
     used = set(config.source_columns())
-    for event in config.spec.events:
-        if event.when is not None:
-            used.update(pl.sql_expr(event.when).meta.root_names())
+    for _, when in config.spec.filters():
+        used.update(pl.sql_expr(when).meta.root_names())
     return used
 
 
