@@ -33,6 +33,7 @@ from pydantic import (
 
 from sync.budget import budget_place
 from sync.config_file import (
+    expand_variables,
     hidden_characters,
     parse_yaml,
     unknown_type,
@@ -319,7 +320,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     """Read and check a config file; raise `ConfigError` with every problem found.
 
     `env` (os.environ by default) is read here and nowhere else: the API key, LOOPS_BASE_URL,
-    LOOPS_SYNC_STATE and where the rate budget lives (LOOPS_SYNC_BUDGET, XDG_STATE_HOME, HOME).
+    LOOPS_SYNC_STATE, where the rate budget lives (LOOPS_SYNC_BUDGET, XDG_STATE_HOME, HOME), and
+    the `${NAME}` variables in the source's paths, `sql.url` and `state`.
     """
     env = os.environ if env is None else env
     file = Path(path)
@@ -330,10 +332,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(file), [ConfigProblem("", f"cannot read: {error}")]) from None
     raw, lines = parse_yaml(str(file), text)
+    unset = expand_variables(raw, lines, env)
     try:
         spec = SyncConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(str(file), validation_problems(error, lines, _known_keys)) from None
+        problems = [*unset, *validation_problems(error, lines, _known_keys)]
+        raise ConfigError(str(file), problems) from None
+    if unset:
+        raise ConfigError(str(file), unset)
     return Config(
         file=file.resolve(),
         spec=spec,

@@ -7,8 +7,9 @@ The models in `sync.config` say what is valid; this module only says where and w
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -18,6 +19,7 @@ from sync.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "KeyLines",
+    "expand_variables",
     "hidden_characters",
     "parse_yaml",
     "unknown_type",
@@ -87,6 +89,46 @@ def _note_lines(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _note_lines(item, (*path, index), lines, duplicates)
+
+
+# The values that may name environment variables, `${NAME}`: where files and the database are,
+# so that a password (or a machine's own folders) need not be written in the config.
+WITH_VARIABLES: tuple[tuple[str, ...], ...] = (
+    ("source", "csv"),
+    ("source", "parquet"),
+    ("source", "excel"),
+    ("source", "excel", "path"),
+    ("source", "sql", "url"),
+    ("state",),
+)
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_variables(raw: Any, lines: KeyLines, env: Mapping[str, str]) -> list[ConfigProblem]:
+    """Put each `${NAME}` of the values `WITH_VARIABLES` names from `env`, in `raw` itself;
+    return a problem, at its key and line, for each value that names an unset variable."""
+    problems = []
+    for path in WITH_VARIABLES:
+        parent = raw
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(path[-1]) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or not isinstance(value, str):
+            continue
+        unset = list(dict.fromkeys(name for name in _VARIABLE.findall(value) if name not in env))
+        if unset:
+            problems.append(ConfigProblem(_dotted(path), _unset(unset), _line_of(path, lines)))
+        else:
+            parent[path[-1]] = _VARIABLE.sub(lambda found: env[found[1]], value)
+    return problems
+
+
+def _unset(names: list[str]) -> str:
+    written = ", ".join(f"${{{name}}}" for name in names)
+    if len(names) == 1:
+        return f"the environment variable {names[0]} is not set ({written})"
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    return f"the environment variables {listed} are not set ({written})"
 
 
 def validation_problems(

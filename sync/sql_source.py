@@ -42,8 +42,7 @@ def open_sql(
 ) -> tuple[pl.Schema, Iterator[pl.DataFrame]]:
     """The query's schema now, its rows a slice of at most `slice_rows` at a time."""
     assert source.sql is not None  # noqa: S101  # the config validated that this kind is set
-    # `url: ${DATABASE_URL}` keeps a database password out of the config file.
-    url, query = os.path.expandvars(source.sql.url), source.sql.query
+    url, query = source.sql.url, source.sql.query  # `${NAME}`s put in by `load_config`
     if url.startswith("sqlite:///"):
         whole = _read_sqlite(config, url.removeprefix("sqlite:///"), query)
         return whole.schema, whole.iter_slices(slice_rows)

@@ -41,7 +41,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def refusal_of(tmp_path: Path, url: str) -> str:
+def refusal_of(tmp_path: Path, url: str, env: dict[str, str] | None = None) -> str:
     path = tmp_path / "sync.yaml"
     path.write_text(
         textwrap.dedent(
@@ -54,7 +54,7 @@ def refusal_of(tmp_path: Path, url: str) -> str:
         )
     )
     with pytest.raises(SourceError) as caught:
-        read_source(load_config(path, env={}))
+        read_source(load_config(path, env=env or {}))
     return str(caught.value)
 
 
@@ -94,4 +94,23 @@ def test_a_mariadb_login_refused_says_why_without_the_password(tmp_path: Path) -
     message = refusal_of(tmp_path, f"mysql://root:{SECRET}@127.0.0.1:3306/test")
 
     assert "Access denied for user 'root'" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "env"),
+    [
+        ("postgresql://app:${DB_PASSWORD}@127.0.0.1:PORT/test", {"DB_PASSWORD": SECRET}),
+        ("${DATABASE_URL}", {"DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:PORT/test"}),
+    ],
+)
+def test_a_password_from_the_environment_is_masked_too(
+    tmp_path: Path, url: str, env: dict[str, str]
+) -> None:
+    port = str(free_port())
+    env = {name: value.replace("PORT", port) for name, value in env.items()}
+
+    message = refusal_of(tmp_path, url.replace("PORT", port), env)
+
+    assert f"cannot connect to postgresql://app:***@127.0.0.1:{port}/test" in message
     assert SECRET not in message
