@@ -27,7 +27,7 @@ from sync.account import (
 )
 from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event, constant_problems
 from sync.columns import ROW
-from sync.config import Config, check_columns
+from sync.config import Config, SyncConfig, check_columns
 from sync.config_file import KeyLines
 from sync.config_tests import tests_for_check
 from sync.errors import ConfigError, ConfigProblem, ExitCode, FatalApiError, SourceError
@@ -168,30 +168,25 @@ class _SourceCheck:
     def _filters(self, sample: pl.DataFrame) -> None:
         """Each `when` on the rows read, each failure reported (check_filters stops at one)."""
         spec = self.config.spec
-        for index, event in enumerate(spec.events):
-            if event.when is None:
-                continue
-            others = [
-                e if i == index else e.model_copy(update={"when": None})
-                for i, e in enumerate(spec.events)
-            ]
-            loc: Loc = ("events", index, "when")
+        for path, when in spec.filters():
+            loc = _filter_loc(path)
             try:
-                check_filters(spec.model_copy(update={"events": others}), sample)
+                check_filters(_only_filter(spec, path), sample)
             except SourceError as error:
-                message = str(error).removeprefix(f"events[{index}].when: ")
+                message = str(error).removeprefix(f"{path}: ")
                 self.problems.append(_at(loc, self.lines, message))
             else:
-                kept = _applying(sample, event.when).height
-                self.filters.append(f"{_dotted(loc)} keeps {kept} of the first {sample.height}")
+                kept = _applying(sample, when).height
+                self.filters.append(f"{path} keeps {kept} of the first {sample.height}")
 
     def _coercions(self, sample: pl.DataFrame) -> None:
         spec, cells = self.config.spec, Cells(sample.schema)
         contact = coerce_contact(spec.contact, cells) if spec.contact else []
         events = [coerce_event(event, cells) for event in spec.events]
         prepared = cells.computed(sample.lazy()).collect()  # the parts the fields read
+        contacts = _applying(prepared, spec.contact.when if spec.contact else None)
         for mapped in contact:
-            self._coerced(mapped, prepared, _contact_loc(mapped))
+            self._coerced(mapped, contacts, _contact_loc(mapped))
         for index, (event, fields) in enumerate(zip(spec.events, events, strict=True)):
             rows = _applying(prepared, event.when)
             for mapped in fields:
@@ -249,6 +244,24 @@ def _source_name(config: Config) -> str:
         return "sql query"
     named = source.excel.path if source.excel else source.csv or source.parquet
     return f"{source.kind} {named}"
+
+
+def _filter_loc(path: str) -> Loc:
+    if path == "contact.when":
+        return ("contact", "when")
+    return ("events", int(path.removeprefix("events[").split("]", 1)[0]), "when")
+
+
+def _only_filter(spec: SyncConfig, path: str) -> SyncConfig:
+    """`spec` with only the `when` at `path`, to check that filter alone."""
+    contact = spec.contact
+    if contact is not None and path != "contact.when":
+        contact = contact.model_copy(update={"when": None})
+    events = [
+        event if path == f"events[{index}].when" else event.model_copy(update={"when": None})
+        for index, event in enumerate(spec.events)
+    ]
+    return spec.model_copy(update={"contact": contact, "events": events})
 
 
 def _applying(sample: pl.DataFrame, when: str | None) -> pl.DataFrame:

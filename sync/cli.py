@@ -21,6 +21,7 @@ from sync.config import Config, load_config
 from sync.config_tests import CasesReport, cases_report
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
+from sync.init import draft_config
 from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
 from sync.render import ProgressDisplay, duration, render_summary, side_effect_lines
 from sync.report import RejectLimit, RunReport
@@ -411,6 +412,27 @@ def history(config: Path, limit: int, as_json: bool) -> None:
             f"{when:<20} {took:>11} {figures[0]:>9} {figures[1]:>10} "
             f"{figures[2]:>9} {figures[3]:>7} {exit_code:>5}  {ended}"
         )
+
+
+@main.command()
+@click.argument("source")
+@click.option("--query", help="The SQL query, when SOURCE is a database URL.")
+@click.option("--name", help="The sync's name (default: from the file's name).")
+@_errors_to_exit_codes
+def init(source: str, query: str | None, name: str | None) -> None:
+    """Print a starting config for SOURCE: a CSV, Parquet or Excel file, or a database URL
+    (postgresql://…, mysql://…, sqlite:///…) with --query.
+
+    \b
+    The email column is found by its name or its values; every other column becomes a
+    contact property with a camelCase name and a type guessed from the first rows.
+    Save it, then run `loops-sync check` and `loops-sync plan` on it:
+      loops-sync init exports/leads.csv > leads.yaml
+    """
+    draft = draft_config(source, query=query, name=name)
+    click.echo(draft.yaml(), nl=False)
+    for note in draft.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 main.add_command(emulator_command, "emulator")

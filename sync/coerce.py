@@ -336,16 +336,13 @@ def check_filters(spec: SyncConfig, frame: pl.DataFrame) -> None:
     filter that does not do what it says; so it is a source error that names the filter, the
     row and its values, and says how to choose no match on purpose (TRY_CAST).
     """
-    for index, event in enumerate(spec.events):
-        if event.when is None:
-            continue
-        condition = pl.sql_expr(event.when)
+    for path, when in spec.filters():
+        condition = pl.sql_expr(when)
         reason = _fails(frame, condition)
         if reason is not None:
             where = _first_failure(frame, condition)
-            raise SourceError(
-                f"events[{index}].when: `{event.when}` fails{where}: {reason}. {_advice(event)}"
-            )
+            outcome = _dropped(spec, path)
+            raise SourceError(f"{path}: `{when}` fails{where}: {reason}. {_advice(when, outcome)}")
 
 
 def _fails(rows: pl.DataFrame, condition: pl.Expr) -> str | None:
@@ -380,11 +377,19 @@ def _first_failure(frame: pl.DataFrame, condition: pl.Expr) -> str:
     return f" on row {rows.item(0, ROW)}" + (f" ({', '.join(cells)})" if cells else "")
 
 
-def _advice(event: EventSection) -> str:
-    if re.search(r"(?<![A-Za-z_])CAST\s*\(", event.when or "", re.IGNORECASE):
+def _dropped(spec: SyncConfig, path: str) -> str:
+    """What a row the filter at `path` does not match goes without."""
+    if path == "contact.when":
+        return "becomes no contact"
+    index = int(path.removeprefix("events[").split("]", 1)[0])
+    return f"gets no '{spec.events[index].name}' event"
+
+
+def _advice(when: str, dropped: str) -> str:
+    if re.search(r"(?<![A-Za-z_])CAST\s*\(", when, re.IGNORECASE):
         return (
             "Fix the cells, or write TRY_CAST(...) for CAST(...): a value that does not convert "
-            f"then matches nothing, and its row gets no '{event.name}' event."
+            f"then matches nothing, and its row {dropped}."
         )
     return "Fix the cells, or the condition."
 

@@ -33,8 +33,16 @@ from pydantic import (
 
 from sync.budget import budget_place
 from sync.cases import ConfigTest, ConfigTests, ExpectedReject, ExpectedRequest
-from sync.config_file import parse_yaml, unknown_type, validation_problems
+from sync.config_file import (
+    expand_variables,
+    hidden_characters,
+    parse_yaml,
+    unknown_type,
+    validation_problems,
+    visible,
+)
 from sync.errors import ConfigError, ConfigProblem
+from sync.filters import filter_problem
 from sync.state import StateDir
 
 __all__ = ["Config", "PropertyMapping", "SyncConfig", "check_columns", "load_config"]
@@ -122,6 +130,11 @@ class ExcelSource(_Model):
     sheet: str | None = None
 
 
+def _path_shorthand(value: object) -> object:
+    """`excel: leads.xlsx` means `excel: {path: leads.xlsx}`: its first sheet, as `csv:` reads."""
+    return {"path": value} if isinstance(value, str) else value
+
+
 class SqlSource(_Model):
     url: str
     query: str
@@ -132,7 +145,7 @@ class SourceConfig(_Model):
 
     csv: str | None = None
     parquet: str | None = None
-    excel: ExcelSource | None = None
+    excel: Annotated[ExcelSource | None, BeforeValidator(_path_shorthand)] = None
     sql: SqlSource | None = None
     encoding: str = "utf-8"
     separator: str = Field(default=",", min_length=1, max_length=1)
@@ -172,12 +185,27 @@ class LoopsSettings(_Model):
         return value.rstrip("/")
 
 
+def _sql_condition(when: str | None) -> str | None:
+    """A `when` must parse as SQL; whether it runs on the source's columns is checked with
+    them (`check_columns`)."""
+    if when is not None:
+        try:
+            pl.sql_expr(when)
+        except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
+            raise ValueError(f"'when' is not a valid SQL condition: {error}") from None
+    return when
+
+
 class ContactSection(_Model):
     email: str | None = None
     user_id: str | None = None
+    # Which rows become contacts, in the SQL of events' `when` (a Clay export holds leads too).
+    when: str | None = None
     properties: ContactProperties = Field(default_factory=dict)
     mailing_lists: dict[str, str] = Field(default_factory=dict)
     empty: Literal["skip", "clear"] = "skip"
+
+    check_when = field_validator("when")(_sql_condition)
 
     @model_validator(mode="after")
     def _valid(self) -> ContactSection:
@@ -205,15 +233,7 @@ class EventSection(_Model):
         return name
 
     # A field validator, so a bad condition is reported with the section's other problems.
-    @field_validator("when")
-    @classmethod
-    def _sql_condition(cls, when: str | None) -> str | None:
-        if when is not None:
-            try:
-                pl.sql_expr(when)
-            except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
-                raise ValueError(f"'when' is not a valid SQL condition: {error}") from None
-        return when
+    check_when = field_validator("when")(_sql_condition)
 
     @model_validator(mode="after")
     def _valid(self) -> EventSection:
@@ -242,6 +262,12 @@ class SyncConfig(_Model):
         if twice:
             raise ValueError(f"event names must be unique: {', '.join(twice)}")
         return self
+
+    def filters(self) -> list[tuple[str, str]]:
+        """Each `when` given, with its key path: the contact's, then each event's."""
+        found = [("contact.when", self.contact.when)] if self.contact else []
+        found += [(f"events[{index}].when", event.when) for index, event in enumerate(self.events)]
+        return [(path, when) for path, when in found if when]
 
 
 @dataclass(frozen=True)
@@ -296,7 +322,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     """Read and check a config file; raise `ConfigError` with every problem found.
 
     `env` (os.environ by default) is read here and nowhere else: the API key, LOOPS_BASE_URL,
-    LOOPS_SYNC_STATE and where the rate budget lives (LOOPS_SYNC_BUDGET, XDG_STATE_HOME, HOME).
+    LOOPS_SYNC_STATE, where the rate budget lives (LOOPS_SYNC_BUDGET, XDG_STATE_HOME, HOME), and
+    the `${NAME}` variables in the source's paths, `sql.url` and `state`.
     """
     env = os.environ if env is None else env
     file = Path(path)
@@ -307,10 +334,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(file), [ConfigProblem("", f"cannot read: {error}")]) from None
     raw, lines = parse_yaml(str(file), text)
+    unset = expand_variables(raw, lines, env)
     try:
         spec = SyncConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(str(file), validation_problems(error, lines, _known_keys)) from None
+        problems = [*unset, *validation_problems(error, lines, _known_keys)]
+        raise ConfigError(str(file), problems) from None
+    if unset:
+        raise ConfigError(str(file), unset)
     return Config(
         file=file.resolve(),
         spec=spec,
@@ -367,15 +398,11 @@ def check_columns(
             problems.append(ConfigProblem(path, _missing_column(column, available)))
         elif schema[column].is_nested():
             problems.append(ConfigProblem(path, _nested_column(column, schema[column])))
-    empty = pl.DataFrame(schema=dict(schema))
-    for index, event in enumerate(config.spec.events):
-        if event.when is None:
-            continue
-        try:
-            empty.filter(pl.sql_expr(event.when))
-        except Exception as error:  # noqa: BLE001  # Polars raises several types for bad SQL
-            message = str(error).splitlines()[0]
-            problems.append(ConfigProblem(f"events[{index}].when", f"cannot run: {message}"))
+    csv = config.spec.source.kind == "csv"
+    for path, when in config.spec.filters():
+        problem = filter_problem(when, schema, csv=csv)
+        if problem:
+            problems.append(ConfigProblem(path, problem))
     if problems:
         raise ConfigError(str(config.file), problems)
 
@@ -409,15 +436,19 @@ def _nested_column(column: str, dtype: pl.DataType) -> str:
 
 
 def _missing_column(column: str, available: list[str]) -> str:
-    message = f"column '{column}' is not in the source"
+    """Names are shown with their invisible characters escaped: a header's non-breaking space
+    would otherwise make the suggestion look like what the config already says."""
+    message = f"column '{visible(column)}' is not in the source"
     close = difflib.get_close_matches(column, available, n=1, cutoff=0.6)
     if not close:
         lowered = {name.lower().strip(): name for name in available}
         close = [lowered[column.lower().strip()]] if column.lower().strip() in lowered else []
     if close:
-        return f"{message}; did you mean '{close[0]}'?"
-    shown = ", ".join(available[:12]) + (", …" if len(available) > 12 else "")
-    return f"{message} (columns: {shown})"
+        meant, hidden = visible(close[0]), hidden_characters(close[0])
+        how = f' ({hidden}: fix the header, or write "{meant}" in double quotes)' if hidden else ""
+        return f"{message}; did you mean '{meant}'?{how}"
+    shown = ", ".join(visible(name) for name in available[:12])
+    return f"{message} (columns: {shown}{', …' if len(available) > 12 else ''})"
 
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {

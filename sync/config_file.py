@@ -7,7 +7,9 @@ The models in `sync.config` say what is valid; this module only says where and w
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -15,7 +17,15 @@ from pydantic import ValidationError
 
 from sync.errors import ConfigError, ConfigProblem
 
-__all__ = ["KeyLines", "parse_yaml", "unknown_type", "validation_problems"]
+__all__ = [
+    "KeyLines",
+    "expand_variables",
+    "hidden_characters",
+    "parse_yaml",
+    "unknown_type",
+    "validation_problems",
+    "visible",
+]
 
 # The line of each key in the file, by its path: ("events", 0, "name") -> 12.
 KeyLines = dict[tuple[str | int, ...], int]
@@ -81,6 +91,46 @@ def _note_lines(
             _note_lines(item, (*path, index), lines, duplicates)
 
 
+# The values that may name environment variables, `${NAME}`: where files and the database are,
+# so that a password (or a machine's own folders) need not be written in the config.
+WITH_VARIABLES: tuple[tuple[str, ...], ...] = (
+    ("source", "csv"),
+    ("source", "parquet"),
+    ("source", "excel"),
+    ("source", "excel", "path"),
+    ("source", "sql", "url"),
+    ("state",),
+)
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_variables(raw: Any, lines: KeyLines, env: Mapping[str, str]) -> list[ConfigProblem]:
+    """Put each `${NAME}` of the values `WITH_VARIABLES` names from `env`, in `raw` itself;
+    return a problem, at its key and line, for each value that names an unset variable."""
+    problems = []
+    for path in WITH_VARIABLES:
+        parent = raw
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(path[-1]) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or not isinstance(value, str):
+            continue
+        unset = list(dict.fromkeys(name for name in _VARIABLE.findall(value) if name not in env))
+        if unset:
+            problems.append(ConfigProblem(_dotted(path), _unset(unset), _line_of(path, lines)))
+        else:
+            parent[path[-1]] = _VARIABLE.sub(lambda found: env[found[1]], value)
+    return problems
+
+
+def _unset(names: list[str]) -> str:
+    written = ", ".join(f"${{{name}}}" for name in names)
+    if len(names) == 1:
+        return f"the environment variable {names[0]} is not set ({written})"
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    return f"the environment variables {listed} are not set ({written})"
+
+
 def validation_problems(
     error: ValidationError,
     lines: KeyLines,
@@ -133,3 +183,21 @@ def unknown_type(value: object, types: Sequence[str]) -> str:
         return f"unknown type '{value}' {which}"
     meant = TYPE_SYNONYMS.get(close[0], close[0])
     return f"unknown type '{value}'; did you mean '{meant}'? {which}"
+
+
+def visible(text: str) -> str:
+    """`text` with each character a reader cannot see as its escape (`First\\u00a0Name`): a
+    header with a non-breaking or zero-width space looks like the name the config gives."""
+    return "".join(char if char == " " or char.isprintable() else _escape(char) for char in text)
+
+
+def hidden_characters(text: str) -> str:
+    """What `visible` escaped in `text`, named: '\\u00a0 is a NO-BREAK SPACE'; '' if nothing."""
+    hidden = dict.fromkeys(char for char in text if char != " " and not char.isprintable())
+    return ", ".join(
+        f"{_escape(char)} is a {unicodedata.name(char, 'control character')}" for char in hidden
+    )
+
+
+def _escape(char: str) -> str:
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"

@@ -106,9 +106,11 @@ def decide(spec: SyncConfig, everyone: pl.DataFrame) -> Decisions:
         ranked = everyone.filter(pl.col("id.1").is_not_null())
         is_last = _mask(size, _last_rows(ranked, _fp("id")))
         last = pl.lit(Decisions.picks(is_last, everyone.get_column(ROW)))
+        # A row of no contact (`contact.when` drops it) duplicates none.
+        earlier = ~last & pl.col("id.1").is_not_null()
         counted = everyone.select(
-            (pending & pl.col(VALID) & ~last).sum().alias("pending"),
-            (pl.col(SETTLED) & ~last).sum().alias("settled"),
+            (pending & pl.col(VALID) & earlier).sum().alias("pending"),
+            (pl.col(SETTLED) & earlier).sum().alias("settled"),
             (pl.col(SETTLED) & last).sum().alias("last_settled"),
         ).row(0, named=True)
         duplicates = int(counted["pending"]) + int(counted["settled"])

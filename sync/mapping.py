@@ -70,7 +70,9 @@ def map_slices(
     contact_fields = coerce_contact(spec.contact, cells) if spec.contact else []
     event_fields = [coerce_event(event, cells) for event in spec.events]
     coerce: list[pl.Expr] = [pl.col(ROW)]
-    contact_columns = _coerced(contact_fields, CONTACT, None, coerce)
+    contact_applies = _condition(spec.contact.when if spec.contact else None)
+    coerce.append(contact_applies.alias(CONTACT + "applies"))
+    contact_columns = _coerced(contact_fields, CONTACT, contact_applies, coerce)
     errors = [field.error for field in contact_columns]
     build: list[pl.Expr] = []
     for index, (event, fields) in enumerate(zip(spec.events, event_fields, strict=True)):
@@ -174,12 +176,16 @@ def _coerced(
     return columns
 
 
+def _condition(when: str | None) -> pl.Expr:
+    """Whether a `when` holds on the row (a null comparison does not); no `when`: always."""
+    return pl.sql_expr(when).fill_null(False) if when else pl.lit(True)
+
+
 def _applies(event: EventSection, fields: list[Field]) -> pl.Expr:
-    """Whether the row makes this event: its `when` holds (a null comparison does not), and
-    every `once_per` cell is filled (an order id that is empty is no order)."""
-    applies = pl.sql_expr(event.when).fill_null(False) if event.when else pl.lit(True)
+    """Whether the row makes this event: its `when` holds, and every `once_per` cell is
+    filled (an order id that is empty is no order)."""
     occurrences = [f.value.is_not_null() for f in fields if f.key.startswith("once_per.")]
-    return pl.all_horizontal(applies, *occurrences)
+    return pl.all_horizontal(_condition(event.when), *occurrences)
 
 
 def _row_problems(errors: list[pl.Expr]) -> pl.Expr:
@@ -213,12 +219,18 @@ def _identifiers(fields: list[Field], prefix: str) -> list[pl.Expr]:
 
 
 def _contact_columns(section: ContactSection, fields: list[Field]) -> list[pl.Expr]:
+    """The contact's identity, body and identifiers; all null on a row `contact.when` drops,
+    which then is no contact's (its events still go)."""
     sent = [f for f in fields if f.key != "__identity"]
-    return [
+    applies = pl.col(CONTACT + "applies")
+    columns = [
         _identity(sent).alias(contact_column("identity")),
         _body(sent, clear=section.empty == "clear").alias(contact_column("body")),
         *_identifiers(sent, CONTACT),
     ]
+    if section.when is None:
+        return columns
+    return [pl.when(applies).then(column) for column in columns]
 
 
 def _ls1_forms(

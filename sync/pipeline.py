@@ -160,6 +160,7 @@ def _ready_to_send(
     rows = _read(config, keep_in=spool)
     gathered, plan = _map_and_plan(config, rows, _held(config, ledger), full=full, spool=spool)
     _count_mapped(report, gathered, plan)
+    report.warnings[:0] = rows.notes
     return _Ready(plan, rows.kept(), gathered.rejects, gathered.learned)
 
 
@@ -171,6 +172,7 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
             held = _held(config, ledger)
         gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
         _count_mapped(report, gathered, plan)
+        report.warnings[:0] = rows.notes
         report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
         _finish(
             config,
@@ -203,6 +205,7 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         first_requests = (r for job in plan.jobs(samples) for r in job.requests)
         sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
         _count_mapped(report, gathered, plan)
+        report.warnings[:0] = rows.notes
         _note_rejects(config, report, rows.kept(), gathered.rejects)
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)
@@ -228,6 +231,7 @@ class _Rows:
     schema: pl.Schema
     source: Iterator[pl.DataFrame]
     keep_in: Path | None  # None: nothing will ask for the rows again (`plan`)
+    notes: tuple[str, ...] = ()  # how the source was read (which sheet), for the report
 
     @property
     def slices(self) -> Iterator[pl.DataFrame]:
@@ -253,7 +257,7 @@ def _read(config: Config, *, keep_in: Path | None = None) -> _Rows:
     stream = open_source(config)
     check_columns(config, stream.schema, extra=constant_problems(config.spec))
     schema = pl.Schema([(ROW, pl.UInt32()), *stream.schema.items()])
-    return _Rows(schema, stream.slices, keep_in)
+    return _Rows(schema, stream.slices, keep_in, stream.notes)
 
 
 def _held(config: Config, ledger: Ledger) -> Held:

@@ -11,11 +11,9 @@ database and says what to change.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
-import os
 import re
-import sqlite3
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,10 +23,13 @@ import polars as pl
 
 from sync.config import Config, SourceConfig
 from sync.errors import SourceError
+from sync.sql_source import open_sql
 
 __all__ = ["SLICE_ROWS", "SourceStream", "open_source", "read_source"]
 
 SLICE_ROWS = 50_000
+# The separators a CSV is found with, as a message names them.
+SEPARATOR_NAMES = {",": "commas", ";": "';'", "\t": "tabs", "|": "'|'"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class SourceStream:
 
     schema: pl.Schema
     slices: Iterator[pl.DataFrame]
+    # What a user should know of how the source was read: which sheet of a workbook, say.
+    notes: tuple[str, ...] = ()
 
 
 def read_source(config: Config) -> pl.DataFrame:
@@ -50,17 +53,20 @@ def read_source(config: Config) -> pl.DataFrame:
 def open_source(config: Config, *, slice_rows: int = SLICE_ROWS) -> SourceStream:
     """The source's schema now, its rows a slice of at most `slice_rows` at a time."""
     source = config.spec.source
+    separator = source.separator if source.kind == "csv" else None
+    notes: list[str] = []
     match source.kind:
         case "csv":
-            parts = _each(config, "csv", source.csv or "", _csv_reader(config, source))
+            parts = _each(config, "csv", source.csv or "", _csv_reader(config, source), separator)
         case "parquet":
             parts = _each(config, "parquet", source.parquet or "", _scan_parquet)
         case "excel":
             assert source.excel is not None  # noqa: S101  # the config validated this kind
-            parts = _each(config, "excel", source.excel.path, _excel_reader(source))
+            parts = _each(config, "excel", source.excel.path, _excel_reader(source, notes))
         case "sql":
-            return _open_sql(config, source, slice_rows)
-    return _joined(parts, source.kind, slice_rows)
+            return SourceStream(*open_sql(config, source, slice_rows))
+    stream = _joined(parts, source.kind, slice_rows, separator)
+    return dataclasses.replace(stream, notes=tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -73,17 +79,23 @@ class _Part:
 
 
 def _each(
-    config: Config, key: str, pattern: str, reader: Callable[[Path], pl.LazyFrame]
+    config: Config,
+    key: str,
+    pattern: str,
+    reader: Callable[[Path], pl.LazyFrame],
+    separator: str | None = None,
 ) -> list[_Part]:
     parts = []
     for path in _expand(config, key, pattern):
-        with _read_errors(path, key):
+        with _read_errors(path, key, separator):
             rows = reader(path)
             parts.append(_Part(path, rows, rows.collect_schema()))
     return parts
 
 
-def _joined(parts: list[_Part], key: str, slice_rows: int) -> SourceStream:
+def _joined(
+    parts: list[_Part], key: str, slice_rows: int, separator: str | None = None
+) -> SourceStream:
     """The files as one stream, every slice in the union of their columns (a column a file
     lacks is null there; a column typed differently takes the type both fit in)."""
     try:
@@ -95,7 +107,7 @@ def _joined(parts: list[_Part], key: str, slice_rows: int) -> SourceStream:
 
     def slices() -> Iterator[pl.DataFrame]:
         for part in parts:
-            with _read_errors(part.path, key):
+            with _read_errors(part.path, key, separator):
                 for piece in part.rows.collect_batches(chunk_size=slice_rows):
                     yield _aligned(piece, schema)
 
@@ -110,8 +122,10 @@ def _aligned(piece: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
 
 
 @contextmanager
-def _read_errors(path: Path, key: str) -> Iterator[None]:
-    """What reading a file can raise, as a SourceError naming the file."""
+def _read_errors(path: Path, key: str, separator: str | None = None) -> Iterator[None]:
+    """What reading a file can raise, as a SourceError naming the file. `separator`: the CSV
+    separator configured, for the rows that have more fields than the header (the file's own
+    separator is then most likely another)."""
     try:
         yield
     except SourceError:
@@ -124,6 +138,9 @@ def _read_errors(path: Path, key: str) -> Iterator[None]:
                 f"{path}: the file is not UTF-8 text. Save it as UTF-8, or set its encoding "
                 "in the config, e.g. `source: {csv: ..., encoding: cp1252}` (or latin-1)."
             ) from None
+        found = _other_separator(path, separator) if separator else None
+        if found and separator and "more fields" in str(error):
+            raise SourceError(_separator_advice(path, separator, found)) from None
         raise SourceError(f"{path}: cannot read it as {key}: {_first_line(error)}") from None
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, LookupError) as error:
         raise SourceError(f"{path}: cannot read it as {key}: {_first_line(error)}") from None
@@ -175,12 +192,39 @@ def _csv_reader(config: Config, source: SourceConfig) -> Callable[[Path], pl.Laz
 
     def read_checked(path: Path) -> pl.LazyFrame:
         rows = read(path)
-        if _renamed_duplicates(rows.collect_schema().names()):
+        names = rows.collect_schema().names()
+        if len(names) == 1 and names[0] not in _used_columns(config):
+            found = _other_separator(path, source.separator)
+            if found:
+                raise SourceError(_separator_advice(path, source.separator, found))
+        if _renamed_duplicates(names):
             header = read(path, header_only=True).collect().row(0)
             _refuse_duplicates(path, [str(name or "") for name in header], _used_columns(config))
         return rows
 
     return read_checked
+
+
+def _other_separator(path: Path, configured: str) -> str | None:
+    """The separator the file's header line seems to use when it is not `configured`: the
+    one it holds most of, if more than of `configured`. Only asked once reading went wrong."""
+    try:
+        with path.open("rb") as file:
+            header = file.readline(65_536).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    counts = {found: header.count(found) for found in SEPARATOR_NAMES if found != configured}
+    best = max(counts, key=lambda found: counts[found])
+    return best if counts[best] > header.count(configured) else None
+
+
+def _separator_advice(path: Path, configured: str, found: str) -> str:
+    written = '"\\t"' if found == "\t" else f"'{found}'"
+    return (
+        f"{path}: the file seems separated by {SEPARATOR_NAMES[found]}, not by "
+        f"{SEPARATOR_NAMES.get(configured, repr(configured))}; set `separator: {written}` "
+        "under `source:`"
+    )
 
 
 def _renamed_duplicates(columns: list[str]) -> bool:
@@ -219,9 +263,8 @@ def _refuse_duplicates(path: Path, header: list[str], used: set[str]) -> None:
 def _used_columns(config: Config) -> set[str]:
     """The columns the mapping reads, and those the `when` filters name."""
     used = set(config.source_columns())
-    for event in config.spec.events:
-        if event.when is not None:
-            used.update(pl.sql_expr(event.when).meta.root_names())
+    for _, when in config.spec.filters():
+        used.update(pl.sql_expr(when).meta.root_names())
     return used
 
 
@@ -229,95 +272,44 @@ def _scan_parquet(path: Path) -> pl.LazyFrame:
     return pl.scan_parquet(path, glob=False)  # `_expand` already did the globbing
 
 
-def _excel_reader(source: SourceConfig) -> Callable[[Path], pl.LazyFrame]:
+def _excel_reader(source: SourceConfig, notes: list[str]) -> Callable[[Path], pl.LazyFrame]:
+    """Each workbook's sheet as text: the one `sheet:` names, else the first, said in `notes`."""
     sheet = source.excel.sheet if source.excel else None
 
     def read(path: Path) -> pl.LazyFrame:
         try:
-            if sheet is None:
-                return pl.read_excel(path, infer_schema_length=0).lazy()
-            return pl.read_excel(path, sheet_name=sheet, infer_schema_length=0).lazy()
+            import fastexcel  # noqa: PLC0415  # Polars' Excel engine; only Excel needs it
+
+            sheets: list[str] = fastexcel.read_excel(path).sheet_names
         except ModuleNotFoundError as error:
             raise SourceError(
                 f"{path}: reading Excel needs the 'fastexcel' package ({error.name} is missing)"
             ) from None
+        except Exception as error:  # noqa: BLE001  # fastexcel's errors share no base class
+            raise SourceError(f"{path}: cannot read it as excel: {_first_line(error)}") from None
+        if sheet is not None and sheet not in sheets:
+            raise SourceError(
+                f"{path}: no sheet '{sheet}' in the workbook; its sheets: {_listed(sheets)} "
+                "(set source.excel.sheet to one of them)"
+            )
+        if sheet is None and sheets:
+            notes.append(_sheet_note(path, sheets))
+        try:
+            return pl.read_excel(path, sheet_name=sheet or sheets[0], infer_schema_length=0).lazy()
         except ValueError as error:
             raise SourceError(f"{path}: {error}") from None
 
     return read
 
 
-def _open_sql(config: Config, source: SourceConfig, slice_rows: int) -> SourceStream:
-    assert source.sql is not None  # noqa: S101  # the config validated that this kind is set
-    # `url: ${DATABASE_URL}` keeps a database password out of the config file.
-    url, query = os.path.expandvars(source.sql.url), source.sql.query
-    if url.startswith("sqlite:///"):
-        whole = _read_sqlite(config, url.removeprefix("sqlite:///"), query)
-        return SourceStream(whole.schema, whole.iter_slices(slice_rows))
-    scheme = url.split(":", 1)[0]
-    if scheme not in ("postgresql", "postgres", "mysql", "mariadb"):
-        raise SourceError(
-            f"source.sql.url: unsupported database '{scheme}'; "
-            "use sqlite:///path, postgresql://… or mysql://…"
-        )
-    with _query_errors(scheme, url):
-        import connectorx  # noqa: PLC0415  # optional: only SQL sources need it
-
-        reader = connectorx.read_sql(
-            url.replace("mariadb://", "mysql://", 1),
-            query,
-            return_type="arrow_stream",
-            batch_size=slice_rows,
-        )
-        schema = pl.DataFrame(reader.schema.empty_table()).schema
-
-    def slices() -> Iterator[pl.DataFrame]:
-        with _query_errors(scheme, url):
-            for batch in reader:
-                piece = pl.from_arrow(batch)
-                assert isinstance(piece, pl.DataFrame)  # noqa: S101  # a batch is a table
-                if piece.height:
-                    yield piece
-
-    return SourceStream(schema, slices())
+def _sheet_note(path: Path, sheets: list[str]) -> str:
+    if len(sheets) == 1:
+        return f"read the only sheet, '{sheets[0]}', of {path.name}"
+    return (
+        f"read the first sheet, '{sheets[0]}', of {path.name}; its other sheets "
+        f"({_listed(sheets[1:])}) are not read (set source.excel.sheet to read another)"
+    )
 
 
-@contextmanager
-def _query_errors(scheme: str, url: str) -> Iterator[None]:
-    try:
-        yield
-    except ModuleNotFoundError:
-        raise SourceError(
-            f"source.sql.url: reading {scheme} needs connectorx: pip install 'loops-sync[sql]'"
-        ) from None
-    except Exception as error:  # noqa: BLE001  # connectorx raises bare RuntimeErrors
-        message = _without_password(str(error), url)
-        raise SourceError(f"source.sql: the query failed on {_redact(url)}: {message}") from None
-
-
-def _read_sqlite(config: Config, path: str, query: str) -> pl.DataFrame:
-    database = config.resolve(path)
-    if not database.is_file():
-        raise SourceError(f"source.sql.url: no SQLite database at {database}")
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return pl.read_database(query, connection, infer_schema_length=None)
-    except (sqlite3.Error, pl.exceptions.PolarsError) as error:
-        raise SourceError(f"source.sql.query failed on {database}: {error}") from None
-    finally:
-        connection.close()
-
-
-def _without_password(text: str, url: str) -> str:
-    password = urllib.parse.urlsplit(url).password
-    return text.replace(password, "***") if password else text
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)

@@ -333,3 +333,47 @@ def test_a_bad_byte_far_into_a_csv_is_a_source_error_naming_the_file(
     config = source_config(write_config, "{csv: data/late.csv}")
     with pytest.raises(SourceError, match=r"late\.csv: the file is not UTF-8"):
         list(open_source(config, slice_rows=100).slices)
+
+
+# --- CSV with another separator -------------------------------------------------------------------
+
+
+def test_a_semicolon_csv_read_with_commas_names_the_separator_to_set(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    # A row with a comma in a cell gives more fields than the header: Polars' own words then
+    # name its schema, not the separator.
+    (data_dir / "leads.csv").write_text("Email;Company\nada@example.com;Acme, Inc.\n")
+
+    with pytest.raises(SourceError) as caught:
+        read_source(source_config(write_config, "{csv: data/leads.csv}"))
+
+    message = str(caught.value)
+    assert str(data_dir / "leads.csv") in message
+    assert "separated by ';'" in message
+    assert "separator: ';'" in message
+    assert "Schema" not in message
+
+
+def test_a_tab_separated_csv_read_as_one_column_names_the_separator_to_set(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    (data_dir / "leads.csv").write_text("Email\tSeats\nada@example.com\t5\n")
+
+    with pytest.raises(SourceError) as caught:
+        read_source(source_config(write_config, "{csv: data/leads.csv}"))
+
+    assert "separated by tabs" in str(caught.value)
+    assert 'separator: "\\t"' in str(caught.value)
+
+
+def test_a_one_column_csv_whose_header_holds_a_semicolon_the_config_maps_is_read(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    (data_dir / "leads.csv").write_text('"Email;Work"\nada@example.com\n')
+    path = write_config(
+        "name: test\nsource: {csv: data/leads.csv}\ncontact: {email: 'Email;Work'}\n",
+        name="configs/sync.yaml",
+    )
+
+    assert read_source(load_config(path, env={})).columns == ["Email;Work"]
