@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from collections import Counter
@@ -163,3 +164,29 @@ def test_two_syncs_in_one_state_do_not_see_each_others_rows(
     assert code == 0, output
     assert report["contacts_unchanged"] == 0  # a sync of its own: nothing is known for it
     assert report["events_skipped_delivered"] == 0
+
+
+def test_a_sqlite_ledger_moved_into_postgresql_sends_nothing_again(
+    project: Project, state: PgState
+) -> None:
+    project.write(CONFIG.format(rate=200), people(5))
+    assert project.sync().returncode == 0  # the SQLite ledger beside the config
+    exported = project.run("state", "export", str(project.config), "people.ledger")
+    assert exported.returncode == 0, exported.stderr
+    assert "5 contacts, 5 events, 1 runs" in exported.stdout
+    imported = project.run(
+        "state", "import", str(project.config), "people.ledger", LOOPS_SYNC_STATE=state.url
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert state.where in imported.stdout
+    shutil.rmtree(project.state)  # the job moves into containers: the old disk is gone
+
+    project.emulator.advance_clock(25 * 3600)  # and Loops no longer knows the events' keys
+    code, output, report = sync(project, state, "--full")
+    assert code == 0, output
+    assert (report["events_sent"], report["contacts_sent"]) == (0, 5)
+    assert len(project.emulator.events()) == 5
+    runs = json.loads(
+        project.run("history", str(project.config), "--json", LOOPS_SYNC_STATE=state.url).stdout
+    )
+    assert len(runs) == 2  # the SQLite run came along
