@@ -94,7 +94,8 @@ def learn_params(sync: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class Ledger:
-    """One sync's view of the ledger file. Not thread-safe: one run, one event loop."""
+    """One sync's view of the ledger (a SQLite file or a PostgreSQL schema). Not thread-safe:
+    one run, one event loop."""
 
     def __init__(self, place: Path | PgState, sync: str) -> None:
         """`place`: the SQLite file, made if missing, or the PostgreSQL state."""
@@ -150,7 +151,8 @@ class Ledger:
     def held(self, once_per: Mapping[str, Sequence[str]] | None = None) -> Held:
         """What planning asks of the ledger (`sync.held`), read in bounded pages
         (`sync.snapshot`). `once_per`: each event's `once_per` columns in today's config. The
-        `Held` asks this ledger about the few contacts a plan sends: keep it open meanwhile."""
+        `Held` asks the ledger about the few contacts a plan sends on connections of its own,
+        so it outlives this one."""
         return read_held(self._db, self.sync, once_per)
 
     def adopt(self, adopted: pl.DataFrame, once_per: Mapping[str, Sequence[str]]) -> None:

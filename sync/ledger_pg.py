@@ -132,9 +132,6 @@ class PgDb:
                 )
                 schema = sql.Identifier(self.state.schema)
                 self._db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text)"
-                )
             yield
 
     def schema_version(self) -> int:
