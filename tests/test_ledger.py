@@ -30,7 +30,15 @@ from sync.lock import hold_lock
 from sync.model import Occurrence
 from sync.plan import make_plan
 from sync.state import StateDir
-from tests.ledger_backends import Place, Places, place, places
+from tests.ledger_backends import (
+    Place,
+    Places,
+    drop_schema,
+    new_pg_state,
+    place,
+    places,
+    require_postgres,
+)
 
 __all__ = ["place", "places"]  # the fixtures: every test of a ledger runs on both backends
 
@@ -450,27 +458,30 @@ def test_learning_identifiers_finds_each_event_by_index_not_by_a_scan(tmp_path: 
     ledger.close()
 
 
-def test_learning_identifiers_in_postgresql_reads_events_by_index(places: Places) -> None:
+def test_learning_identifiers_in_postgresql_reads_events_by_index() -> None:
     """The same in PostgreSQL, whose planner goes by the table's statistics: a ledger of a few
     thousand events, analysed."""
-    if not places.postgresql:
-        pytest.skip("the SQLite plan is the test above")
-    ledger = Ledger(places.new(), "t")
-    db = ledger._db
-    rows = [
-        ("t", f"k{n}", f"e:{n}@x.io", "signup", 0.0, f"ke{n}", f"ku{n}", None, None, None)
-        for n in range(5000)
-    ]
-    db.executemany(INSERT_EVENT, rows)
-    db.execute("ANALYZE events")
-    params = learn_params("t", ("k1", "e", "u", "a", "1"))
-    plan = "\n".join(row[0] for row in db.execute("EXPLAIN " + LEARN, params).fetchall())
-    assert "Seq Scan" not in plan, plan
-    conditions = [line.strip() for line in plan.splitlines() if "Index Cond" in line]
-    # Each lookup, and the update itself, by sync and key: none reads the sync's every event.
-    assert len(conditions) == 4, plan
-    assert all("AND" in condition for condition in conditions), plan
-    ledger.close()
+    require_postgres()
+    state = new_pg_state()
+    try:
+        ledger = Ledger(state, "t")
+        db = ledger._db
+        rows = [
+            ("t", f"k{n}", f"e:{n}@x.io", "signup", 0.0, f"ke{n}", f"ku{n}", None, None, None)
+            for n in range(5000)
+        ]
+        db.executemany(INSERT_EVENT, rows)
+        db.execute("ANALYZE events")
+        params = learn_params("t", ("k1", "e", "u", "a", "1"))
+        plan = "\n".join(row[0] for row in db.execute("EXPLAIN " + LEARN, params).fetchall())
+        assert "Seq Scan" not in plan, plan
+        conditions = [line.strip() for line in plan.splitlines() if "Index Cond" in line]
+        # Each lookup, and the update itself, by sync and key: none reads the sync's every event.
+        assert len(conditions) == 4, plan
+        assert all("AND" in condition for condition in conditions), plan
+        ledger.close()
+    finally:
+        drop_schema(state)
 
 
 def digest_text(scheme: str, seed: int) -> str:
