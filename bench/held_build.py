@@ -12,6 +12,10 @@ default d12b2c3: strings and Polars joins, the design before bounded memory), it
   the time excludes making the texts asked; every one must be found;
 - the process' peak RSS at the end.
 
+Beside them, this tree against the same ledger kept in PostgreSQL (row `pg`; bench/ledger_fill_pg.py,
+BENCH_POSTGRES): planning against a PostgreSQL ledger should stay within the time and memory of
+the SQLite case. Skipped, saying why, without a server.
+
 A case that would not fit in the memory available now is skipped and says so (bench/scaling.py's
 rule). The table is printed and written to bench/results.json under "held". Nothing here asserts
 a timing.
@@ -37,24 +41,34 @@ sys.path.insert(0, str(HERE))  # `python -P` (the measuring child) does not put 
 
 from data import DATA  # noqa: E402  # after the path above
 from ledger_fill import fill_synthetic, synthetic_hash, synthetic_key  # noqa: E402
+from ledger_fill_pg import pg_ledger  # noqa: E402
 from scaling import ROOT, Code, baseline_tree, git, machine, too_big  # noqa: E402
 
 PY = sys.executable
 SYNC = "bench"
 ASKED = 50_000  # values per look-up, as a slice of the source is settled
-GUESS_MB_PER_MILLION = {"now": 150, "baseline": 450}  # before a smaller size was measured
+GUESS_MB_PER_MILLION = {
+    "now": 150,
+    "baseline": 450,
+    "pg": 150,
+}  # before a smaller size was measured
 LEDGER_BYTES_PER_ROW = 760  # on disk: a contact and an event
 
 
 # --- the measuring child: `python -P bench/held_build.py measure LEDGER ROWS` -----------------
 
 
-def measure_here(ledger: Path, rows: int) -> dict[str, Any]:
-    """Run with the code under test first on PYTHONPATH."""
+def measure_here(ledger: str, rows: int) -> dict[str, Any]:
+    """Run with the code under test first on PYTHONPATH. `ledger`: a file, or a PostgreSQL URL."""
     from sync.ledger import Ledger  # noqa: PLC0415  # the code under test
 
+    place: Any = Path(ledger)
+    if ledger.startswith("postgresql://"):
+        from sync.ledger_db import PgState  # noqa: PLC0415  # this tree only
+
+        place = PgState.parse(ledger)
     started, cpu = time.perf_counter(), time.process_time()
-    held = Ledger(ledger, SYNC).held()
+    held = Ledger(place, SYNC).held()
     built = {
         "build_seconds": time.perf_counter() - started,
         "build_cpu_seconds": time.process_time() - cpu,
@@ -104,7 +118,7 @@ def ledger_file(rows: int) -> Path | str:
     return path
 
 
-def measure(code: Code, ledger: Path, rows: int, needed_mb: float) -> dict[str, Any]:
+def measure(code: Code, ledger: Path | str, rows: int, needed_mb: float) -> dict[str, Any]:
     why_not = too_big(needed_mb)
     if why_not:
         return {"skipped": why_not}
@@ -163,7 +177,8 @@ def main() -> None:
             "cells": [],
         }
         print(
-            f"\n6. The ledger's view for planning (Held): now vs baseline ({baseline.commit[:9]})"
+            f"\n6. The ledger's view for planning (Held): now vs baseline ({baseline.commit[:9]}); "
+            "pg: now, the same ledger in PostgreSQL"
         )
         print(
             f"{'ledger rows':>11} {'code':<9} {'build s':>8} {'cpu s':>8} {'build MB':>9} "
@@ -178,13 +193,16 @@ def main() -> None:
                 else:
                     needed = guess_mb(results["cells"], code.label, rows)
                     cell[code.label] = measure(code, ledger, rows, needed)
+            url, why_not = pg_ledger(rows, SYNC)
+            needed = guess_mb(results["cells"], "pg", rows)
+            cell["pg"] = {"skipped": why_not} if why_not else measure(now, url, rows, needed)
             results["cells"].append(cell)
-            print_row(cell, [c.label for c in codes])
+            print_row(cell, [*(c.label for c in codes), "pg"])
             save(results)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["measure"]:
-        print(json.dumps(measure_here(Path(sys.argv[2]), int(sys.argv[3]))))
+        print(json.dumps(measure_here(sys.argv[2], int(sys.argv[3]))))
     else:
         main()

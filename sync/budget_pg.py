@@ -1,4 +1,5 @@
-"""The budget's store across hosts: PostgreSQL (psycopg 3), in the schema `loops_sync`.
+"""The budget's store across hosts: PostgreSQL (psycopg 3), in the schema `loops_sync` (or the
+one the URL's `?schema=` names, as for the ledger).
 
 Runs on any host that reach one server share their team's budget. One transaction per renewal
 locks the budget's row in `loops_sync.budgets` (FOR UPDATE: a run killed mid-transaction loses
@@ -11,22 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import astuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
+from psycopg import sql
 
 from sync.budget import Grant, Member, Settlement, StoreUnavailable
+from sync.ledger_db import DEFAULT_SCHEMA, PgState, masked
 
-__all__ = ["SCHEMA", "PgStore", "masked"]
+__all__ = ["SCHEMA", "PgStore", "masked"]  # masked: from sync.ledger_db, where the ledger uses it
 
-SCHEMA = "loops_sync"
+SCHEMA = DEFAULT_SCHEMA
 CONNECT_SECONDS = 5
 _COLUMNS = "id, team_limit, joined, share, held, held_until, expires"
-_CREATE = f"""
-CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-CREATE TABLE IF NOT EXISTS {SCHEMA}.budgets (budget text PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.budget_members (
-    budget text NOT NULL REFERENCES {SCHEMA}.budgets ON DELETE CASCADE,
+# Unqualified: the connection's search_path is the schema.
+_CREATE = """
+CREATE TABLE IF NOT EXISTS budgets (budget text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS budget_members (
+    budget text NOT NULL REFERENCES budgets ON DELETE CASCADE,
     id text NOT NULL,
     team_limit float8 NOT NULL,
     joined float8 NOT NULL,
@@ -43,6 +46,7 @@ class PgStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.state = PgState(url)
         self.where = masked(url)
         self._db: psycopg.Connection[tuple[object, ...]] | None = None
         self._connect(create=True)
@@ -51,13 +55,18 @@ class PgStore:
         if self._db is not None and not self._db.closed:
             return self._db
         try:
-            self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_SECONDS)
+            self._db = psycopg.connect(
+                self.state.conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS
+            )
+            schema = sql.Identifier(self.state.schema)
+            self._db.execute(sql.SQL("SET search_path TO {}").format(schema))
             # A renewal waits for no lock or statement longer than a connection may take.
             self._db.execute(f"SET statement_timeout = '{CONNECT_SECONDS}s'")
             if create:
                 with self._db.transaction():
                     # CREATE ... IF NOT EXISTS races itself: first runs on two hosts take turns.
                     self._db.execute("SELECT pg_advisory_xact_lock(hashtext('loops_sync budget'))")
+                    self._db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
                     self._db.execute(_CREATE)
         except psycopg.Error as error:
             raise StoreUnavailable(self._message(error)) from None
@@ -80,25 +89,25 @@ class PgStore:
         decide: Callable[[float, list[Member]], Settlement],
     ) -> Grant:
         db.execute(
-            f"INSERT INTO {SCHEMA}.budgets VALUES (%s) ON CONFLICT DO NOTHING",  # noqa: S608  # constant
+            "INSERT INTO budgets VALUES (%s) ON CONFLICT DO NOTHING",
             (budget,),
         )
-        db.execute(f"SELECT 1 FROM {SCHEMA}.budgets WHERE budget = %s FOR UPDATE", (budget,))  # noqa: S608  # constant
+        db.execute("SELECT 1 FROM budgets WHERE budget = %s FOR UPDATE", (budget,))
         clock = db.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
         rows = db.execute(
-            f"SELECT {_COLUMNS} FROM {SCHEMA}.budget_members WHERE budget = %s",  # noqa: S608  # constant
+            f"SELECT {_COLUMNS} FROM budget_members WHERE budget = %s",  # noqa: S608  # constant
             (budget,),
         ).fetchall()
         now = float(clock[0]) if clock else 0.0  # type: ignore[arg-type]  # float8
         settled = decide(now, [Member(*row) for row in rows])  # type: ignore[arg-type]  # columns
         with db.cursor() as cursor:
             cursor.executemany(
-                f"DELETE FROM {SCHEMA}.budget_members WHERE budget = %s AND id = %s",  # noqa: S608  # constant
+                "DELETE FROM budget_members WHERE budget = %s AND id = %s",
                 [(budget, member_id) for member_id in settled.gone],
             )
         for row in settled.writes:
             db.execute(
-                f"INSERT INTO {SCHEMA}.budget_members (budget, {_COLUMNS})"  # noqa: S608  # constant
+                f"INSERT INTO budget_members (budget, {_COLUMNS})"  # noqa: S608  # constant
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (budget, id) DO UPDATE SET"
                 " team_limit = excluded.team_limit, share = excluded.share,"
                 " held = excluded.held, held_until = excluded.held_until,"
@@ -119,13 +128,3 @@ class PgStore:
         if password:
             text = text.replace(password, "***")
         return f"{self.where}: {text}"
-
-
-def masked(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))

@@ -22,6 +22,7 @@ from sync.config_tests import CasesReport, cases_report
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
 from sync.init import draft_config
+from sync.ledger_move import export_state, import_state, rows_text
 from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
 from sync.render import ProgressDisplay, duration, render_summary, side_effect_lines
 from sync.report import RejectLimit, RunReport
@@ -433,6 +434,40 @@ def init(source: str, query: str | None, name: str | None) -> None:
     click.echo(draft.yaml(), nl=False)
     for note in draft.notes:
         click.echo(f"note: {note}", err=True)
+
+
+@main.group()
+def state() -> None:
+    """Move a sync's ledger between states (a SQLite file, PostgreSQL)."""
+
+
+FILE = click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+
+
+@state.command("export")
+@CONFIG
+@FILE
+@_errors_to_exit_codes
+def state_export(config: Path, file: Path) -> None:
+    """Write CONFIG's sync's ledger from its state into FILE, a new SQLite ledger."""
+    moved = export_state(_load(config), file)
+    click.echo(
+        f"exported sync '{moved.sync}' from {moved.source} to {moved.target}: "
+        f"{rows_text(moved.rows)}"
+    )
+
+
+@state.command("import")
+@CONFIG
+@FILE
+@_errors_to_exit_codes
+def state_import(config: Path, file: Path) -> None:
+    """Add the sync's rows of the ledger FILE (an export, or a ledger.sqlite) to CONFIG's state."""
+    moved = import_state(_load(config), file)
+    click.echo(
+        f"imported sync '{moved.sync}' from {moved.source} into {moved.target}: "
+        f"{rows_text(moved.rows)}"
+    )
 
 
 main.add_command(emulator_command, "emulator")

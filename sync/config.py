@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,7 @@ from sync.config_file import (
 )
 from sync.errors import ConfigError, ConfigProblem
 from sync.filters import filter_problem
+from sync.ledger_db import PgState, is_postgresql
 from sync.state import StateDir
 
 __all__ = ["Config", "PropertyMapping", "SyncConfig", "check_columns", "load_config"]
@@ -288,6 +290,9 @@ class Config:
     api_key: SecretStr | None
     # Where the team's rate budget is kept: a directory, or a postgresql:// URL; None: off.
     budget_place: str | None = None
+    # A PostgreSQL state: the ledger, history and lock are kept there (`state_dir` then holds
+    # only the run's local files).
+    database: PgState | None = None
 
     @property
     def name(self) -> str:
@@ -296,7 +301,7 @@ class Config:
     @property
     def state(self) -> StateDir:
         """Every file this sync keeps between runs: ask it for a path, never build one."""
-        return StateDir(self.state_dir, self.name)
+        return StateDir(self.state_dir, self.name, self.database)
 
     def resolve(self, path: str) -> Path:
         """Paths in the config are relative to the config file, not to the working directory."""
@@ -342,23 +347,49 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(str(file), problems) from None
     if unset:
         raise ConfigError(str(file), unset)
+    state_dir = _state_dir(file, spec, env)
     return Config(
         file=file.resolve(),
         spec=spec,
         base_url=_base_url(str(file), spec, env),
-        state_dir=_state_dir(file, spec, env),
+        state_dir=state_dir,
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
         api_key=_api_key(spec, env),
-        budget_place=budget_place(env, spec.state, _state_dir(file, spec, env)),
+        budget_place=budget_place(env, spec.state, state_dir),
+        database=_database(str(file), spec, env),
     )
 
 
+def _database(file: str, spec: SyncConfig, env: Mapping[str, str]) -> PgState | None:
+    """The PostgreSQL state LOOPS_SYNC_STATE (else `state:`) names, if it is a URL; a bad one,
+    or one without the driver installed, is a ConfigError that never shows the URL."""
+    key, given = (
+        ("LOOPS_SYNC_STATE", env["LOOPS_SYNC_STATE"])
+        if env.get("LOOPS_SYNC_STATE")
+        else ("state", spec.state or "")
+    )
+    if not is_postgresql(given.strip()):
+        return None
+    try:
+        database = PgState.parse(given)
+    except ValueError as error:
+        raise ConfigError(file, [ConfigProblem(key, str(error))]) from None
+    if importlib.util.find_spec("psycopg") is None:
+        problem = "a PostgreSQL state needs psycopg: pip install 'loops-sync[postgres]'"
+        raise ConfigError(file, [ConfigProblem(key, problem)])
+    return database
+
+
 def _state_dir(file: Path, spec: SyncConfig, env: Mapping[str, str]) -> Path:
-    """LOOPS_SYNC_STATE, else `state:`, else `.loops-sync/` beside the config.
+    """LOOPS_SYNC_STATE, else `state:`, else `.loops-sync/` beside the config; with a
+    PostgreSQL state, `.loops-sync/` beside the config, for the run's local files.
 
     A relative path in the environment is relative to the working directory, as any path typed
     in a shell is; only paths written in the config are relative to the config file.
     """
+    given = env.get("LOOPS_SYNC_STATE") or spec.state or ""
+    if is_postgresql(given.strip()):
+        return (file.resolve().parent / ".loops-sync").resolve()
     if env.get("LOOPS_SYNC_STATE"):
         return Path(env["LOOPS_SYNC_STATE"]).expanduser().resolve()
     base = file.resolve().parent

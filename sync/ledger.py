@@ -1,6 +1,8 @@
 """The ledger: what Loops has confirmed, so that runs are incremental, resumable and exactly-once.
 
-SQLite (stdlib, WAL mode) under the state directory. Per sync it keeps the hash of the payload
+A SQLite file (stdlib, WAL mode) in the state directory, or a PostgreSQL schema
+(`sync.ledger_pg`): the same statements behind one small interface (`sync.ledger_db`). Per sync
+it keeps the hash of the payload
 last delivered for each contact identity, every delivered event key (forever: Loops forgets an
 Idempotency-Key after 24 hours, the ledger does not), the requests that failed, and one record
 per run. Contact writes are buffered and committed in batches; a crash loses at most the last
@@ -16,7 +18,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,12 +28,8 @@ import polars as pl
 
 from sync.errors import LedgerError, SourceError
 from sync.held import Held
-from sync.ledger_schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    canonical_identity,
-    ls2_key_of_identity,
-)
+from sync.ledger_db import Db, PgState, open_db, statements
+from sync.ledger_schema import SCHEMA_VERSION
 from sync.model import Occurrence
 from sync.snapshot import once_per_changed, once_per_signature, read_held
 from sync.state import make_state_dir
@@ -45,7 +43,6 @@ __all__ = [
 
 FLUSH_EVERY = 500
 FLUSH_SECONDS = 2.0
-FETCH_ROWS = 50_000
 Kind = Literal["contact", "event"]
 RunStatus = Literal["running", "finished", "failed", "died"]
 DIED = (
@@ -69,35 +66,52 @@ class RunRecord:
     reason: str | None
 
 
-# An occurrence found by `?1`, any of its keys, gains the identifiers it lacked. Each key is
+# An occurrence found by `by`, any of its keys, gains the identifiers it lacked. Each key is
 # looked up through its own index: an OR over the three would read every event of the sync.
+# Parameters: key_email, key_user, email, user_id, then (sync, by) three times (`learn_params`).
 LEARN = """
-    UPDATE events SET key_email = coalesce(key_email, ?2), key_user = coalesce(key_user, ?3),
-        email = coalesce(email, ?4), user_id = coalesce(user_id, ?5)
-    WHERE sync = ?6 AND key IN (
-        SELECT key FROM events WHERE sync = ?6 AND key = ?1
-        UNION SELECT key FROM events WHERE sync = ?6 AND key_email = ?1
-        UNION SELECT key FROM events WHERE sync = ?6 AND key_user = ?1)
+    UPDATE events SET key_email = coalesce(key_email, ?), key_user = coalesce(key_user, ?),
+        email = coalesce(email, ?), user_id = coalesce(user_id, ?)
+    WHERE sync = ? AND key IN (
+        SELECT key FROM events WHERE sync = ? AND key = ?
+        UNION SELECT key FROM events WHERE sync = ? AND key_email = ?
+        UNION SELECT key FROM events WHERE sync = ? AND key_user = ?)
 """
+INSERT_EVENT = (
+    "INSERT INTO events (sync, key, identity, event, delivered_at, key_email, key_user, email,"
+    " user_id, once_per) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+INSERT_ONCE_PER = (
+    "INSERT INTO event_once_per (sync, event, columns) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+def learn_params(sync: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """LEARN's parameters for a row of `Mapped.learned` (by, key_email, key_user, email,
+    user_id)."""
+    by, key_email, key_user, email, user_id = row
+    return (key_email, key_user, email, user_id, sync, sync, by, sync, by, sync, by)
 
 
 class Ledger:
-    """One sync's view of the ledger file. Not thread-safe: one run, one event loop."""
+    """One sync's view of the ledger (a SQLite file or a PostgreSQL schema). Not thread-safe:
+    one run, one event loop."""
 
-    def __init__(self, path: Path, sync: str) -> None:
-        self.path = path
+    def __init__(self, place: Path | PgState, sync: str) -> None:
+        """`place`: the SQLite file, made if missing, or the PostgreSQL state."""
         self.sync = sync
-        make_state_dir(path.parent)
+        self.where = place.where if isinstance(place, PgState) else str(place)
+        if isinstance(place, Path):
+            make_state_dir(place.parent)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.create_function("ls2_key", 3, ls2_key_of_identity, deterministic=True)
-            self._db.create_function("ls2_identity", 1, canonical_identity, deterministic=True)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db: Db = open_db(place)  # PostgreSQL out of reach: a LedgerError
+        except sqlite3.Error as error:
+            raise SourceError(f"ledger {self.where}: cannot open it: {error}") from None
+        try:
             self._migrate()
-        except sqlite3.DatabaseError as error:
-            raise SourceError(f"ledger {path}: cannot open it: {error}") from None
+        except self._db.errors as error:
+            self._db.close()
+            raise SourceError(f"ledger {self.where}: cannot open it: {error}") from None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._last_flush = time.monotonic()
 
@@ -108,44 +122,38 @@ class Ledger:
             self._db.close()
 
     def _migrate(self) -> None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
+        version = self._db.schema_version()
+        known = len(self._db.migrations)
+        if version > known:
+            raise self._db.errors[0](
                 f"it was written by a newer loops-sync (schema {version}, this one knows "
-                f"{SCHEMA_VERSION}); upgrade loops-sync"
+                f"{known}); upgrade loops-sync"
             )
-        for number in range(version, SCHEMA_VERSION):
+        for number in range(version, known):
             self._apply(number)
 
     def _apply(self, number: int) -> None:
         """Migration `number` and the version it reaches, in one transaction, once: a run
         opening the ledger at the same moment waits, then finds it done."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if (int(row[0]) if row else 0) == number:
-                # Statement by statement: executescript() would commit the transaction first.
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+        with self._db.transaction(exclusive=True):
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            if self._db.schema_version() == number:
+                for statement in statements(self._db.migrations[number]):
+                    self._db.execute(statement)
                 self._db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number + 1),)
+                    "INSERT INTO meta VALUES ('schema_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(number + 1),),
                 )
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     # --- reading, for the plan ----------------------------------------------------------------
 
     def held(self, once_per: Mapping[str, Sequence[str]] | None = None) -> Held:
         """What planning asks of the ledger (`sync.held`), read in bounded pages
         (`sync.snapshot`). `once_per`: each event's `once_per` columns in today's config. The
-        `Held` asks this ledger about the few contacts a plan sends: keep it open meanwhile."""
-        return read_held(self._db, self.sync, once_per, path=self.path)
+        `Held` asks the ledger about the few contacts a plan sends on connections of its own,
+        so it outlives this one."""
+        return read_held(self._db, self.sync, once_per)
 
     def adopt(self, adopted: pl.DataFrame, once_per: Mapping[str, Sequence[str]]) -> None:
         """Record, in one transaction, the occurrences that an event delivered under its earlier
@@ -162,9 +170,7 @@ class Ledger:
             return
         with self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO events (sync, key, identity, event, delivered_at,"
-                " key_email, key_user, email, user_id, once_per)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                INSERT_EVENT,
                 (
                     (self.sync, key, identity, event, now, *found_by, once)
                     for key, identity, event, *found_by, once in adopted.select(
@@ -179,10 +185,7 @@ class Ledger:
                     "AND columns != ?",
                     (self.sync, event, today),
                 )
-                self._db.execute(
-                    "INSERT OR IGNORE INTO event_once_per (sync, event, columns) VALUES (?, ?, ?)",
-                    (self.sync, event, today),
-                )
+                self._db.execute(INSERT_ONCE_PER, (self.sync, event, today))
 
     def learn(self, learned: pl.DataFrame) -> None:
         """Give delivered occurrences the identifiers they now also carry (`Mapped.learned`),
@@ -193,7 +196,7 @@ class Ledger:
             self._db.executemany(
                 LEARN,
                 (
-                    (*row, self.sync)
+                    learn_params(self.sync, row)
                     for row in learned.select("by", "key_email", "key_user", "email", "user_id")
                     .unique()
                     .iter_rows()
@@ -209,12 +212,13 @@ class Ledger:
     def delivered_events(self) -> pl.DataFrame:
         """Every key a delivered occurrence is known by, each once."""
         return self._frame(
-            """SELECT key FROM events WHERE sync = ?1
+            """SELECT key FROM events WHERE sync = ?
                UNION ALL SELECT key_email FROM events
-                   WHERE sync = ?1 AND key_email IS NOT NULL AND key_email != key
+                   WHERE sync = ? AND key_email IS NOT NULL AND key_email != key
                UNION ALL SELECT key_user FROM events
-                   WHERE sync = ?1 AND key_user IS NOT NULL AND key_user != key""",
+                   WHERE sync = ? AND key_user IS NOT NULL AND key_user != key""",
             {"key": pl.String},
+            (self.sync,) * 3,
         )
 
     def failures(self) -> pl.DataFrame:
@@ -228,8 +232,7 @@ class Ledger:
     ) -> pl.DataFrame:
         """A bounded batch of Python rows at a time: a million rows at once raised the peak by
         about 115 MB (measured), memory the process then keeps for the rest of the run."""
-        cursor = self._db.execute(query, params or (self.sync,))
-        batches = iter(lambda: cursor.fetchmany(FETCH_ROWS), [])
+        batches = self._db.batches(query, params or (self.sync,))
         frames = [pl.DataFrame(rows, schema=schema, orient="row") for rows in batches]
         return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
@@ -241,8 +244,9 @@ class Ledger:
         """`props`: the top-level keys of the body delivered, so that a later run can tell which
         values Loops keeps that the source no longer has (`empty: skip`)."""
         self._queue(
-            "INSERT OR REPLACE INTO contacts (sync, identity, hash, delivered_at, props)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO contacts (sync, identity, hash, delivered_at, props)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sync, identity) DO UPDATE SET"
+            " hash = excluded.hash, delivered_at = excluded.delivered_at, props = excluded.props",
             (
                 self.sync,
                 identity,
@@ -267,12 +271,11 @@ class Ledger:
         found_by = occurrence or Occurrence()
         if found_by.once_per is not None:
             self._queue(
-                "INSERT OR IGNORE INTO event_once_per (sync, event, columns) VALUES (?, ?, ?)",
+                INSERT_ONCE_PER,
                 (self.sync, event, once_per_signature(orjson.loads(found_by.once_per))),
             )
         self._queue(
-            "INSERT OR IGNORE INTO events (sync, key, identity, event, delivered_at, key_email,"
-            " key_user, email, user_id, once_per) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            INSERT_EVENT,
             (
                 self.sync,
                 key,
@@ -293,8 +296,9 @@ class Ledger:
 
     def request_failed(self, kind: Kind, ref: str, error: str) -> None:
         self._queue(
-            """INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?)
-               ON CONFLICT (sync, kind, ref) DO UPDATE SET attempts = attempts + 1,
+            """INSERT INTO failures (sync, kind, ref, attempts, last_error, updated_at)
+               VALUES (?, ?, ?, 1, ?, ?)
+               ON CONFLICT (sync, kind, ref) DO UPDATE SET attempts = failures.attempts + 1,
                last_error = excluded.last_error, updated_at = excluded.updated_at""",
             (self.sync, kind, ref, error[:500], time.time()),
         )
@@ -312,27 +316,20 @@ class Ledger:
         if not self._pending:
             return
         with self._transaction():
-            for statement, params in self._pending:
-                self._db.execute(statement, params)
+            self._db.execute_all(self._pending)
         self._pending.clear()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """One write transaction, rolled back whole on any error; a ledger that cannot be
-        written (disk full, read-only, locked beyond the busy timeout) raises LedgerError."""
+        written (disk full, read-only, locked beyond the busy timeout, a server gone) raises
+        LedgerError."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._db.transaction():
                 yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    with suppress(sqlite3.Error):  # the error that got us here is the one to tell
-                        self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as error:
+        except self._db.errors as error:
             raise LedgerError(
-                f"cannot write the ledger {self.path} ({error}): sending stopped. Make room or "
+                f"cannot write the ledger {self.where} ({error}): sending stopped. Make room or "
                 "make it writable, then run again within 24 hours: Loops still recognises, by "
                 "their Idempotency-Key, the events this run delivered but could not record"
             ) from error
@@ -347,11 +344,10 @@ class Ledger:
                 "UPDATE runs SET status = 'died', reason = ? WHERE sync = ? AND status = 'running'",
                 (DIED, self.sync),
             )
-            cursor = self._db.execute(
-                "INSERT INTO runs (sync, started_at, config_hash) VALUES (?, ?, ?)",
+            return self._db.insert(
+                "INSERT INTO runs (sync, started_at, config_hash) VALUES (?, ?, ?) RETURNING id",
                 (self.sync, time.time(), config_hash),
             )
-        return int(cursor.lastrowid or 0)
 
     def finish_run(
         self,

@@ -1,4 +1,5 @@
-"""One run of a sync at a time: a lock beside the ledger, released by the OS if the holder dies.
+"""One run of a sync at a time: a lock beside the ledger, released if the holder dies (by the
+OS for the file lock beside a SQLite ledger, by the server for a PostgreSQL advisory lock).
 
 A second run finds it held and stops with LockedError (exit 4) before it sends anything.
 """
@@ -19,8 +20,15 @@ __all__ = ["hold_lock"]
 
 @contextmanager
 def hold_lock(state: StateDir) -> Iterator[None]:
-    """One run of a sync at a time: an OS file lock, released by the OS if the holder dies."""
+    """One run of a sync at a time: an OS file lock, released by the OS if the holder dies;
+    with a PostgreSQL state, the sync's advisory lock there (`sync.ledger_pg`)."""
     state.make()
+    if state.database is not None:
+        from sync.ledger_pg import advisory_lock  # noqa: PLC0415  # psycopg only when asked for
+
+        with advisory_lock(state.database, state.sync):
+            yield
+        return
     path, sync = state.lock_file, state.sync
     try:
         handle = path.open("a+")

@@ -327,7 +327,7 @@ def _count_left_by_limit(report: RunReport, plan: Plan, limit: int | None) -> No
 
 
 def _open_ledger(config: Config) -> closing[Ledger]:
-    return closing(Ledger(config.state.ledger_file, config.name))
+    return closing(Ledger(config.state.ledger, config.name))
 
 
 def _require_api_key(config: Config) -> str:

@@ -1,26 +1,26 @@
-"""What Loops has confirmed for one sync, read out of the SQLite ledger for planning (`Held`),
-and how an event's `once_per` columns are named in it.
+"""What Loops has confirmed for one sync, read out of the ledger for planning (`Held`), and
+how an event's `once_per` columns are named in it.
 
 A nightly run reads every payload hash and every event key of the sync: millions of rows. A
-Python tuple a row costs about a microsecond and, held in a list, gigabytes; here SQLite joins a
-page of values into one text (`group_concat`) and Polars splits it again, so a page of 100,000
-values crosses into Python as one string, and one page at a time is in memory.
+Python tuple a row costs about a microsecond and, held in a list, gigabytes; here the database
+joins a page of values into one text (SQLite's `group_concat`, PostgreSQL's `string_agg`) and
+Polars splits it again, so a page of 100,000 values crosses into Python as one string, and one
+page at a time is in memory. The same statements serve both databases (`sync.ledger_db`).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from sync.held import ONCE_PER_SCHEMA, Fingerprints, Held, empty_once_per, key_set
+from sync.ledger_db import Db
 
 __all__ = [
     "ONCE_PER_SCHEMA",
@@ -50,7 +50,7 @@ class Page:
     table: str
     key: str
     values: tuple[str, ...]
-    only: str = "1"
+    only: str = "true"
 
 
 CONTACT_HASHES = Page("contacts", "identity", ("hash",))
@@ -60,30 +60,22 @@ EVENT_KEYS = Page("events", "key", ("key", "nullif(key_email, key)"))
 USER_KEYS = Page("events", "key_user", ("key_user",), "key_user != key")
 
 
-def read_held(
-    db: sqlite3.Connection,
-    sync: str,
-    once_per: Mapping[str, Sequence[str]] | None = None,
-    *,
-    path: Path | None = None,
-) -> Held:
+def read_held(db: Db, sync: str, once_per: Mapping[str, Sequence[str]] | None = None) -> Held:
     """The `Held` of `sync`. `once_per`: each event's `once_per` columns in today's config.
 
-    With the ledger's `path`, the payload hashes are read on a connection of their own, beside
-    the event keys (SQLite reads without the GIL: a second core shortens the wait), and the
-    `Held` opens one whenever it asks about contacts, so it outlives `db`; without it, `db`
-    must stay open while the `Held` is asked."""
+    The payload hashes are read on a connection of their own, beside the event keys (the
+    database reads without the GIL: a second core shortens the wait), and the `Held` opens one
+    whenever it asks about contacts, so it outlives `db`."""
     failed = db.execute("SELECT ref FROM failures WHERE sync = ?", (sync,)).fetchall()
-    ledger = db if path is None else path
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-hashes") as beside:
-        reading = beside.submit(_hash_set, path, sync) if path else None
+        reading = beside.submit(_hash_set, db, sync)
         keys = chain(*(values_in_pages(db, sync, page) for page in (EVENT_KEYS, USER_KEYS)))
         events, legacy = key_set(keys)
-        hashes = reading.result() if reading else _hash_set(db, sync)
+        hashes = reading.result()
     return Held(
         hashes,
         events,
-        LedgerContacts(ledger, sync),
+        LedgerContacts(db, sync),
         pl.Series([ref for (ref,) in failed], dtype=pl.String),
         legacy,
         other_once_per(db, sync, once_per or {}),
@@ -91,26 +83,23 @@ def read_held(
 
 
 @contextmanager
-def connected(ledger: Path | sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """`ledger` itself when it is a connection; else a connection of its own, closed after.
-    The file must exist: a read never creates a ledger."""
-    if isinstance(ledger, sqlite3.Connection):
-        yield ledger
-        return
-    db = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=rw", uri=True)
+def connected(ledger: Db) -> Iterator[Db]:
+    """A connection of its own to the ledger of `ledger`, closed after; `ledger` itself may
+    be closed. A read never creates a ledger."""
+    db = ledger.reader()
     try:
         yield db
     finally:
         db.close()
 
 
-def _hash_set(ledger: Path | sqlite3.Connection, sync: str) -> Fingerprints:
+def _hash_set(ledger: Db, sync: str) -> Fingerprints:
     """Every payload hash of `sync`."""
     with connected(ledger) as db:
         return Fingerprints.of(values_in_pages(db, sync, CONTACT_HASHES))
 
 
-def values_in_pages(db: sqlite3.Connection, sync: str, page: Page) -> Iterator[pl.Series]:
+def values_in_pages(db: Db, sync: str, page: Page) -> Iterator[pl.Series]:
     """The values of `page`, a Series per page and expression (none for an empty one).
 
     A page is a range of `key`, ended by its value PAGE_ROWS rows on (found through the index:
@@ -124,29 +113,33 @@ def values_in_pages(db: sqlite3.Connection, sync: str, page: Page) -> Iterator[p
         after = upto
 
 
-def _range(page: Page, after: str | None, upto: str | None) -> str:
-    """Every text is at least '' (a null is not): the first page starts there."""
-    lower = f"{page.key} > :after" if after is not None else f"{page.key} >= ''"
-    upper = f" AND {page.key} <= :upto" if upto is not None else ""
-    return f"sync = :sync AND {lower}{upper} AND {page.only}"
+def _range(
+    sync: str, page: Page, after: str | None, upto: str | None
+) -> tuple[str, tuple[str, ...]]:
+    """The condition of a page's rows, and its parameters. Every text is at least '' (a null
+    is not): the first page starts there."""
+    lower = f"{page.key} > ?" if after is not None else f"{page.key} >= ''"
+    upper = f" AND {page.key} <= ?" if upto is not None else ""
+    bounds = tuple(value for value in (after, upto) if value is not None)
+    return f"sync = ? AND {lower}{upper} AND {page.only}", (sync, *bounds)
 
 
-def _page_end(db: sqlite3.Connection, sync: str, page: Page, after: str | None) -> str | None:
+def _page_end(db: Db, sync: str, page: Page, after: str | None) -> str | None:
+    where, params = _range(sync, page, after, None)
     found = db.execute(
-        f"SELECT {page.key} FROM {page.table} WHERE {_range(page, after, None)} "  # noqa: S608  # names are constants
-        f"ORDER BY {page.key} LIMIT 1 OFFSET :skip",
-        {"sync": sync, "after": after, "skip": PAGE_ROWS - 1},
+        f"SELECT {page.key} FROM {page.table} WHERE {where} "  # noqa: S608  # names are constants
+        f"ORDER BY {page.key} LIMIT 1 OFFSET ?",
+        (*params, PAGE_ROWS - 1),
     ).fetchone()
     return None if found is None else str(found[0])
 
 
 def _page(
-    db: sqlite3.Connection, sync: str, page: Page, after: str | None, upto: str | None
+    db: Db, sync: str, page: Page, after: str | None, upto: str | None
 ) -> Iterator[pl.Series]:
-    where = _range(page, after, upto)
-    params = {"sync": sync, "after": after, "upto": upto}
+    where, params = _range(sync, page, after, upto)
     # The separator written into the statement: an expression would be evaluated on every row.
-    aggregates = ", ".join(f"count({v}), group_concat({v}, '{SEPARATOR}')" for v in page.values)
+    aggregates = ", ".join(f"count({v}), {db.concat}({v}, '{SEPARATOR}')" for v in page.values)
     row = db.execute(f"SELECT {aggregates} FROM {page.table} WHERE {where}", params).fetchone()  # noqa: S608  # names are constants
     for index, value in enumerate(page.values):
         count, text = row[2 * index], row[2 * index + 1]
@@ -157,17 +150,17 @@ def _page(
             rows = db.execute(
                 f"SELECT {value} FROM {page.table} WHERE {where} AND {value} IS NOT NULL",  # noqa: S608  # names are constants
                 params,
-            )
+            ).fetchall()
             values = pl.Series([found for (found,) in rows], dtype=pl.String)
         yield values
 
 
 @dataclass(frozen=True)
 class LedgerContacts:
-    """The ledger's contacts, asked about a few identities at a time (`ContactLookup`):
-    `ledger`, a connection to ask on or the file to open one on for each question."""
+    """The ledger's contacts, asked about a few identities at a time (`ContactLookup`), each
+    question on a connection of its own to the ledger of `ledger`."""
 
-    ledger: Path | sqlite3.Connection
+    ledger: Db
     sync: str
 
     def known(self, identities: pl.Series) -> pl.Series:
@@ -199,35 +192,32 @@ class LedgerContacts:
         return pl.concat(frames)
 
 
-def other_once_per(
-    db: sqlite3.Connection, sync: str, once_per: Mapping[str, Sequence[str]]
-) -> pl.DataFrame:
+def other_once_per(db: Db, sync: str, once_per: Mapping[str, Sequence[str]]) -> pl.DataFrame:
     """The occurrences of each event delivered under other `once_per` columns than today's
     and not yet adopted (see `Held`, `Ledger.adopt`); none at all in the usual case."""
     frames = [empty_once_per()]
     for event, columns in once_per.items():
         if once_per_changed(db, sync, event, columns):
-            cursor = db.execute(
+            batches = db.batches(
                 "SELECT event, email, user_id, once_per FROM events "
                 "WHERE sync = ? AND event = ? AND once_per IS NOT NULL",
                 (sync, event),
             )
-            frame = _frame(cursor, ("event", "email", "user_id", "once_per"))
+            frame = _frame(batches, ("event", "email", "user_id", "once_per"))
             today = pl.lit(once_per_signature(columns))
             frames.append(frame.with_columns((once_per_columns() == today).alias("current")))
     return pl.concat(frames)
 
 
-def _frame(cursor: sqlite3.Cursor, names: tuple[str, ...]) -> pl.DataFrame:
+def _frame(batches: Iterable[list[Any]], names: tuple[str, ...]) -> pl.DataFrame:
     """Text columns, a bounded batch of Python rows at a time: a million rows at once raised
     the peak by about 115 MB (measured), memory the process then keeps for the rest of the run."""
     schema = dict.fromkeys(names, pl.String)
-    batches = iter(lambda: cursor.fetchmany(50_000), [])
     frames = [pl.DataFrame(rows, schema=schema, orient="row") for rows in batches]
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
-def once_per_changed(db: sqlite3.Connection, sync: str, event: str, columns: Sequence[str]) -> bool:
+def once_per_changed(db: Db, sync: str, event: str, columns: Sequence[str]) -> bool:
     """Whether `event` was delivered under other `once_per` columns, not yet adopted."""
     changed = db.execute(
         "SELECT EXISTS (SELECT 1 FROM event_once_per WHERE sync = ? AND event = ? "

@@ -4,6 +4,10 @@ The directory is chosen once, by `load_config` (LOOPS_SYNC_STATE, else `state:`,
 `.loops-sync/` beside the config); several syncs may share it. The ledger is one file for all
 of them, each sync's rows under its name; every other file is named after the sync. A module
 that needs one of these files asks `StateDir` for it and never builds the path itself.
+
+With a PostgreSQL state (`database`), the ledger, the run history and the lock are kept there;
+the directory (then `.loops-sync/` beside the config) still holds what a run writes for the
+user or for itself alone: the rejects, the dry run, the crash log and the spool.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from sync.errors import LedgerError, SourceError
+from sync.ledger_db import PgState
 
 __all__ = ["LEDGER_FILE", "StateDir", "make_state_dir", "spool_write"]
 
@@ -30,6 +35,17 @@ class StateDir:
 
     root: Path
     sync: str
+    database: PgState | None = None  # the ledger and the lock are kept there, when given
+
+    @property
+    def ledger(self) -> Path | PgState:
+        """Where the ledger is: the PostgreSQL state, else `ledger_file`."""
+        return self.database if self.database is not None else self.ledger_file
+
+    @property
+    def where(self) -> str:
+        """The ledger's place, for messages (a URL without its password)."""
+        return self.database.where if self.database is not None else str(self.ledger_file)
 
     @property
     def ledger_file(self) -> Path:
@@ -87,7 +103,7 @@ class StateDir:
 
     def make(self) -> None:
         """Create the directory if it is missing; a SourceError says why it cannot be."""
-        make_state_dir(self.root)
+        make_state_dir(self.root, beside_database=self.database is not None)
 
 
 def spool_write(frame: pl.DataFrame, path: Path, *, batch_rows: int | None = None) -> None:
@@ -103,12 +119,18 @@ def spool_write(frame: pl.DataFrame, path: Path, *, batch_rows: int | None = Non
         ) from None
 
 
-def make_state_dir(root: Path) -> None:
-    """Create `root` and its parents, or raise a SourceError that says how to choose another."""
+def make_state_dir(root: Path, *, beside_database: bool = False) -> None:
+    """Create `root` and its parents, or raise a SourceError that says how to choose another.
+    `beside_database`: the folder of a PostgreSQL state's local files, beside the config."""
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
+        advice = (
+            "with a PostgreSQL state, a run still writes its rejects and spool in "
+            "`.loops-sync/` beside the config: keep the config in a writable folder"
+            if beside_database
+            else "set LOOPS_SYNC_STATE or `state:` in the config to a writable folder"
+        )
         raise SourceError(
-            f"cannot use {root} as the state directory ({error.strerror}); set "
-            "LOOPS_SYNC_STATE or `state:` in the config to a writable folder"
+            f"cannot use {root} as the state directory ({error.strerror}); {advice}"
         ) from None

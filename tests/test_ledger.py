@@ -6,14 +6,15 @@ import hashlib
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync import mapping, snapshot
@@ -22,12 +23,24 @@ from sync.columns import ROW
 from sync.config import SyncConfig
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.held import Held
-from sync.ledger import LEARN, Ledger
+from sync.ledger import INSERT_EVENT, LEARN, Ledger, learn_params
+from sync.ledger_db import Db, PgState, open_db
 from sync.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 from sync.lock import hold_lock
 from sync.model import Occurrence
 from sync.plan import make_plan
 from sync.state import StateDir
+from tests.ledger_backends import (
+    Place,
+    Places,
+    drop_schema,
+    new_pg_state,
+    place,
+    places,
+    require_postgres,
+)
+
+__all__ = ["place", "places"]  # the fixtures: every test of a ledger runs on both backends
 
 SPEC = SyncConfig.model_validate(
     {
@@ -54,8 +67,8 @@ def deliver_all(ledger: Ledger, plan_frame: pl.DataFrame) -> None:
     ledger.flush()
 
 
-def test_plan_sends_only_new_changed_and_failed(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+def test_plan_sends_only_new_changed_and_failed(place: Place) -> None:
+    ledger = Ledger(place, "t")
     first = make_plan(mapped([("a@x.io", "free"), ("b@x.io", "free")]), ledger.held())
     assert first.counts["contacts_new"] == 2
     assert first.counts["events_new"] == 2
@@ -77,8 +90,8 @@ def test_plan_sends_only_new_changed_and_failed(tmp_path: Path) -> None:
     assert sent == [("contact", "e:b@x.io"), ("contact", "e:c@x.io"), ("event", "e:c@x.io")]
 
 
-def test_a_failed_contact_is_retried_and_then_forgotten(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+def test_a_failed_contact_is_retried_and_then_forgotten(place: Place) -> None:
+    ledger = Ledger(place, "t")
     ledger.request_failed("contact", "e:a@x.io", "HTTP 500")
     ledger.flush()
     plan = make_plan(mapped([("a@x.io", "free")]), ledger.held())
@@ -87,16 +100,16 @@ def test_a_failed_contact_is_retried_and_then_forgotten(tmp_path: Path) -> None:
     assert ledger.failures().is_empty()
 
 
-def test_full_resends_contacts_but_never_events(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+def test_full_resends_contacts_but_never_events(place: Place) -> None:
+    ledger = Ledger(place, "t")
     deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.held()).requests)
     again = make_plan(mapped([("a@x.io", "free")]), ledger.held(), full=True)
     assert again.requests.get_column("kind").to_list() == ["contact"]
     assert again.counts["contacts_changed"] == 1
 
 
-def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite"
+def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(place: Place) -> None:
+    path = place
     ledger = Ledger(path, "t")
     ledger.contact_delivered("e:a@x.io", "c1:aaa")
     other = Ledger(path, "t")
@@ -105,8 +118,8 @@ def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(tmp_path: Pat
     assert other.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa", None)]
 
 
-def test_syncs_sharing_a_ledger_file_do_not_see_each_other(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite"
+def test_syncs_sharing_a_ledger_file_do_not_see_each_other(place: Place) -> None:
+    path = place
     one = Ledger(path, "one")
     one.event_delivered("ls2-x", "e:a@x.io", "signup")
     one.flush()
@@ -114,22 +127,21 @@ def test_syncs_sharing_a_ledger_file_do_not_see_each_other(tmp_path: Path) -> No
     assert Ledger(path, "one").delivered_events().rows() == [("ls2-x",)]
 
 
-def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite"
+def test_schema_version_is_recorded_and_a_newer_one_refused(place: Place) -> None:
+    path = place
     Ledger(path, "t").close()
-    db = sqlite3.connect(path)
+    db = open_db(path)
     assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-        str(SCHEMA_VERSION),
+        str(len(db.migrations)),
     )
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    db.commit()
     db.close()
     with pytest.raises(SourceError, match="newer loops-sync"):
         Ledger(path, "t")
 
 
-def test_runs_are_recorded_for_history(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+def test_runs_are_recorded_for_history(place: Place) -> None:
+    ledger = Ledger(place, "t")
     run_id = ledger.start_run("cfg")
     assert ledger.runs()[0].status == "running"
     ledger.finish_run(run_id, 1, {"contacts_sent": 3}, reason="2 rows rejected, 0 failed")
@@ -140,11 +152,11 @@ def test_runs_are_recorded_for_history(tmp_path: Path) -> None:
     assert (run.status, run.reason) == ("finished", "2 rows rejected, 0 failed")
 
 
-def test_a_run_that_never_ended_is_marked_died_when_the_next_one_starts(tmp_path: Path) -> None:
+def test_a_run_that_never_ended_is_marked_died_when_the_next_one_starts(place: Place) -> None:
     """Killed, out of memory, a crash: its record says running until a run takes the lock."""
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger = Ledger(place, "t")
     ledger.start_run("cfg")  # then SIGKILL: never finished
-    Ledger(tmp_path / "ledger.sqlite", "other").start_run("cfg")  # another sync's run: no effect
+    Ledger(place, "other").start_run("cfg")  # another sync's run: no effect
     assert ledger.runs()[0].status == "running"
     ledger.start_run("cfg")
     now, dead = ledger.runs()
@@ -155,8 +167,8 @@ def test_a_run_that_never_ended_is_marked_died_when_the_next_one_starts(tmp_path
     assert (dead.ended_at, dead.exit_code) == (None, None)
 
 
-def test_a_failed_run_keeps_the_reason_it_failed(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+def test_a_failed_run_keeps_the_reason_it_failed(place: Place) -> None:
+    ledger = Ledger(place, "t")
     run_id = ledger.start_run("cfg")
     reason = "Loops refused the API key (HTTP 401)"
     ledger.finish_run(run_id, ExitCode.FATAL_API, {}, status="failed", reason=reason)
@@ -190,23 +202,26 @@ def test_a_version_1_ledger_keeps_its_runs_and_marks_the_unended_ones_running(
 
 
 class FailingCommits:
-    """A ledger connection whose commits fail while `failing` is set, as on a full disk."""
+    """A ledger connection whose commits fail while `failing` is set, as on a full disk: the
+    transaction's statements run, then the database refuses it and it is rolled back."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
+    def __init__(self, db: Db) -> None:
+        self.db = db
         self.failing = False
 
-    def execute(self, statement: str, *args: Any) -> sqlite3.Cursor:
-        if self.failing and statement == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
-        return self.connection.execute(statement, *args)
+    @contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[None]:
+        with self.db.transaction(exclusive=exclusive):
+            yield
+            if self.failing:
+                raise self.db.errors[0]("database or disk is full")
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.connection, name)
+        return getattr(self.db, name)
 
 
-def test_a_failed_commit_keeps_its_batch_and_the_next_flush_writes_it(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite"
+def test_a_failed_commit_keeps_its_batch_and_the_next_flush_writes_it(place: Place) -> None:
+    path = place
     ledger = Ledger(path, "t")
     connection = FailingCommits(ledger._db)
     ledger._db = connection
@@ -215,7 +230,7 @@ def test_a_failed_commit_keeps_its_batch_and_the_next_flush_writes_it(tmp_path: 
     with pytest.raises(LedgerError, match="database or disk is full") as caught:
         ledger.flush()
     assert caught.value.exit_code == ExitCode.LEDGER == 6
-    assert str(path) in str(caught.value)
+    assert (path.where if isinstance(path, PgState) else str(path)) in str(caught.value)
     assert Ledger(path, "t").delivered_contacts().is_empty()
 
     connection.failing = False
@@ -225,9 +240,9 @@ def test_a_failed_commit_keeps_its_batch_and_the_next_flush_writes_it(tmp_path: 
     assert sorted(contacts.rows()) == [("e:a@x.io", "c1:aaa"), ("e:b@x.io", "c1:bbb")]
 
 
-def test_an_event_that_cannot_be_recorded_raises_at_once(tmp_path: Path) -> None:
+def test_an_event_that_cannot_be_recorded_raises_at_once(place: Place) -> None:
     """Its sender must stop: a delivered event the ledger forgot is sent again next run."""
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger = Ledger(place, "t")
     connection = FailingCommits(ledger._db)
     ledger._db = connection
     connection.failing = True
@@ -240,32 +255,43 @@ def test_an_event_that_cannot_be_recorded_raises_at_once(tmp_path: Path) -> None
     assert ledger.delivered_events().rows() == [("ls2-x",)]
 
 
-def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:
+def state_of(tmp_path: Path, place: Place, sync: str = "t") -> StateDir:
+    return StateDir(tmp_path, sync, place if isinstance(place, PgState) else None)
+
+
+def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path, place: Place) -> None:
     with (
-        hold_lock(StateDir(tmp_path, "t")),
+        hold_lock(state_of(tmp_path, place)),
         pytest.raises(LockedError, match=r"pid \d+") as caught,
-        hold_lock(StateDir(tmp_path, "t")),
+        hold_lock(state_of(tmp_path, place)),
     ):
         pass
     assert caught.value.exit_code == 4
-    with hold_lock(StateDir(tmp_path, "t")):  # released: the next run goes ahead
+    with hold_lock(state_of(tmp_path, place)):  # released: the next run goes ahead
         pass
 
 
-def test_a_dead_holders_lock_does_not_block(tmp_path: Path) -> None:
+def test_each_sync_has_a_lock_of_its_own(tmp_path: Path, place: Place) -> None:
+    with hold_lock(state_of(tmp_path, place, "one")), hold_lock(state_of(tmp_path, place, "two")):
+        pass
+
+
+def test_a_dead_holders_lock_does_not_block(tmp_path: Path, place: Place) -> None:
+    database = repr(place.url) if isinstance(place, PgState) else "None"
     code = (
         "import os, sys; from pathlib import Path; from sync.lock import hold_lock\n"
-        "from sync.state import StateDir\n"
-        f"with hold_lock(StateDir(Path({str(tmp_path)!r}), 't')): os._exit(9)"
+        "from sync.state import StateDir; from sync.ledger_db import PgState\n"
+        f"database = {database} and PgState.parse({database})\n"
+        f"with hold_lock(StateDir(Path({str(tmp_path)!r}), 't', database or None)): os._exit(9)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
-    with hold_lock(StateDir(tmp_path, "t")):
+    with hold_lock(state_of(tmp_path, place)):
         pass
 
 
-def test_rows_loops_already_holds_are_counted_not_kept(tmp_path: Path) -> None:
+def test_rows_loops_already_holds_are_counted_not_kept(place: Place) -> None:
     """Only what will be sent keeps a body: a big unchanged table costs a count, not bodies."""
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger = Ledger(place, "t")
     rows = [("a@x.io", "free"), ("b@x.io", "free"), ("d@x.io", "free")]
     deliver_all(ledger, make_plan(mapped(rows), ledger.held()).requests)
     ledger.request_failed("contact", "e:b@x.io", "HTTP 500")
@@ -288,9 +314,9 @@ def test_rows_loops_already_holds_are_counted_not_kept(tmp_path: Path) -> None:
     assert plan.counts == make_plan(mapped(rows), ledger.held()).counts
 
 
-def test_a_settled_last_row_wins_over_an_earlier_changed_one(tmp_path: Path) -> None:
+def test_a_settled_last_row_wins_over_an_earlier_changed_one(place: Place) -> None:
     """The last row of an identity wins even when Loops already holds it: nothing is sent."""
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger = Ledger(place, "t")
     deliver_all(ledger, make_plan(mapped([("a@x.io", "free")]), ledger.held()).requests)
     rows = [("a@x.io", "pro"), ("b@x.io", "free"), ("a@x.io", "free")]
     again = mapped(rows, ledger.held())
@@ -329,10 +355,16 @@ SHAPES = [
 
 
 @pytest.mark.parametrize("spec", SHAPES, ids=["contact+event", "events", "contact"])
-@settings(max_examples=40, deadline=None)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(before=ROWS, now=ROWS, failed=st.sets(st.sampled_from(["e:a@x.io", "e:b@x.io"])))
 def test_setting_rows_aside_while_mapping_changes_no_plan(
-    spec: SyncConfig, before: list[tuple[str, str]], now: list[tuple[str, str]], failed: set[str]
+    places: Places,
+    spec: SyncConfig,
+    before: list[tuple[str, str]],
+    now: list[tuple[str, str]],
+    failed: set[str],
 ) -> None:
     """Mapping with the ledger's snapshot (rows Loops holds set aside, slices of 3 rows, built a
     slice ahead) plans the same requests and counts as mapping without it."""
@@ -341,9 +373,9 @@ def test_setting_rows_aside_while_mapping_changes_no_plan(
         frame = pl.DataFrame(rows, schema=["email", "plan"], orient="row")
         return map_rows(spec, frame.with_row_index(ROW, offset=1), held=held)
 
-    with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mapping, "SLICE_ROWS", 3)
-        ledger = Ledger(Path(work) / "ledger.sqlite", "t")
+        ledger = Ledger(places.new(), "t")
         deliver_all(ledger, make_plan(mapped_as(before), ledger.held()).requests)
         for identity in failed:
             ledger.request_failed("contact", identity, "HTTP 500")
@@ -370,23 +402,26 @@ def test_a_state_directory_that_cannot_be_made_is_a_clear_error(tmp_path: Path) 
         pass
 
 
-def test_a_delivered_event_is_committed_at_once(tmp_path: Path) -> None:
+def test_a_delivered_event_is_committed_at_once(place: Place) -> None:
     """A SIGKILL must not lose it: re-sent a day later, Loops would no longer answer 409."""
-    path = tmp_path / "ledger.sqlite"
+    path = place
     Ledger(path, "t").event_delivered("ls2-x", "e:a@x.io", "signup")  # never flushed or closed
     assert Ledger(path, "t").delivered_events().rows() == [("ls2-x",)]
 
 
-def test_two_runs_opening_an_old_ledger_at_once_migrate_it_once(tmp_path: Path) -> None:
-    """`plan` and `run` started together on a ledger from an older version: one migrates, the
-    other waits and finds it done (no 'duplicate column' half-way)."""
-    path = tmp_path / "ledger.sqlite"
-    old = sqlite3.connect(path)
-    old.executescript(MIGRATIONS[0])
-    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    old.commit()
-    old.close()
+def test_two_runs_opening_an_old_ledger_at_once_migrate_it_once(place: Place) -> None:
+    """`plan` and `run` started together on a ledger from an older version (in PostgreSQL, a
+    schema not made yet): one migrates, the other waits and finds it done (no 'duplicate
+    column' half-way)."""
+    path = place
+    if isinstance(path, Path):
+        path.parent.mkdir()
+        old = sqlite3.connect(path)
+        old.executescript(MIGRATIONS[0])
+        old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        old.commit()
+        old.close()
     start = threading.Barrier(4)
     errors: list[BaseException] = []
 
@@ -403,20 +438,50 @@ def test_two_runs_opening_an_old_ledger_at_once_migrate_it_once(tmp_path: Path) 
     for thread in threads:
         thread.join()
     assert errors == []
-    version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION
+    db = open_db(path)
+    assert db.schema_version() == len(db.migrations)
+    assert len(db.migrations) == (1 if isinstance(path, PgState) else SCHEMA_VERSION)
+    db.close()
 
 
 def test_learning_identifiers_finds_each_event_by_index_not_by_a_scan(tmp_path: Path) -> None:
     """A config that gains `user_id:` makes every delivered occurrence learn its user id at
     once: a table scan per occurrence would be a million scans of a million rows."""
     ledger = Ledger(tmp_path / "ledger.sqlite", "t")
-    query = sqlite3.connect(ledger.path)
-    plan = query.execute("EXPLAIN QUERY PLAN " + LEARN, ("k", "e", "u", "a", "1", "t")).fetchall()
+    query = sqlite3.connect(tmp_path / "ledger.sqlite")
+    params = learn_params("t", ("k", "e", "u", "a", "1"))
+    plan = query.execute("EXPLAIN QUERY PLAN " + LEARN, params).fetchall()
     steps = [str(row[-1]) for row in plan]
     # Found by each key through an index, not by reading every event of the sync.
     assert "SEARCH events USING PRIMARY KEY (sync=?)" not in steps, steps
     assert not any(step.startswith("SCAN") for step in steps), steps
+    ledger.close()
+
+
+def test_learning_identifiers_in_postgresql_reads_events_by_index() -> None:
+    """The same in PostgreSQL, whose planner goes by the table's statistics: a ledger of a few
+    thousand events, analysed."""
+    require_postgres()
+    state = new_pg_state()
+    try:
+        ledger = Ledger(state, "t")
+        db = ledger._db
+        rows = [
+            ("t", f"k{n}", f"e:{n}@x.io", "signup", 0.0, f"ke{n}", f"ku{n}", None, None, None)
+            for n in range(5000)
+        ]
+        db.executemany(INSERT_EVENT, rows)
+        db.execute("ANALYZE events")
+        params = learn_params("t", ("k1", "e", "u", "a", "1"))
+        plan = "\n".join(row[0] for row in db.execute("EXPLAIN " + LEARN, params).fetchall())
+        assert "Seq Scan" not in plan, plan
+        conditions = [line.strip() for line in plan.splitlines() if "Index Cond" in line]
+        # Each lookup, and the update itself, by sync and key: none reads the sync's every event.
+        assert len(conditions) == 4, plan
+        assert all("AND" in condition for condition in conditions), plan
+        ledger.close()
+    finally:
+        drop_schema(state)
 
 
 def digest_text(scheme: str, seed: int) -> str:
@@ -436,7 +501,9 @@ LEDGER_IDENTITIES = st.sampled_from(["e:a@x.io", "e:b@x.io", "u:1", "u:2", "e:c@
 EVENTS = st.tuples(LEDGER_KEYS, LEDGER_IDENTITIES, st.none() | LEDGER_KEYS, st.none() | LEDGER_KEYS)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     contacts=st.lists(
         st.tuples(LEDGER_IDENTITIES, LEDGER_HASHES, st.none() | st.sampled_from(["email", "plan"]))
@@ -447,6 +514,7 @@ EVENTS = st.tuples(LEDGER_KEYS, LEDGER_IDENTITIES, st.none() | LEDGER_KEYS, st.n
     asked=st.lists(st.one_of(LEDGER_HASHES, LEDGER_KEYS, LEDGER_IDENTITIES), max_size=15),
 )
 def test_the_ledgers_held_answers_as_its_tables_do(
+    places: Places,
     *,
     contacts: list[tuple[str, str, str | None]],
     events: list[tuple[str, str, str | None, str | None]],
@@ -457,13 +525,10 @@ def test_the_ledgers_held_answers_as_its_tables_do(
     """Read a page of `page` rows at a time, `page` identities asked at once: every payload
     hash, every key an occurrence is known by, failures, props and known contacts, as plain
     queries of the ledger's tables find them; another sync's rows unseen."""
-    with (
-        tempfile.TemporaryDirectory() as work,
-        pytest.MonkeyPatch.context() as patch,
-    ):
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(snapshot, "PAGE_ROWS", page)
         patch.setattr(snapshot, "ASKED_AT_ONCE", page)
-        path = Path(work) / "ledger.sqlite"
+        path = places.new()
         ledger, other = Ledger(path, "t"), Ledger(path, "other")
         for identity, payload_hash, prop in contacts:
             ledger.contact_delivered(identity, payload_hash, None if prop is None else [prop])
@@ -478,10 +543,10 @@ def test_the_ledgers_held_answers_as_its_tables_do(
         other.flush()
         held = ledger.held()
 
-        db = sqlite3.connect(path)
+        db = open_db(path)
 
         def column(query: str) -> set[str]:
-            return {value for (value,) in db.execute(query) if value is not None}
+            return {value for (value,) in db.execute(query).fetchall() if value is not None}
 
         hashes = column("SELECT hash FROM contacts WHERE sync = 't'")
         identities = column("SELECT identity FROM contacts WHERE sync = 't'")
@@ -491,7 +556,9 @@ def test_the_ledgers_held_answers_as_its_tables_do(
         )
         failed = column("SELECT ref FROM failures WHERE sync = 't'")
         props = set(
-            db.execute("SELECT identity, props FROM contacts WHERE sync = 't' AND props NOT NULL")
+            db.execute(
+                "SELECT identity, props FROM contacts WHERE sync = 't' AND props IS NOT NULL"
+            ).fetchall()
         )
         db.close()
         values = pl.Series(asked, dtype=pl.String)
@@ -506,15 +573,15 @@ def test_the_ledgers_held_answers_as_its_tables_do(
         other.close()
 
 
-def test_held_is_read_in_pages_and_each_page_once(tmp_path: Path) -> None:
+def test_held_is_read_in_pages_and_each_page_once(place: Place) -> None:
     """Pages end where the key reaches the page's last row; rows sharing that value (userId keys
     of several occurrences) end the same page, and the next page starts after them."""
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger = Ledger(place, "t")
     for n in range(7):
         shared = digest_text("ls2-", n // 3)  # three occurrences per userId key
         found_by = Occurrence(key_user=shared)
         ledger.event_delivered(digest_text("ls1-", n), f"u:{n}", "signup", found_by)
-    db = sqlite3.connect(ledger.path)
+    db = open_db(place)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(snapshot, "PAGE_ROWS", 2)
         pages = list(snapshot.values_in_pages(db, "t", snapshot.USER_KEYS))
@@ -522,12 +589,13 @@ def test_held_is_read_in_pages_and_each_page_once(tmp_path: Path) -> None:
     assert [page.len() for page in pages] == [3, 3, 1]
     assert [page.len() for page in keys] == [2, 2, 2, 1]
     assert pl.concat(pages).n_unique() == 3
+    db.close()
 
 
-def test_held_still_answers_about_contacts_once_the_ledger_is_closed(tmp_path: Path) -> None:
+def test_held_still_answers_about_contacts_once_the_ledger_is_closed(place: Place) -> None:
     """`plan` closes the ledger before planning: the few contacts a plan asks about are looked
     up on a connection of their own."""
-    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    ledger = Ledger(place, "t")
     ledger.contact_delivered("e:a@x.io", "c1:aaa", ["plan", "email"])
     ledger.flush()
     held = ledger.held()

@@ -6,6 +6,8 @@ import gc
 import json
 import sqlite3
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from sync import cli, pipeline
 from sync.config import Config, load_config
 from sync.errors import ConfigError, FatalApiError, LedgerError
 from sync.ledger import Ledger
+from sync.ledger_db import Db
 from sync.model import SendProgress
 from sync.pipeline import Options, plan_sync, run_history, run_sync
 from sync.sender import RetryPolicy
@@ -155,19 +158,20 @@ def test_a_fatal_api_error_mid_run_keeps_the_partial_report_and_the_reason(
 class CommitsRunOut:
     """A ledger connection on a disk that fills up: commits fail after the first `allowed`."""
 
-    def __init__(self, connection: sqlite3.Connection, allowed: int) -> None:
-        self.connection = connection
+    def __init__(self, db: Db, allowed: int) -> None:
+        self.db = db
         self.allowed = allowed
 
-    def execute(self, statement: str, *args: Any) -> sqlite3.Cursor:
-        if statement == "COMMIT":
+    @contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[None]:
+        with self.db.transaction(exclusive=exclusive):
+            yield
             if self.allowed == 0:
                 raise sqlite3.OperationalError("database or disk is full")
             self.allowed -= 1
-        return self.connection.execute(statement, *args)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.connection, name)
+        return getattr(self.db, name)
 
 
 def test_a_ledger_that_cannot_be_written_stops_sending_at_once_with_exit_6(
