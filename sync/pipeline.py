@@ -71,7 +71,7 @@ class PlanPreview:
     """What `loops-sync plan` shows: counts, rejects by column and reason, an ETA, samples."""
 
     report: RunReport
-    plan: Plan  # readable while the preview lives: its spool goes with it
+    plan: Plan  # on disk in a spool of its own, removed once the plan is dropped
     eta_seconds: float
     samples: list[dict[str, object]]
 
@@ -193,7 +193,7 @@ def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
 
 def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
     """What a run would send, without sending anything or taking the lock. The plan stays on
-    disk in a folder of its own in the state directory, removed with the preview; the rejects
+    disk in a folder of its own in the state directory, removed with the plan; the rejects
     file is written as a run writes it."""
     spool = config.state.scratch()
     report = _new_report(config, dry_run=True)
@@ -216,7 +216,8 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         eta_seconds=plan.request_count / config.spec.loops.rate_limit,
         samples=sample,
     )
-    weakref.finalize(preview, shutil.rmtree, spool, ignore_errors=True)  # also at exit
+    # Removed with the plan (also at exit): the plan reads its parts from it, the preview may go.
+    weakref.finalize(plan, shutil.rmtree, spool, ignore_errors=True)
     return preview
 
 

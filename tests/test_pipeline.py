@@ -97,6 +97,18 @@ def test_the_plan_a_preview_returns_stays_readable_and_its_spool_goes_with_it(
     assert not any(path.exists() for path in spools)
 
 
+def test_the_plan_outlives_its_preview(tmp_path: Path) -> None:
+    """`plan_sync(config).plan` drops the preview at once: its plan must stay readable (the
+    bench's ledger fill read a removed spool this way)."""
+    config = load_config(project(tmp_path, 3, WITH_EVENTS), env={})
+    plan = plan_sync(config).plan
+    gc.collect()
+    assert plan.requests.height == 6
+    del plan
+    gc.collect()
+    assert not list(config.state.root.glob("*-spool-*"))
+
+
 def test_a_plan_that_fails_leaves_no_spool_behind(tmp_path: Path) -> None:
     config = load_config(project(tmp_path, 3), env={})
     (tmp_path / "people.csv").write_text("mail\nx@example.com\n")  # the email column is gone
