@@ -45,7 +45,7 @@ PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/te
 TABLE = "loops_sync_bench_people"
 QUERY = f"select * from {TABLE}"  # noqa: S608  # a constant name
 INPUTS = ("csv", "parquet", "postgres")
-CASES = ("first sync", "nightly")
+CASES = tuple(os.environ.get("BENCH_SCALE_CASES", "first sync,nightly").split(","))
 COMMANDS = {"plan": ("plan",), "run --dry-run": ("run", "--dry-run", "--quiet")}
 # Left free for the others sharing the machine; a case needing more than the rest is skipped.
 RESERVE_MB = 2048
@@ -245,8 +245,15 @@ def state_dir(work: Path, rows: int, code: Code, case: str) -> Path:
     return work / f"{rows}-{code.label}-{case.replace(' ', '-')}"
 
 
-def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) -> None:
-    """Every cell at `rows`, the codes back to back in each, appended to `done` as measured."""
+def scale(
+    rows: int,
+    codes: list[Code],
+    work: Path,
+    done: list[dict[str, Any]],
+    earlier: list[dict[str, Any]],
+) -> None:
+    """Every cell at `rows`, the codes back to back in each, appended to `done` as measured;
+    peaks are guessed from `earlier` cells and those done."""
     configs, missing = make_inputs(rows, work / f"configs-{rows}")
     for kind, why in missing.items():
         print(f"  {rows} rows from {kind}: skipped, {why}")
@@ -258,7 +265,12 @@ def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) 
                     continue
                 # It plans as `plan` does, then walks every request in Python.
                 plan = guess_mb(
-                    done, code.label, rows, input="csv", case="first sync", command="plan"
+                    [*earlier, *done],
+                    code.label,
+                    rows,
+                    input="csv",
+                    case="first sync",
+                    command="plan",
                 )
                 state = state_dir(work, rows, code, case)
                 why = fill_ledger(code, configs["csv"], state, plan * 1.2)
@@ -276,7 +288,7 @@ def scale(rows: int, codes: list[Code], work: Path, done: list[dict[str, Any]]) 
                         cell[code.label] = {"skipped": not_built[code.label]}
                         continue
                     needed = guess_mb(
-                        done, code.label, rows, input=kind, case=case, command=command
+                        [*earlier, *done], code.label, rows, input=kind, case=case, command=command
                     )
                     state = state_dir(work, rows, code, case)
                     cell[code.label] = measure(code, command, config, state, needed)
@@ -330,11 +342,36 @@ def machine() -> dict[str, Any]:
 
 
 def save(results: dict[str, Any]) -> None:
-    """Under "scaling" in bench/results.json, the other sections' figures kept."""
+    """Under "scaling" in bench/results.json, the other sections' figures kept. A cell measured
+    again replaces the earlier one; the others stay, each naming the codes that measured it."""
     path = HERE / "results.json"
     everything = orjson.loads(path.read_bytes()) if path.exists() else {}
-    everything["scaling"] = results
+    cells = {_cell_key(c): c for c in earlier_cells()}
+    cells |= {_cell_key(c): c | {"codes": results["codes"]} for c in results["cells"]}
+    everything["scaling"] = results | {"cells": sorted(cells.values(), key=_cell_order)}
     path.write_bytes(orjson.dumps(everything, option=orjson.OPT_INDENT_2))
+
+
+def earlier_cells() -> list[dict[str, Any]]:
+    """The cells of earlier runs (to merge with, and to guess peaks from)."""
+    path = HERE / "results.json"
+    everything = orjson.loads(path.read_bytes()) if path.exists() else {}
+    section = everything.get("scaling", {})
+    codes = section.get("codes", {})
+    return [{"codes": codes} | cell for cell in section.get("cells", [])]
+
+
+def _cell_key(cell: dict[str, Any]) -> tuple[Any, ...]:
+    return (cell["rows"], cell["input"], cell["case"], cell["command"])
+
+
+def _cell_order(cell: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        cell["rows"],
+        ("first sync", "nightly").index(cell["case"]),
+        INPUTS.index(cell["input"]),
+        list(COMMANDS).index(cell["command"]),
+    )
 
 
 def main() -> None:
@@ -364,9 +401,13 @@ def main() -> None:
             f"\n5. Scaling: plan and run --dry-run, now ({now.commit[:9]}) vs baseline ({baseline.commit[:9]})"
         )
         print_header(codes)
+        guesses = earlier_cells()  # peaks measured before, for guessing before measuring
         try:
             for rows in sizes:
-                scale(rows, codes, Path(work), results["cells"])
+                measured: list[dict[str, Any]] = []
+                scale(rows, codes, Path(work), measured, guesses)
+                results["cells"] += measured
+                guesses += measured
                 save(results)
         finally:
             drop_postgres()
