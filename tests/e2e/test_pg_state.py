@@ -90,7 +90,7 @@ def test_a_fresh_container_with_the_same_state_sends_nothing_for_an_unchanged_so
     assert code == 0, output
     assert report["requests"] == 0
     assert report["contacts_unchanged"] == 5
-    assert report["events_skipped_delivered"] == 5
+    assert report["events_already_delivered"] == 5
     assert_exactly_once(fresh, 5)
     history = json.loads(
         fresh.run("history", str(fresh.config), "--json", LOOPS_SYNC_STATE=state.url).stdout
@@ -163,7 +163,7 @@ def test_two_syncs_in_one_state_do_not_see_each_others_rows(
     code, output, report = sync(project, state)
     assert code == 0, output
     assert report["contacts_unchanged"] == 0  # a sync of its own: nothing is known for it
-    assert report["events_skipped_delivered"] == 0
+    assert report["events_already_delivered"] == 0
 
 
 def test_a_sqlite_ledger_moved_into_postgresql_sends_nothing_again(
