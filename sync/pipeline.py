@@ -294,6 +294,7 @@ def _count_mapped(report: RunReport, gathered: Gathered, plan: Plan) -> None:
     _count_plan(report, plan)
     report.kept_in_loops = plan.kept_in_loops
     report.side_effects = plan.side_effects
+    report.warnings.extend(gathered.warnings)
     if plan.kept_in_loops:
         each = ", ".join(f"{name} ({count})" for name, count in plan.kept_in_loops.items())
         report.warnings.append(
