@@ -118,7 +118,8 @@ class Forewarnings:
     def _conflict_line(self, kind: str, groups: int, rows: int) -> str:
         what, fix = _SHARED[kind]
         examples = "; ".join(
-            f"{_shown(kind, example.shared)}: {', '.join(example.differing)} "
+            f"{_shown(kind, example.shared)}: {'user ids ' if kind == 'email' else ''}"
+            f"{', '.join(example.differing)} "
             f"on rows {_first_rows(example.rows)}"
             for example in self._examples.get(kind, {}).values()
         )

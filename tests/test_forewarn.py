@@ -55,7 +55,10 @@ def test_one_email_on_several_user_ids_is_counted_with_examples(tmp_path: Path) 
     config = project(tmp_path, "email,uid\n" + "\n".join(rows) + "\n")
     [warning] = warned(config, "emails are each on rows with different user ids")
     assert warning.startswith("2 emails")
-    assert "'a@example.com': 1, 2 on rows 1, 2; 'c@example.com': 3, 4 on rows 3, 4" in warning
+    assert (
+        "'a@example.com': user ids 1, 2 on rows 1, 2; 'c@example.com': user ids 3, 4 on rows 3, 4"
+        in warning
+    )
     assert "these 4 rows are rejected" in warning
 
 
