@@ -184,6 +184,8 @@ def run(
         limit=limit,
         max_duration=parse_duration(max_duration) if max_duration else None,
         on_progress=None if quiet else progress,
+        on_read=None if quiet else progress.reading,
+        on_warning=None if quiet else progress.warning,
         handle_signals=True,
         check_account=not no_check,
         max_rejects=_reject_limit(max_rejects),
@@ -234,7 +236,8 @@ def _termination_as_interrupt() -> Iterator[None]:
 def plan(config: Path, full: bool, as_json: bool) -> None:
     """Show what a run would send: counts, rejects by column and reason (also written to the
     rejects file), side effects, an ETA, sample payloads. No network."""
-    preview = plan_sync(_load(config), full=full)
+    with ProgressDisplay() as progress:
+        preview = plan_sync(_load(config), full=full, on_read=progress.reading)
     report = preview.report
     if as_json:
         document = report.to_json() | {

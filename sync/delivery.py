@@ -35,7 +35,7 @@ from sync.signals import STOP_SIGNALS, handlers_kept
 if TYPE_CHECKING:
     from sync.pipeline import Options
 
-__all__ = ["send_plan"]
+__all__ = ["budget_warning", "send_plan"]
 
 
 def send_plan(
@@ -49,17 +49,11 @@ def send_plan(
 ) -> list[tuple[int, str]]:
     """Send the plan; record in the ledger only what Loops confirmed, count the rest in the
     report. Returns Loops' rejects (row, message)."""
-    rate = config.spec.loops.rate_limit
     deadline = time.monotonic() + options.max_duration if options.max_duration else math.inf
     stop = StopSwitch(deadline)
-    if plan.request_count / rate > (options.max_duration or math.inf):
-        report.warnings.append(
-            f"at {rate:g} requests/s the {plan.request_count} requests need about "
-            f"{plan.request_count / rate / 60:.0f} min, more than --max-duration: "
-            "the rest is sent by the next runs"
-        )
     sending_since = time.monotonic()
-    recorder = _Recorder(ledger, report, options.on_progress, plan.request_count)
+    ends_by = deadline if options.max_duration else None
+    recorder = _Recorder(ledger, report, options.on_progress, plan.request_count, ends_by)
     try:
         send = partial(
             _send_async,
@@ -79,6 +73,27 @@ def send_plan(
     if report.send_seconds > 0:
         report.requests_per_second = report.requests / report.send_seconds
     return recorder.loops_rejects
+
+
+def budget_warning(rate: float, requests: int, budget: float | None) -> str | None:
+    """What a person should know before a run starts sending: `--max-duration` is shorter than
+    the plan needs at the rate limit (and about how much it leaves for the next runs)."""
+    if budget is None or requests <= rate * budget:
+        return None
+    fits = int(rate * budget)
+    return (
+        f"at {rate:g} requests/s the {requests} requests need about {_about(requests / rate)}, "
+        f"more than --max-duration ({_about(budget)}): about {fits} are sent by this run, the "
+        "rest by the next runs"
+    )
+
+
+def _about(seconds: float) -> str:
+    """A duration as the warning says it: `1.5 s`, `20 s`, `8 min`, `27 h 47 min`."""
+    if seconds < 60:
+        return f"{seconds:.1f} s".replace(".0 s", " s")
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 async def _send_async(
@@ -164,11 +179,12 @@ class _Recorder:
         report: RunReport,
         on_progress: Callable[[SendProgress], None] | None,
         total: int,
+        ends_by: float | None = None,
     ) -> None:
         self.ledger = ledger
         self.report = report
         self.on_progress = on_progress
-        self.progress = SendProgress(0, total)
+        self.progress = SendProgress(0, total, ends_by)
         self.loops_rejects: list[tuple[int, str]] = []
         self._refused: set[str] = set()  # identities whose upsert Loops refused (400)
         self.unwritable: LedgerError | None = None
@@ -177,7 +193,8 @@ class _Recorder:
         request, report = result.request, self.report
         if not result.rider:
             done = self.progress.done + 1
-            self.progress = SendProgress(done, max(done, self.progress.total))
+            total = max(done, self.progress.total)
+            self.progress = SendProgress(done, total, self.progress.ends_by)
             if self.on_progress is not None:
                 self.on_progress(self.progress)
         match result.status, request.kind:

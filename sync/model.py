@@ -18,6 +18,7 @@ __all__ = [
     "Job",
     "Occurrence",
     "Outcome",
+    "ReadProgress",
     "Request",
     "RequestKind",
     "RequestResult",
@@ -107,7 +108,20 @@ class RequestResult:
 class SendProgress:
     """How far sending has come: planned requests settled (sent, refused, left) of the plan's
     total, an upsert riding on an event counted once with it, as Loops counts requests.
-    The library reports it through `Options.on_progress`; what to show is the caller's."""
+    The library reports it through `Options.on_progress`; what to show is the caller's.
+    `ends_by`: when `--max-duration` stops sending (`time.monotonic()`), so an ETA can say
+    which comes first."""
 
     done: int
     total: int
+    ends_by: float | None = None
+
+
+@dataclass(frozen=True)
+class ReadProgress:
+    """How far reading the source has come: rows read so far (their total is not known before
+    the end), reported after each slice and once more, `finished`, at the end of the source.
+    Reported through `Options.on_read` and `plan_sync(on_read=)`."""
+
+    rows: int
+    finished: bool = False

@@ -18,7 +18,7 @@ from sync.account import require_account
 from sync.coerce import constant_problems
 from sync.columns import ROW
 from sync.config import Config, check_columns
-from sync.delivery import send_plan
+from sync.delivery import budget_warning, send_plan
 from sync.errors import (
     ConfigError,
     ConfigProblem,
@@ -29,7 +29,7 @@ from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, reco
 from sync.lock import hold_lock
 from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
 from sync.mapping import map_slices
-from sync.model import Request, SendProgress
+from sync.model import ReadProgress, Request, SendProgress
 from sync.plan import Gathered, Plan, plan_slices
 from sync.report import RejectLimit, RunReport, reject_groups, write_rejects
 from sync.sender import RetryPolicy
@@ -56,6 +56,10 @@ class Options:
     limit: int | None = None
     max_duration: float | None = None
     on_progress: Callable[[SendProgress], None] | None = None  # e.g. the CLI's progress bar
+    on_read: Callable[[ReadProgress], None] | None = None  # rows read, while the source is read
+    # Each warning known before sending (the plan's, a budget too short), as sending starts;
+    # the report keeps them all the same.
+    on_warning: Callable[[str], None] | None = None
     transport: httpx.AsyncBaseTransport | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = False
@@ -108,7 +112,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
             ending_as_stop_run(config, report),
             config.state.spool(locked=True) as spool,
         ):
-            ready = _ready_to_send(config, ledger, report, spool, full=options.full)
+            ready = _ready_to_send(config, ledger, report, spool, options)
             check_api_key(
                 config.base_url,
                 api_key,
@@ -125,6 +129,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 )
             ledger.adopt(ready.plan.adopted, _once_per_of(config))
             ledger.learn(ready.learned)
+            _forewarn(config, ready.plan, report, options)
             loops_rejects = send_plan(
                 config, ready.plan, ledger, report, api_key=api_key, options=options
             )
@@ -153,21 +158,35 @@ class _Ready:
 
 
 def _ready_to_send(
-    config: Config, ledger: Ledger, report: RunReport, spool: Path, *, full: bool
+    config: Config, ledger: Ledger, report: RunReport, spool: Path, options: Options
 ) -> _Ready:
     """Read, map and plan, the source's slices kept in the spool as they are read, then put
     the plan there too."""
-    rows = _read(config, keep_in=spool)
-    gathered, plan = _map_and_plan(config, rows, _held(config, ledger), full=full, spool=spool)
+    rows = _read(config, keep_in=spool, on_read=options.on_read)
+    held = _held(config, ledger)
+    gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
     _count_mapped(report, gathered, plan)
     report.warnings[:0] = rows.notes
     return _Ready(plan, rows.kept(), gathered.rejects, gathered.learned)
 
 
+def _forewarn(config: Config, plan: Plan, report: RunReport, options: Options) -> None:
+    """Before the first request: a budget too short goes first among the warnings, and each
+    warning known by now goes to `on_warning`, so a person reads them while it can still help."""
+    too_short = budget_warning(
+        config.spec.loops.rate_limit, plan.request_count, options.max_duration
+    )
+    if too_short is not None:
+        report.warnings.insert(0, too_short)
+    if options.on_warning is not None:
+        for warning in report.warnings:
+            options.on_warning(warning)
+
+
 def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
     with config.state.spool(locked=False) as spool:
-        rows = _read(config, keep_in=spool)
+        rows = _read(config, keep_in=spool, on_read=options.on_read)
         with _open_ledger(config) as ledger:
             held = _held(config, ledger)
         gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
@@ -191,14 +210,20 @@ def run_history(config: Config, limit: int = 20) -> list[RunRecord]:
         return ledger.runs(limit)
 
 
-def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPreview:
+def plan_sync(
+    config: Config,
+    *,
+    full: bool = False,
+    samples: int = 3,
+    on_read: Callable[[ReadProgress], None] | None = None,
+) -> PlanPreview:
     """What a run would send, without sending anything or taking the lock. The plan stays on
     disk in a folder of its own in the state directory, removed with the plan; the rejects
-    file is written as a run writes it."""
+    file is written as a run writes it. `on_read`: rows read so far, as the source is read."""
     spool = config.state.scratch()
     report = _new_report(config, dry_run=True)
     try:
-        rows = _read(config, keep_in=spool)
+        rows = _read(config, keep_in=spool, on_read=on_read)
         with _open_ledger(config) as ledger:
             held = _held(config, ledger)
         gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
@@ -233,6 +258,7 @@ class _Rows:
     source: Iterator[pl.DataFrame]
     keep_in: Path | None  # None: nothing will ask for the rows again (`plan`)
     notes: tuple[str, ...] = ()  # how the source was read (which sheet), for the report
+    on_read: Callable[[ReadProgress], None] | None = None
 
     @property
     def slices(self) -> Iterator[pl.DataFrame]:
@@ -242,7 +268,13 @@ class _Rows:
             offset += piece.height
             if self.keep_in is not None:
                 spool_write(rows, self.keep_in / f"source-{index:06d}.arrow")
+            self._read_so_far(offset - 1)
             yield rows
+        self._read_so_far(offset - 1, finished=True)
+
+    def _read_so_far(self, rows: int, *, finished: bool = False) -> None:
+        if self.on_read is not None:
+            self.on_read(ReadProgress(rows, finished))
 
     def kept(self) -> pl.LazyFrame:
         """Every row read so far, with ROW."""
@@ -252,13 +284,18 @@ class _Rows:
         return pl.LazyFrame(schema=self.schema)
 
 
-def _read(config: Config, *, keep_in: Path | None = None) -> _Rows:
+def _read(
+    config: Config,
+    *,
+    keep_in: Path | None = None,
+    on_read: Callable[[ReadProgress], None] | None = None,
+) -> _Rows:
     """The source's columns are checked against the config before any row is read; the rows
     then come a slice at a time."""
     stream = open_source(config)
     check_columns(config, stream.schema, extra=constant_problems(config.spec))
     schema = pl.Schema([(ROW, pl.UInt32()), *stream.schema.items()])
-    return _Rows(schema, stream.slices, keep_in, stream.notes)
+    return _Rows(schema, stream.slices, keep_in, stream.notes, on_read)
 
 
 def _held(config: Config, ledger: Ledger) -> Held:
@@ -294,6 +331,7 @@ def _count_mapped(report: RunReport, gathered: Gathered, plan: Plan) -> None:
     _count_plan(report, plan)
     report.kept_in_loops = plan.kept_in_loops
     report.side_effects = plan.side_effects
+    report.warnings.extend(gathered.warnings)
     if plan.kept_in_loops:
         each = ", ".join(f"{name} ({count})" for name, count in plan.kept_in_loops.items())
         report.warnings.append(

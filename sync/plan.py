@@ -38,6 +38,7 @@ from sync.candidates import (
 from sync.columns import ROW
 from sync.config import SyncConfig
 from sync.diff import OCCURRENCE_COLUMNS, diff
+from sync.forewarn import Forewarnings
 from sync.held import Held
 from sync.keys import merged_json
 from sync.model import Job, Occurrence, Request
@@ -256,6 +257,7 @@ class Gathered:
     rejects: pl.DataFrame
     duplicates: int
     learned: pl.DataFrame
+    warnings: tuple[str, ...] = ()  # what will fail or surprise (`sync.forewarn`)
 
 
 def plan_slices(
@@ -282,15 +284,21 @@ def plan_slices(
         parts=parts_for(settled.pending_rows * (1 + len(spec.events))),
     )
     rejects = []
+    warnings = Forewarnings(decisions.conflicts)
     for piece in settled.pending():
         candidates = pick(spec, piece, decisions)
         rejects.append(candidates.rejects)
         builder.add(candidates)
+        warnings.add(piece, candidates, held)
     plan = builder.finish(
         contacts_settled=decisions.contacts_settled, events_settled=decisions.events_settled
     )
     found = Gathered(
-        settled.rows_read, pl.concat(rejects), decisions.duplicates, settled.learned_all()
+        settled.rows_read,
+        pl.concat(rejects),
+        decisions.duplicates,
+        settled.learned_all(),
+        tuple(warnings.lines()),
     )
     return found, plan
 

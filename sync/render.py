@@ -10,14 +10,24 @@ import time
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
-from sync.model import SendProgress
+from sync.model import ReadProgress, SendProgress
 from sync.report import RunReport
 from sync.side_effects import CLEARED, SideEffects
 
-__all__ = ["ProgressDisplay", "duration", "render_summary", "side_effect_lines"]
+__all__ = ["ProgressDisplay", "duration", "render_summary", "side_effect_lines", "time_left"]
 
 
 def duration(seconds: float) -> str:
@@ -143,10 +153,29 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
     console.print(f"exit code {report.exit_code}")
 
 
+def time_left(remaining: float | None, budget_left: float | None) -> str:
+    """The ETA a progress bar shows: sending's own estimate, unless `--max-duration` ends it
+    first (then the time left in the budget, saying so)."""
+    if budget_left is not None and (remaining is None or remaining > budget_left):
+        return f"{duration(max(budget_left, 0.0))} (--max-duration)"
+    return "-:--" if remaining is None else duration(remaining)
+
+
+class _TimeLeft(ProgressColumn):
+    """`time_left` as a column: `ends_by` is when the budget ends (`time.monotonic()`)."""
+
+    ends_by: float | None = None
+
+    def render(self, task: Task) -> Text:
+        budget_left = None if self.ends_by is None else self.ends_by - time.monotonic()
+        return Text(time_left(task.time_remaining, budget_left), style="progress.remaining")
+
+
 class ProgressDisplay:
-    """Sending's progress: a bar on a terminal, a plain line every `every` seconds otherwise
-    (cron, CI). Given to the library as its progress callback; it starts at the first report,
-    once the plan's size is known, and is closed by the CLI before the summary is shown."""
+    """Reading's and sending's progress. Reading: a spinner and the rows read so far, on a
+    terminal only. Sending: a bar on a terminal, a plain line every `every` seconds otherwise
+    (cron, CI). Given to the library as its callbacks (`reading`, and the display itself for
+    sending); a bar starts at its first report and is closed by the CLI before the summary."""
 
     def __init__(self, *, out: TextIO | None = None, every: float = 10.0) -> None:
         self.out = out or sys.stderr
@@ -155,17 +184,55 @@ class ProgressDisplay:
         self._started: float | None = None
         self._bar: Progress | None = None
         self._task: Any = None
+        self._eta = _TimeLeft()
+        self._reading: Progress | None = None
+        self._read_task: Any = None
 
     def __enter__(self) -> ProgressDisplay:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._stop_reading()
         if self._bar is not None:
             self._bar.stop()
 
+    def reading(self, progress: ReadProgress) -> None:
+        """Rows read so far: a line that moves while a large source is read, gone once read."""
+        if progress.finished:
+            self._stop_reading()
+            return
+        if self._reading is None:
+            if not self.out.isatty():
+                return
+            self._reading = Progress(
+                SpinnerColumn(),
+                TextColumn("reading"),
+                TextColumn("{task.completed:,.0f} rows read"),
+                TimeElapsedColumn(),
+                console=Console(file=self.out),
+                transient=True,
+            )
+            self._reading.start()
+            self._read_task = self._reading.add_task("read", total=None)
+        self._reading.update(self._read_task, completed=progress.rows)
+
+    def warning(self, text: str) -> None:
+        """A warning known before sending, shown as sending starts, on a terminal: there the
+        summary comes after a long wait. Elsewhere (cron) the summary alone says it."""
+        if self.out.isatty():
+            self._stop_reading()
+            print(f"warning: {text}", file=self.out, flush=True)
+
+    def _stop_reading(self) -> None:
+        if self._reading is not None:
+            self._reading.stop()
+            self._reading = None
+
     def __call__(self, progress: SendProgress) -> None:
         if self._started is None:
+            self._stop_reading()
             self._start(progress.total)
+        self._eta.ends_by = progress.ends_by
         if self._bar is not None:
             self._bar.update(self._task, completed=progress.done)
             return
@@ -186,7 +253,7 @@ class ProgressDisplay:
                 TextColumn("sending"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TimeRemainingColumn(),
+                self._eta,
                 console=Console(file=self.out),
                 transient=True,
             )
