@@ -128,6 +128,7 @@ class Ledger:
             raise SourceError(f"ledger {self.where}: cannot open it: {error}") from None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._last_flush = time.monotonic()
+        self._events_at_once = True  # see `event_delivered` and `events_batched`
 
     def close(self) -> None:
         try:
@@ -323,7 +324,20 @@ class Ledger:
         self._queue(
             "DELETE FROM failures WHERE sync = ? AND kind = 'event' AND ref = ?", (self.sync, key)
         )
-        self.flush()
+        if self._events_at_once:
+            self.flush()
+
+    @contextmanager
+    def events_batched(self) -> Iterator[None]:
+        """Inside, delivered events are committed in batches, as contacts are: for writes no
+        request stands behind (`run --baseline`, which sends nothing), where a commit per event
+        would cost a round trip each (a million events: hours against PostgreSQL)."""
+        self._events_at_once = False
+        try:
+            yield
+            self.flush()
+        finally:
+            self._events_at_once = True
 
     def request_failed(self, kind: Kind, ref: str, error: str) -> None:
         self._queue(

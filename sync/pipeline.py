@@ -63,7 +63,8 @@ class Options:
     check_account: bool = True
     # `--max-rejects`: rejected rows that still let the run exit 0 (reported all the same).
     max_rejects: RejectLimit | None = None
-    # `run --baseline`: record what the plan holds as delivered, sending nothing (`sync.baseline`).
+    # `run --baseline`: record the plan as delivered, sending nothing (`sync.baseline`); no key
+    # is asked for, and the options about sending (dry_run, full, limit, max_duration) do not apply.
     baseline: bool = False
     # Told a first run's notice (`sync.first_run`) before anything is sent: the CLI prints it.
     on_first_run: Callable[[str], None] | None = None
@@ -114,7 +115,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
         ):
             ready = _ready_to_send(config, ledger, report, spool, full=options.full)
             loops_rejects: list[tuple[int, str]] = []
-            if api_key is None:
+            if api_key is None:  # --baseline
                 _learn(config, ledger, ready)
                 report.baseline = record_plan(ready.plan, ledger)
             else:
