@@ -163,6 +163,14 @@ def main() -> None:
         "(normally checked before sending; exit 2 then)."
     ),
 )
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help=(
+        "Record the source as delivered without sending anything: adopt an audience Loops "
+        "already has (synced before by hand, by another tool, or under a lost ledger)."
+    ),
+)
 @_errors_to_exit_codes
 def run(
     config: Path,
@@ -175,8 +183,11 @@ def run(
     verbose: bool,
     quiet: bool,
     no_check: bool,
+    baseline: bool,
 ) -> None:
     """Sync CONFIG's source into Loops, sending only what changed."""
+    if baseline:
+        _baseline_alone(dry_run=dry_run, full=full, limit=limit, max_duration=max_duration)
     progress = ProgressDisplay()
     options = Options(
         dry_run=dry_run,
@@ -189,6 +200,8 @@ def run(
         handle_signals=True,
         check_account=not no_check,
         max_rejects=_reject_limit(max_rejects),
+        baseline=baseline,
+        on_first_run=_warn,  # even with --quiet: it comes before duplicates would go out
     )
     try:
         with _termination_as_interrupt(), progress:
@@ -209,6 +222,17 @@ def run(
     if verbose and report.rejects_file:
         click.echo(Path(report.rejects_file).read_text(), err=True)
     sys.exit(report.exit_code)
+
+
+def _baseline_alone(**others: object) -> None:
+    """`--baseline` sends nothing: the options that shape sending have no meaning beside it."""
+    given = [f"--{name.replace('_', '-')}" for name, value in others.items() if value]
+    if given:
+        raise click.UsageError(f"--baseline sends nothing: it takes no {', '.join(given)}")
+
+
+def _warn(notice: str) -> None:
+    click.echo(f"warning: {notice}", err=True)
 
 
 @contextmanager

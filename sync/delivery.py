@@ -35,7 +35,7 @@ from sync.signals import STOP_SIGNALS, handlers_kept
 if TYPE_CHECKING:
     from sync.pipeline import Options
 
-__all__ = ["budget_warning", "send_plan"]
+__all__ = ["budget_warning", "record_delivered", "send_plan"]
 
 
 def send_plan(
@@ -200,14 +200,13 @@ class _Recorder:
         match result.status, request.kind:
             case Outcome.DELIVERED, "contact":
                 report.contacts_sent += 1
-                props = orjson.loads(request.body).keys()
-                self._write(self.ledger.contact_delivered, request.identity, request.ref, props)
+                self._write(record_delivered, self.ledger, request)
             case Outcome.DELIVERED, "event":
                 report.events_sent += 1
-                self._write(self._event_delivered, request)
+                self._write(record_delivered, self.ledger, request)
             case Outcome.DUPLICATE, _:
                 report.events_duplicate += 1
-                self._write(self._event_delivered, request)
+                self._write(record_delivered, self.ledger, request)
             case Outcome.REJECTED, _:
                 if request.kind == "contact":
                     self._refused.add(request.identity)
@@ -235,14 +234,22 @@ class _Recorder:
             self.unwritable = error
             raise
 
-    def _event_delivered(self, request: Request) -> None:
-        self.ledger.event_delivered(
-            request.ref, request.identity, request.event or "", request.occurrence
-        )
-
     def _failed(self, request: Request, message: str) -> None:
         ref = request.identity if request.kind == "contact" else request.ref
         self.ledger.request_failed(request.kind, ref, message)
+
+
+def record_delivered(ledger: Ledger, request: Request) -> None:
+    """What the ledger keeps of a request Loops has (the recorder's, and `run --baseline`'s,
+    which records a plan as delivered without sending it): a contact's payload hash and
+    top-level keys, an event's keys and the identifiers it was sent with."""
+    if request.kind == "contact":
+        props = orjson.loads(request.body).keys()
+        ledger.contact_delivered(request.identity, request.ref, props)
+    else:
+        ledger.event_delivered(
+            request.ref, request.identity, request.event or "", request.occurrence
+        )
 
 
 async def _watch_signals(stop: StopSwitch) -> None:

@@ -85,6 +85,20 @@ INSERT_ONCE_PER = (
     "INSERT INTO event_once_per (sync, event, columns) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 )
 
+# The distinct names of one table's `sync` column, a lookup in its index per name (what
+# PostgreSQL and SQLite both lack as a plain DISTINCT over an index: a "loose index scan").
+_NAMES_OF = """{table}_names(sync) AS (
+        SELECT min(sync) FROM {table}
+        UNION ALL SELECT (SELECT min(sync) FROM {table} WHERE sync > {table}_names.sync)
+        FROM {table}_names WHERE {table}_names.sync IS NOT NULL)"""
+SYNC_NAMES = (
+    "WITH RECURSIVE "  # noqa: S608  # constants
+    + ", ".join(_NAMES_OF.format(table=table) for table in ("contacts", "events", "runs"))
+    + " SELECT sync FROM contacts_names WHERE sync IS NOT NULL"
+    " UNION SELECT sync FROM events_names WHERE sync IS NOT NULL"
+    " UNION SELECT sync FROM runs_names WHERE sync IS NOT NULL ORDER BY 1"
+)
+
 
 def learn_params(sync: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     """LEARN's parameters for a row of `Mapped.learned` (by, key_email, key_user, email,
@@ -114,6 +128,7 @@ class Ledger:
             raise SourceError(f"ledger {self.where}: cannot open it: {error}") from None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._last_flush = time.monotonic()
+        self._events_at_once = True  # see `event_delivered` and `events_batched`
 
     def close(self) -> None:
         try:
@@ -202,6 +217,23 @@ class Ledger:
                     .iter_rows()
                 ),
             )
+
+    def holds_sync(self) -> bool:
+        """Whether the ledger holds anything of this sync: a contact, an event or a run. A sync
+        it holds nothing of is about to send everything (`sync.first_run`)."""
+        return any(
+            self._db.execute(
+                f"SELECT 1 FROM {table} WHERE sync = ? LIMIT 1",  # noqa: S608  # constants
+                (self.sync,),
+            ).fetchone()
+            for table in ("contacts", "events", "runs")
+        )
+
+    def syncs(self) -> list[str]:
+        """The names of every sync the ledger holds contacts, events or runs of, sorted. Each
+        table is walked by its index a name at a time: a million rows of one sync cost a few
+        lookups, not a scan."""
+        return [row[0] for row in self._db.execute(SYNC_NAMES).fetchall()]
 
     def delivered_contacts(self) -> pl.DataFrame:
         return self._frame(
@@ -292,7 +324,20 @@ class Ledger:
         self._queue(
             "DELETE FROM failures WHERE sync = ? AND kind = 'event' AND ref = ?", (self.sync, key)
         )
-        self.flush()
+        if self._events_at_once:
+            self.flush()
+
+    @contextmanager
+    def events_batched(self) -> Iterator[None]:
+        """Inside, delivered events are committed in batches, as contacts are: for writes no
+        request stands behind (`run --baseline`, which sends nothing), where a commit per event
+        would cost a round trip each (a million events: hours against PostgreSQL)."""
+        self._events_at_once = False
+        try:
+            yield
+            self.flush()
+        finally:
+            self._events_at_once = True
 
     def request_failed(self, kind: Kind, ref: str, error: str) -> None:
         self._queue(

@@ -15,14 +15,13 @@ import orjson
 import polars as pl
 
 from sync.account import require_account
+from sync.baseline import record_plan
 from sync.coerce import constant_problems
 from sync.columns import ROW
 from sync.config import Config, check_columns
 from sync.delivery import budget_warning, send_plan
-from sync.errors import (
-    ConfigError,
-    ConfigProblem,
-)
+from sync.errors import ConfigError, ConfigProblem
+from sync.first_run import fresh_ledger, warn_first_run
 from sync.held import Held
 from sync.ledger import Ledger, RunRecord
 from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, recorded_in_history
@@ -68,6 +67,11 @@ class Options:
     check_account: bool = True
     # `--max-rejects`: rejected rows that still let the run exit 0 (reported all the same).
     max_rejects: RejectLimit | None = None
+    # `run --baseline`: record the plan as delivered, sending nothing (`sync.baseline`); no key
+    # is asked for, and the options about sending (dry_run, full, limit, max_duration) do not apply.
+    baseline: bool = False
+    # Told a first run's notice (`sync.first_run`) before anything is sent: the CLI prints it.
+    on_first_run: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,9 @@ def run_sync(config: Config, options: Options | None = None) -> RunReport:
 
 def _sync(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
-    api_key = _require_api_key(config)
+    api_key = None if options.baseline else _require_api_key(config)
     with hold_lock(config.state), _open_ledger(config) as ledger:
+        fresh = fresh_ledger(ledger)  # before this run's own record
         run_id = ledger.start_run(config.config_hash)
         with (
             recorded_in_history(ledger, run_id, report),
@@ -113,26 +118,18 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
             config.state.spool(locked=True) as spool,
         ):
             ready = _ready_to_send(config, ledger, report, spool, options)
-            check_api_key(
-                config.base_url,
-                api_key,
-                timeout=config.spec.loops.timeout,
-                transport=options.transport,
-                handle_signals=options.handle_signals,
-            )
-            if options.check_account:
-                require_account(
-                    config,
-                    api_key,
-                    transport=options.transport,
-                    handle_signals=options.handle_signals,
+            loops_rejects: list[tuple[int, str]] = []
+            if api_key is None:  # --baseline
+                _learn(config, ledger, ready)
+                report.baseline = record_plan(ready.plan, ledger)
+            else:
+                warn_first_run(fresh, report, options.on_first_run)
+                _check_before_sending(config, api_key, options)
+                _learn(config, ledger, ready)
+                _forewarn(config, ready.plan, report, options)
+                loops_rejects = send_plan(
+                    config, ready.plan, ledger, report, api_key=api_key, options=options
                 )
-            ledger.adopt(ready.plan.adopted, _once_per_of(config))
-            ledger.learn(ready.learned)
-            _forewarn(config, ready.plan, report, options)
-            loops_rejects = send_plan(
-                config, ready.plan, ledger, report, api_key=api_key, options=options
-            )
             _count_left_by_limit(report, ready.plan, options.limit)
             _finish(
                 config,
@@ -143,6 +140,28 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 started=started,
                 max_rejects=options.max_rejects,
             )
+
+
+def _check_before_sending(config: Config, api_key: str, options: Options) -> None:
+    """The key, then the account's properties and lists (`sync.account`): nothing is sent, or
+    written to the ledger, when either is wrong."""
+    check_api_key(
+        config.base_url,
+        api_key,
+        timeout=config.spec.loops.timeout,
+        transport=options.transport,
+        handle_signals=options.handle_signals,
+    )
+    if options.check_account:
+        require_account(
+            config, api_key, transport=options.transport, handle_signals=options.handle_signals
+        )
+
+
+def _learn(config: Config, ledger: Ledger, ready: _Ready) -> None:
+    """What planning found for the ledger besides the plan: adopted occurrences, identifiers."""
+    ledger.adopt(ready.plan.adopted, _once_per_of(config))
+    ledger.learn(ready.learned)
 
 
 @dataclass(frozen=True)
@@ -188,10 +207,11 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     with config.state.spool(locked=False) as spool:
         rows = _read(config, keep_in=spool, on_read=options.on_read)
         with _open_ledger(config) as ledger:
-            held = _held(config, ledger)
+            held, fresh = _held(config, ledger), fresh_ledger(ledger)
         gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
         _count_mapped(report, gathered, plan)
         report.warnings[:0] = rows.notes
+        warn_first_run(fresh, report)
         report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
         _finish(
             config,
@@ -225,12 +245,13 @@ def plan_sync(
     try:
         rows = _read(config, keep_in=spool, on_read=on_read)
         with _open_ledger(config) as ledger:
-            held = _held(config, ledger)
+            held, fresh = _held(config, ledger), fresh_ledger(ledger)
         gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
         first_requests = (r for job in plan.jobs(samples) for r in job.requests)
         sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
         _count_mapped(report, gathered, plan)
         report.warnings[:0] = rows.notes
+        warn_first_run(fresh, report)
         _note_rejects(config, report, rows.kept(), gathered.rejects)
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)

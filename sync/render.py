@@ -98,7 +98,8 @@ def _examples(effects: SideEffects, effect: str) -> str:
 
 def render_summary(report: RunReport, out: TextIO | None = None) -> None:
     console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
-    title = f"loops-sync {'dry run' if report.dry_run else 'run'}: {report.sync}"
+    kind = "dry run" if report.dry_run else "baseline" if report.baseline else "run"
+    title = f"loops-sync {kind}: {report.sync}"
     table = Table(title=title, show_header=False, box=None, title_justify="left", pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -132,11 +133,15 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
     console.print(table)
     effects = side_effect_lines(report.side_effects)
     if effects:
-        console.print("side effects in Loops" + (" (none made: dry run)" if report.dry_run else ""))
+        made = " (none made: dry run)" if report.dry_run else ""
+        made = " (none made: baseline)" if report.baseline else made
+        console.print("side effects in Loops" + made)
     for line in effects:
         console.print(f"  {line}")
     for warning in report.warnings:
         console.print(f"warning: {warning}")
+    if report.baseline is not None:
+        console.print(str(report.baseline))
     if report.rejects_file:
         console.print(f"rejects: {report.rejects_file}")
     if report.dry_run_file:

@@ -25,9 +25,30 @@ from sync.columns import ROW
 from sync.errors import ExitCode, InternalError, StopRun
 from sync.side_effects import SideEffects
 
-__all__ = ["RejectLimit", "RunReport", "reject_groups", "write_crash_log", "write_rejects"]
+__all__ = [
+    "Baseline",
+    "RejectLimit",
+    "RunReport",
+    "reject_groups",
+    "write_crash_log",
+    "write_rejects",
+]
 
 FORMULA_START = r"^[=+\-@\t\r]"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What `run --baseline` recorded in the ledger as delivered, sending nothing."""
+
+    contacts: int
+    events: int
+
+    def __str__(self) -> str:
+        return (
+            f"baseline: recorded {self.contacts:,} contacts and {self.events:,} events as "
+            "delivered; nothing sent"
+        )
 
 
 @dataclass
@@ -86,6 +107,7 @@ class RunReport:
     kept_in_loops: dict[str, int] = field(default_factory=dict)
     # What the plan's upserts do besides storing values (contacts created, subscribed, cleared).
     side_effects: SideEffects = field(default_factory=SideEffects)
+    baseline: Baseline | None = None  # a `run --baseline`: what it recorded
 
     @property
     def skipped_unchanged(self) -> int:
@@ -148,6 +170,9 @@ class RunReport:
         if self.error:
             return self.error
         rejected = self.rows_rejected_in_all
+        if self.baseline is not None:
+            rows = f"; {rejected} rows rejected for their data (see the rejects file)"
+            return f"{self.baseline}{rows if rejected else ''}"
         match self.exit_code:
             case ExitCode.INTERRUPTED:
                 return f"interrupted by a signal; {self.work_left} requests left for the next run"
