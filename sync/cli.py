@@ -151,6 +151,14 @@ def main() -> None:
         "rows read (they are still written and reported)."
     ),
 )
+@click.option(
+    "--allow-removals",
+    type=click.IntRange(min=0),
+    help=(
+        "Approve removing up to N contacts that left the source (contact.removed), over the "
+        "limit that otherwise holds them back."
+    ),
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show every rejected or failed row.")
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress output; only errors and the exit code."
@@ -172,6 +180,7 @@ def run(
     report_file: Path | None,
     max_duration: str | None,
     max_rejects: str | None,
+    allow_removals: int | None,
     verbose: bool,
     quiet: bool,
     no_check: bool,
@@ -187,6 +196,7 @@ def run(
         handle_signals=True,
         check_account=not no_check,
         max_rejects=_reject_limit(max_rejects),
+        allow_removals=allow_removals,
     )
     try:
         with _termination_as_interrupt(), progress:

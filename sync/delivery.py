@@ -185,6 +185,12 @@ class _Recorder:
                 report.contacts_sent += 1
                 props = orjson.loads(request.body).keys()
                 self._write(self.ledger.contact_delivered, request.identity, request.ref, props)
+            case Outcome.DELIVERED, "removal":
+                report.contacts_removed += 1
+                self._write(self.ledger.contact_removed, request.identity, request.ref)
+            case Outcome.REJECTED, "removal":
+                report.rejected_by_loops += 1  # no row to reject: tried again next run
+                self._write(self._failed, request, result.message)
             case Outcome.DELIVERED, "event":
                 report.events_sent += 1
                 self._write(self._event_delivered, request)
@@ -224,7 +230,7 @@ class _Recorder:
         )
 
     def _failed(self, request: Request, message: str) -> None:
-        ref = request.identity if request.kind == "contact" else request.ref
+        ref = request.ref if request.kind == "event" else request.identity
         self.ledger.request_failed(request.kind, ref, message)
 
 

@@ -19,6 +19,7 @@ from sync.coerce import constant_problems
 from sync.columns import ROW
 from sync.config import Config, check_columns
 from sync.delivery import send_plan
+from sync.departures import Departures
 from sync.errors import (
     ConfigError,
     ConfigProblem,
@@ -33,6 +34,7 @@ from sync.model import Request, SendProgress
 from sync.plan import Gathered, Plan, plan_slices
 from sync.report import RejectLimit, RunReport, reject_groups, write_rejects
 from sync.sender import RetryPolicy
+from sync.side_effects import SideEffects
 from sync.sources import open_source
 from sync.state import spool_write
 
@@ -64,6 +66,8 @@ class Options:
     check_account: bool = True
     # `--max-rejects`: rejected rows that still let the run exit 0 (reported all the same).
     max_rejects: RejectLimit | None = None
+    # `--allow-removals`: departed contacts a person approves removing, over the brake's limit.
+    allow_removals: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
             ending_as_stop_run(config, report),
             config.state.spool(locked=True) as spool,
         ):
-            ready = _ready_to_send(config, ledger, report, spool, full=options.full)
+            ready = _ready_to_send(config, ledger, report, spool, options)
             check_api_key(
                 config.base_url,
                 api_key,
@@ -153,12 +157,13 @@ class _Ready:
 
 
 def _ready_to_send(
-    config: Config, ledger: Ledger, report: RunReport, spool: Path, *, full: bool
+    config: Config, ledger: Ledger, report: RunReport, spool: Path, options: Options
 ) -> _Ready:
     """Read, map and plan, the source's slices kept in the spool as they are read, then put
     the plan there too."""
     rows = _read(config, keep_in=spool)
-    gathered, plan = _map_and_plan(config, rows, _held(config, ledger), full=full, spool=spool)
+    held = _held(config, ledger)
+    gathered, plan = _map_and_plan(config, rows, held, options=options, spool=spool)
     _count_mapped(report, gathered, plan)
     report.warnings[:0] = rows.notes
     return _Ready(plan, rows.kept(), gathered.rejects, gathered.learned)
@@ -170,7 +175,7 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
         rows = _read(config, keep_in=spool)
         with _open_ledger(config) as ledger:
             held = _held(config, ledger)
-        gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
+        gathered, plan = _map_and_plan(config, rows, held, options=options, spool=spool)
         _count_mapped(report, gathered, plan)
         report.warnings[:0] = rows.notes
         report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
@@ -201,7 +206,7 @@ def plan_sync(config: Config, *, full: bool = False, samples: int = 3) -> PlanPr
         rows = _read(config, keep_in=spool)
         with _open_ledger(config) as ledger:
             held = _held(config, ledger)
-        gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
+        gathered, plan = _map_and_plan(config, rows, held, options=Options(full=full), spool=spool)
         first_requests = (r for job in plan.jobs(samples) for r in job.requests)
         sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
         _count_mapped(report, gathered, plan)
@@ -270,12 +275,19 @@ def _once_per_of(config: Config) -> dict[str, list[str]]:
 
 
 def _map_and_plan(
-    config: Config, rows: _Rows, held: Held, *, full: bool, spool: Path
+    config: Config, rows: _Rows, held: Held, *, options: Options, spool: Path
 ) -> tuple[Gathered, Plan]:
     """Map (pure), then plan against what Loops holds, in bounded memory (`sync.plan`)."""
     spec = config.spec
     mapped = map_slices(spec, rows.slices, rows.schema, ls1_keys=held.legacy)
-    return plan_slices(spec, mapped, held, full=full, spool=spool)
+    return plan_slices(
+        spec,
+        mapped,
+        held,
+        full=options.full,
+        spool=spool,
+        allow_removals=options.allow_removals,
+    )
 
 
 def _new_report(config: Config, *, dry_run: bool) -> RunReport:
@@ -294,12 +306,25 @@ def _count_mapped(report: RunReport, gathered: Gathered, plan: Plan) -> None:
     _count_plan(report, plan)
     report.kept_in_loops = plan.kept_in_loops
     report.side_effects = plan.side_effects
+    if plan.departures is not None:
+        _count_departures(report, plan.departures)
     if plan.kept_in_loops:
         each = ", ".join(f"{name} ({count})" for name, count in plan.kept_in_loops.items())
         report.warnings.append(
             f"empty in the source but sent before, so Loops keeps the old value: {each} "
             "contacts; set `empty: clear` under contact to clear such values"
         )
+
+
+def _count_departures(report: RunReport, departures: Departures) -> None:
+    removed = len(departures.removals)
+    examples = {"contacts_removed": departures.examples} if removed else {}
+    report.side_effects += SideEffects(
+        contacts_removed=removed, removal=departures.action, examples=examples
+    )
+    if departures.held_back:
+        report.removals_held_back = departures.held_back
+        report.warnings.append(f"no contact removed: {departures.held_back}")
 
 
 def _count_plan(report: RunReport, plan: Plan) -> None:

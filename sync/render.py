@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sync.departures import VERBS as REMOVAL_VERBS
 from sync.model import SendProgress
 from sync.report import RunReport
 from sync.side_effects import CLEARED, SideEffects
@@ -72,6 +73,12 @@ def side_effect_lines(effects: SideEffects) -> list[str]:
         lines.append(
             f"{effects.subscribed_false} contacts sent subscribed: false"
             f"{_examples(effects, 'subscribed_false')}: they get no campaign or loop emails"
+        )
+    if effects.contacts_removed:
+        verb = REMOVAL_VERBS.get(effects.removal or "", "removed")
+        lines.append(
+            f"{effects.contacts_removed} contacts {verb}{_examples(effects, 'contacts_removed')}"
+            ": they left the source (contact.removed), after every other request"
         )
     for name, count in sorted(effects.properties_cleared.items()):
         lines.append(
