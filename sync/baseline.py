@@ -26,6 +26,8 @@ def record_plan(plan: Plan, ledger: Ledger) -> Baseline:
     with ledger.events_batched():  # nothing is sent: no email hangs on a commit per event
         for job in plan.jobs():
             for request in job.requests:
+                if request.kind == "removal":  # a departed contact is adopted as it is in Loops
+                    continue
                 for each in _unfolded(request):
                     record_delivered(ledger, each)
                     contacts += each.kind == "contact"

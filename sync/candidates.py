@@ -79,6 +79,11 @@ class Settled:
         """Deduplicate on the census (mapping yields a slice even for an empty source)."""
         return decide(spec, pl.concat([_read(piece) for piece in self._census]))
 
+    def present_contacts(self) -> pl.DataFrame:
+        """The fingerprints of every contact identity the rows name (`sync.departures`)."""
+        ids = ["id.1", "id.2"]
+        return pl.concat([_read(piece).select(ids) for piece in self._census]).drop_nulls().unique()
+
     def learned_all(self) -> pl.DataFrame:
         return pl.concat([NOTHING_LEARNED, *self.learned])
 

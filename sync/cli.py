@@ -151,6 +151,14 @@ def main() -> None:
         "rows read (they are still written and reported)."
     ),
 )
+@click.option(
+    "--allow-removals",
+    type=click.IntRange(min=0),
+    help=(
+        "Approve removing up to N contacts that left the source (contact.removed), over the "
+        "limit that otherwise holds them back."
+    ),
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show every rejected or failed row.")
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress output; only errors and the exit code."
@@ -180,6 +188,7 @@ def run(
     report_file: Path | None,
     max_duration: str | None,
     max_rejects: str | None,
+    allow_removals: int | None,
     verbose: bool,
     quiet: bool,
     no_check: bool,
@@ -202,6 +211,7 @@ def run(
         max_rejects=_reject_limit(max_rejects),
         baseline=baseline,
         on_first_run=_warn,  # even with --quiet: it comes before duplicates would go out
+        allow_removals=allow_removals,
     )
     try:
         with _termination_as_interrupt(), progress:

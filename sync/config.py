@@ -206,6 +206,9 @@ class ContactSection(_Model):
     properties: ContactProperties = Field(default_factory=dict)
     mailing_lists: dict[str, str] = Field(default_factory=dict)
     empty: Literal["skip", "clear"] = "skip"
+    # What happens to a contact delivered before that the source no longer has (`sync.departures`).
+    removed: Literal["keep", "unsubscribe", "remove_from_lists", "delete"] = "keep"
+    max_removed: int | None = Field(default=None, ge=0)  # default: 5% of the ledger, at least 10
 
     check_when = field_validator("when")(_sql_condition)
 
@@ -213,6 +216,11 @@ class ContactSection(_Model):
     def _valid(self) -> ContactSection:
         if self.email is None and self.user_id is None:
             raise ValueError("give the column of 'email', of 'user_id', or both")
+        if self.removed == "remove_from_lists" and not self.mailing_lists:
+            raise ValueError(
+                "removed: remove_from_lists takes contacts off the mailing lists the config "
+                "maps, and it maps none: add mailing_lists, or choose unsubscribe"
+            )
         return self
 
 

@@ -201,6 +201,12 @@ class _Recorder:
             case Outcome.DELIVERED, "contact":
                 report.contacts_sent += 1
                 self._write(record_delivered, self.ledger, request)
+            case Outcome.DELIVERED, "removal":
+                report.contacts_removed += 1
+                self._write(self.ledger.contact_removed, request.identity, request.ref)
+            case Outcome.REJECTED, "removal":
+                report.rejected_by_loops += 1  # no row to reject: tried again next run
+                self._write(self._failed, request, result.message)
             case Outcome.DELIVERED, "event":
                 report.events_sent += 1
                 self._write(record_delivered, self.ledger, request)
@@ -235,7 +241,7 @@ class _Recorder:
             raise
 
     def _failed(self, request: Request, message: str) -> None:
-        ref = request.identity if request.kind == "contact" else request.ref
+        ref = request.ref if request.kind == "event" else request.identity
         self.ledger.request_failed(request.kind, ref, message)
 
 

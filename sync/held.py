@@ -207,6 +207,10 @@ class ContactLookup(Protocol):
         (as ',a,b,')."""
         ...
 
+    def present(self) -> Iterator[pl.Series]:
+        """Every contact delivered and not removed since (`contact.removed`), a page at a time."""
+        ...
+
 
 @dataclass(frozen=True)
 class ContactRows:
@@ -225,6 +229,9 @@ class ContactRows:
         return wanted.join(self.rows, on="identity", how="inner").filter(
             pl.col("props").is_not_null()
         )
+
+    def present(self) -> Iterator[pl.Series]:
+        yield self.rows.get_column("identity")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ __all__ = [
 
 FLUSH_EVERY = 500
 FLUSH_SECONDS = 2.0
-Kind = Literal["contact", "event"]
+Kind = Literal["contact", "event", "removal"]
 RunStatus = Literal["running", "finished", "failed", "died"]
 DIED = (
     "died: no end was recorded (killed, out of memory, the machine stopped, the ledger could "
@@ -278,7 +278,8 @@ class Ledger:
         self._queue(
             "INSERT INTO contacts (sync, identity, hash, delivered_at, props)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sync, identity) DO UPDATE SET"
-            " hash = excluded.hash, delivered_at = excluded.delivered_at, props = excluded.props",
+            " hash = excluded.hash, delivered_at = excluded.delivered_at, props = excluded.props,"
+            " removed = NULL, removed_at = NULL",
             (
                 self.sync,
                 identity,
@@ -289,6 +290,25 @@ class Ledger:
         )
         self._queue(
             "DELETE FROM failures WHERE sync = ? AND kind = 'contact' AND ref = ?",
+            (self.sync, identity),
+        )
+
+    def contact_removed(self, identity: str, action: str) -> None:
+        """A contact that left the source was unsubscribed, taken off the lists or deleted
+        (`contact.removed`). Kept (but for a deletion) so that it is not removed again, with a
+        hash no payload has: if it comes back, it is upserted again."""
+        if action == "delete":
+            self._queue(
+                "DELETE FROM contacts WHERE sync = ? AND identity = ?", (self.sync, identity)
+            )
+        else:
+            self._queue(
+                "UPDATE contacts SET removed = ?, removed_at = ?, hash = ?"
+                " WHERE sync = ? AND identity = ?",
+                (action, time.time(), f"removed:{action}", self.sync, identity),
+            )
+        self._queue(
+            "DELETE FROM failures WHERE sync = ? AND kind = 'removal' AND ref = ?",
             (self.sync, identity),
         )
 

@@ -65,6 +65,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN reason TEXT;
     UPDATE runs SET status = 'finished' WHERE ended_at IS NOT NULL;
     """,
+    # A contact that left the source and was unsubscribed or taken off the lists for it
+    # (`contact.removed`): how, and when. A deleted one leaves the ledger.
+    """
+    ALTER TABLE contacts ADD COLUMN removed TEXT;
+    ALTER TABLE contacts ADD COLUMN removed_at REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -96,6 +102,10 @@ PG_MIGRATIONS: list[str] = [
         config_hash text NOT NULL, counts text, status text NOT NULL DEFAULT 'running',
         reason text);
     CREATE INDEX runs_by_sync ON runs (sync, started_at);
+    """,
+    """
+    ALTER TABLE contacts ADD COLUMN removed text;
+    ALTER TABLE contacts ADD COLUMN removed_at float8;
     """,
 ]
 

@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 CONTACT_PATH = "/v1/contacts/update"
 EVENT_PATH = "/v1/events/send"
+DELETE_PATH = "/v1/contacts/delete"
+# What a call is, as far as its answer's meaning goes.
+CallKind = Literal["contact", "event", "delete", "check"]
 API_KEY_PATH = "/v1/api-key"
 PROPERTIES_PATH = "/v1/contacts/properties"
 LISTS_PATH = "/v1/lists"
@@ -52,11 +55,12 @@ CHECK_TIMEOUT = 5.0
 CHECK_SECONDS = 12.0
 
 
-def classify(kind: Literal["contact", "event", "check"], status: int) -> Outcome:
+def classify(kind: CallKind, status: int) -> Outcome:
     """What an HTTP status means for a request of this kind: DELIVERED, DUPLICATE (an event
     Loops has seen), REJECTED (never as it is), FAILED (may succeed later: tried again) or
-    FATAL (no request can succeed)."""
-    if 200 <= status < 300:
+    FATAL (no request can succeed). A deletion answered 404 finds the contact already gone:
+    done (a wrong base URL fails the key check before any deletion is sent)."""
+    if 200 <= status < 300 or (status == 404 and kind == "delete"):
         return Outcome.DELIVERED
     if status == 409 and kind == "event":
         return Outcome.DUPLICATE
@@ -145,6 +149,9 @@ class LoopsClient:
     async def send_event(self, body: bytes, idempotency_key: str) -> Answer:
         return await self._send("event", "POST", EVENT_PATH, body, idempotency_key)
 
+    async def delete_contact(self, body: bytes) -> Answer:
+        return await self._send("delete", "POST", DELETE_PATH, body, None)
+
     async def check_key(self) -> str:
         """The name of the team the key belongs to ("" if Loops does not say)."""
         answer = await self._send("check", "GET", API_KEY_PATH, None, None)
@@ -170,7 +177,7 @@ class LoopsClient:
 
     async def _send(
         self,
-        kind: Literal["contact", "event", "check"],
+        kind: CallKind,
         method: str,
         path: str,
         body: bytes | None,
@@ -183,7 +190,7 @@ class LoopsClient:
 
     async def _exchange(
         self,
-        kind: Literal["contact", "event", "check"],
+        kind: CallKind,
         method: str,
         path: str,
         body: bytes | None,
@@ -199,7 +206,7 @@ class LoopsClient:
         return response
 
 
-def _answer(kind: Literal["contact", "event", "check"], response: httpx.Response) -> Answer:
+def _answer(kind: CallKind, response: httpx.Response) -> Answer:
     return Answer(
         classify(kind, response.status_code),
         response.status_code,

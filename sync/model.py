@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-RequestKind = Literal["contact", "event"]
+RequestKind = Literal["contact", "event", "removal"]
 
 
 class Outcome(StrEnum):
@@ -65,7 +65,7 @@ class Request:
     kind: RequestKind
     row: int
     identity: str
-    ref: str  # the payload hash of a contact, the Idempotency-Key of an event
+    ref: str  # a contact's payload hash, an event's Idempotency-Key, a removal's action
     body: bytes
     event: str | None = None
     folded: Request | None = None  # the contact upsert this event carries, if any

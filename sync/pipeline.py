@@ -20,6 +20,7 @@ from sync.coerce import constant_problems
 from sync.columns import ROW
 from sync.config import Config, check_columns
 from sync.delivery import budget_warning, send_plan
+from sync.departures import Departures
 from sync.errors import ConfigError, ConfigProblem
 from sync.first_run import fresh_ledger, warn_first_run
 from sync.held import Held
@@ -32,6 +33,7 @@ from sync.model import ReadProgress, Request, SendProgress
 from sync.plan import Gathered, Plan, plan_slices
 from sync.report import RejectLimit, RunReport, reject_groups, write_rejects
 from sync.sender import RetryPolicy
+from sync.side_effects import SideEffects
 from sync.sources import open_source
 from sync.state import spool_write
 
@@ -72,6 +74,8 @@ class Options:
     baseline: bool = False
     # Told a first run's notice (`sync.first_run`) before anything is sent: the CLI prints it.
     on_first_run: Callable[[str], None] | None = None
+    # `--allow-removals`: departed contacts a person approves removing, over the brake's limit.
+    allow_removals: int | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,7 @@ def _ready_to_send(
     the plan there too."""
     rows = _read(config, keep_in=spool, on_read=options.on_read)
     held = _held(config, ledger)
-    gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
+    gathered, plan = _map_and_plan(config, rows, held, options=options, spool=spool)
     _count_mapped(report, gathered, plan)
     report.warnings[:0] = rows.notes
     return _Ready(plan, rows.kept(), gathered.rejects, gathered.learned)
@@ -208,7 +212,7 @@ def _dry_run(config: Config, report: RunReport, options: Options) -> None:
         rows = _read(config, keep_in=spool, on_read=options.on_read)
         with _open_ledger(config) as ledger:
             held, fresh = _held(config, ledger), fresh_ledger(ledger)
-        gathered, plan = _map_and_plan(config, rows, held, full=options.full, spool=spool)
+        gathered, plan = _map_and_plan(config, rows, held, options=options, spool=spool)
         _count_mapped(report, gathered, plan)
         report.warnings[:0] = rows.notes
         warn_first_run(fresh, report)
@@ -246,7 +250,7 @@ def plan_sync(
         rows = _read(config, keep_in=spool, on_read=on_read)
         with _open_ledger(config) as ledger:
             held, fresh = _held(config, ledger), fresh_ledger(ledger)
-        gathered, plan = _map_and_plan(config, rows, held, full=full, spool=spool)
+        gathered, plan = _map_and_plan(config, rows, held, options=Options(full=full), spool=spool)
         first_requests = (r for job in plan.jobs(samples) for r in job.requests)
         sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
         _count_mapped(report, gathered, plan)
@@ -328,12 +332,19 @@ def _once_per_of(config: Config) -> dict[str, list[str]]:
 
 
 def _map_and_plan(
-    config: Config, rows: _Rows, held: Held, *, full: bool, spool: Path
+    config: Config, rows: _Rows, held: Held, *, options: Options, spool: Path
 ) -> tuple[Gathered, Plan]:
     """Map (pure), then plan against what Loops holds, in bounded memory (`sync.plan`)."""
     spec = config.spec
     mapped = map_slices(spec, rows.slices, rows.schema, ls1_keys=held.legacy)
-    return plan_slices(spec, mapped, held, full=full, spool=spool)
+    return plan_slices(
+        spec,
+        mapped,
+        held,
+        full=options.full,
+        spool=spool,
+        allow_removals=options.allow_removals,
+    )
 
 
 def _new_report(config: Config, *, dry_run: bool) -> RunReport:
@@ -359,6 +370,17 @@ def _count_mapped(report: RunReport, gathered: Gathered, plan: Plan) -> None:
             f"empty in the source but sent before, so Loops keeps the old value: {each} "
             "contacts; set `empty: clear` under contact to clear such values"
         )
+
+
+def _count_departures(report: RunReport, departures: Departures) -> None:
+    removed = len(departures.removals)
+    examples = {"contacts_removed": departures.examples} if removed else {}
+    report.side_effects += SideEffects(
+        contacts_removed=removed, removal=departures.action, examples=examples
+    )
+    if departures.held_back:
+        report.removals_held_back = departures.held_back
+        report.warnings.append(f"no contact removed: {departures.held_back}")
 
 
 def _count_plan(report: RunReport, plan: Plan) -> None:

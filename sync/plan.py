@@ -18,6 +18,7 @@ meaning on an event Loops does not document.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ import polars as pl
 from sync.candidates import (
     Candidates,
     Mapped,
+    Settled,
     cleared_when_empty,
     pick,
     settle_all,
@@ -37,6 +39,7 @@ from sync.candidates import (
 )
 from sync.columns import ROW
 from sync.config import SyncConfig
+from sync.departures import Departures, find_departures
 from sync.diff import OCCURRENCE_COLUMNS, diff
 from sync.forewarn import Forewarnings
 from sync.held import Held
@@ -73,6 +76,8 @@ class Plan:
     adopted: pl.DataFrame = field(default_factory=pl.DataFrame)
     kept_in_loops: dict[str, int] = field(default_factory=dict)
     side_effects: SideEffects = field(default_factory=SideEffects)
+    # Contacts that left the source, and their removals, sent after every other job.
+    departures: Departures | None = None
 
     @property
     def requests(self) -> pl.DataFrame:
@@ -84,8 +89,11 @@ class Plan:
 
     @property
     def request_count(self) -> int:
-        """Requests a run will make, after folding upserts into events."""
-        return self.size - self.counts.get("folded", 0)
+        """Requests a run will make, after folding upserts into events, removals included."""
+        return self.size - self.counts.get("folded", 0) + len(self._removals())
+
+    def _removals(self) -> tuple[Request, ...]:
+        return self.departures.removals if self.departures else ()
 
     def jobs(self, limit: int | None = None) -> Iterator[Job]:
         """The plan as jobs, in send order, a slice of each part at a time; `limit` caps the
@@ -96,6 +104,8 @@ class Plan:
         merged = heapq.merge(*(_jobs_of(part) for part in self.parts))
         for _, _, job in merged:
             yield job
+        if self.departures:
+            yield from self.departures.jobs()
 
 
 def _jobs_of(part: pl.LazyFrame) -> Iterator[tuple[int, str, Job]]:
@@ -267,12 +277,14 @@ def plan_slices(
     *,
     full: bool = False,
     spool: Path | None = None,
+    allow_removals: int | None = None,
 ) -> tuple[Gathered, Plan]:
     """Plan the mapped slices in two passes, memory bounded by a slice, a part and the census:
     settle each slice against the ledger (keeping what is pending in `spool`, else memory) and
     deduplicate on the census; then pick each pending slice's candidates, diff them, and write
     the lines by parts, each put in send order. `full`: every contact counts as unsent; events
-    stay delivered, never repeated."""
+    stay delivered, never repeated. Contacts that left the source are found last
+    (`sync.departures`; `allow_removals`: `run --allow-removals`)."""
     settled = settle_all(spec, mapped, held.without_contacts() if full else held, spool)
     decisions = settled.decide(spec)
     builder = PlanBuilder(
@@ -300,7 +312,25 @@ def plan_slices(
         settled.learned_all(),
         tuple(warnings.lines()),
     )
-    return found, plan
+    return found, _with_departures(plan, spec, held, settled, allow_removals)
+
+
+def _with_departures(
+    plan: Plan, spec: SyncConfig, held: Held, settled: Settled, allow: int | None
+) -> Plan:
+    if spec.contact is None or spec.contact.removed == "keep":
+        return plan
+    departures = find_departures(
+        spec.contact,
+        held,
+        settled.present_contacts(),
+        rows_read=settled.rows_read,
+        allow=allow,
+    )
+    if departures is None:
+        return plan
+    jobs = plan.job_count + len(departures.removals)
+    return dataclasses.replace(plan, departures=departures, job_count=jobs)
 
 
 def parts_for(lines: int) -> int:

@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from sync.departures import VERBS as REMOVAL_VERBS
 from sync.model import ReadProgress, SendProgress
 from sync.report import RunReport
 from sync.side_effects import CLEARED, SideEffects
@@ -82,6 +83,12 @@ def side_effect_lines(effects: SideEffects) -> list[str]:
         lines.append(
             f"{effects.subscribed_false} contacts sent subscribed: false"
             f"{_examples(effects, 'subscribed_false')}: they get no campaign or loop emails"
+        )
+    if effects.contacts_removed:
+        verb = REMOVAL_VERBS.get(effects.removal or "", "removed")
+        lines.append(
+            f"{effects.contacts_removed} contacts {verb}{_examples(effects, 'contacts_removed')}"
+            ": they left the source (contact.removed), after every other request"
         )
     for name, count in sorted(effects.properties_cleared.items()):
         lines.append(

@@ -77,6 +77,8 @@ class RunReport:
     events_retry: int = 0
     events_already_delivered: int = 0  # the ledger holds them: not sent
     contacts_sent: int = 0  # upserts Loops took (riding on an event or alone)
+    contacts_removed: int = 0  # departed contacts removed (`contact.removed`)
+    removals_held_back: str | None = None  # why the brake removed none
     events_sent: int = 0
     events_duplicate: int = 0  # sent, and Loops already had the Idempotency-Key (409)
     rejected_by_loops: int = 0  # requests Loops refused (400): their rows join the rejects
@@ -154,7 +156,7 @@ class RunReport:
         if self.work_left:
             return ExitCode.WORK_LEFT
         allowed = self.rejects_allowed or 0
-        if self.rows_rejected_in_all > allowed:
+        if self.rows_rejected_in_all > allowed or self.removals_held_back:
             return ExitCode.REJECTED
         return ExitCode.OK
 
@@ -177,20 +179,25 @@ class RunReport:
             case ExitCode.INTERRUPTED:
                 return f"interrupted by a signal; {self.work_left} requests left for the next run"
             case ExitCode.WORK_LEFT:
-                causes: list[str] = []
-                if self.failed:
-                    causes.append(f"{self.failed} requests failed and are retried")
-                if self.not_sent:
-                    causes.append(f"stopped early ({self.stopped}): {self.not_sent} requests")
-                if self.requests_left_by_limit:
-                    causes.append(
-                        f"--limit: {self.requests_left_by_limit} requests "
-                        f"({self.contacts_left_by_limit} contacts)"
-                    )
-                return "work left for the next run: " + "; ".join(causes)
+                return "work left for the next run: " + "; ".join(self._work_left_causes())
             case ExitCode.REJECTED:
+                if self.removals_held_back:
+                    return f"no contact removed: {self.removals_held_back}"
                 return f"{rejected} rows rejected for their data (see the rejects file)"
         return self._finished_well(rejected)
+
+    def _work_left_causes(self) -> list[str]:
+        causes = []
+        if self.failed:
+            causes.append(f"{self.failed} requests failed and are retried")
+        if self.not_sent:
+            causes.append(f"stopped early ({self.stopped}): {self.not_sent} requests")
+        if self.requests_left_by_limit:
+            causes.append(
+                f"--limit: {self.requests_left_by_limit} requests "
+                f"({self.contacts_left_by_limit} contacts)"
+            )
+        return causes
 
     def _finished_well(self, rejected: int) -> str:
         if self.dry_run:

@@ -322,10 +322,7 @@ class _Sender:
         self.counters.requests += 1
         sent_at = time.monotonic()
         try:
-            if request.kind == "contact":
-                answer = await self.client.upsert_contact(request.body)
-            else:
-                answer = await self.client.send_event(request.body, request.ref)
+            answer = await self._call(request)
         except (RetryableError, RejectedRow) as error:
             if error.status is None:  # no HTTP answer: refused, timed out, dropped
                 self._unheard(sent_at, error)
@@ -339,6 +336,13 @@ class _Sender:
         self.silence.heard()
         self.pacer.answered(slot, limit=answer.limit, remaining=answer.remaining)
         return answer
+
+    async def _call(self, request: Request) -> Answer:
+        if request.kind == "event":
+            return await self.client.send_event(request.body, request.ref)
+        if request.kind == "removal" and request.ref == "delete":
+            return await self.client.delete_contact(request.body)
+        return await self.client.upsert_contact(request.body)  # a removal by upsert too
 
     def _unheard(self, sent_at: float, error: Exception) -> None:
         """One more attempt without an answer; FatalApiError once Loops counts as gone."""

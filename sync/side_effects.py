@@ -36,6 +36,9 @@ class SideEffects:
     subscribed_true: int = 0
     subscribed_false: int = 0
     properties_cleared: dict[str, int] = field(default_factory=dict)
+    # Contacts that left the source and are removed as `contact.removed` says (`removal`).
+    contacts_removed: int = 0
+    removal: str | None = None
     examples: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "cleared:<name>" too
 
     def __add__(self, other: SideEffects) -> SideEffects:
@@ -50,6 +53,8 @@ class SideEffects:
             properties_cleared=dict(
                 Counter(self.properties_cleared) + Counter(other.properties_cleared)
             ),
+            contacts_removed=self.contacts_removed + other.contacts_removed,
+            removal=self.removal or other.removal,
             examples=examples,
         )
 
@@ -66,6 +71,8 @@ class SideEffects:
             "subscribed_true": self.subscribed_true,
             "subscribed_false": self.subscribed_false,
             "properties_cleared": dict(sorted(self.properties_cleared.items())),
+            "contacts_removed": self.contacts_removed,
+            "removal": self.removal,
             "examples": examples,
         }
 

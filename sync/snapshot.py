@@ -54,6 +54,7 @@ class Page:
 
 
 CONTACT_HASHES = Page("contacts", "identity", ("hash",))
+PRESENT_CONTACTS = Page("contacts", "identity", ("identity",), "removed IS NULL")
 # Every key an occurrence is known by: its own, its email's and its userId's, each once. Its
 # userId's is read from its index, which holds only the occurrences that have one.
 EVENT_KEYS = Page("events", "key", ("key", "nullif(key_email, key)"))
@@ -171,6 +172,10 @@ class LedgerContacts:
     def props(self, identities: pl.Series) -> pl.DataFrame:
         schema = {"identity": pl.String, "props": pl.String}
         return self._rows("identity, props", identities, schema, "AND props IS NOT NULL")
+
+    def present(self) -> Iterator[pl.Series]:
+        with connected(self.ledger) as db:
+            yield from values_in_pages(db, self.sync, PRESENT_CONTACTS)
 
     def _rows(
         self, columns: str, identities: pl.Series, schema: dict[str, Any], extra: str = ""
