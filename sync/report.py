@@ -181,9 +181,12 @@ class RunReport:
             case ExitCode.WORK_LEFT:
                 return "work left for the next run: " + "; ".join(self._work_left_causes())
             case ExitCode.REJECTED:
-                if self.removals_held_back:
-                    return f"no contact removed: {self.removals_held_back}"
-                return f"{rejected} rows rejected for their data (see the rejects file)"
+                held_back = self.removals_held_back
+                return (
+                    f"no contact removed: {held_back}"
+                    if held_back
+                    else f"{rejected} rows rejected for their data (see the rejects file)"
+                )
         return self._finished_well(rejected)
 
     def _work_left_causes(self) -> list[str]:
