@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +16,9 @@ import polars as pl
 
 from sync.account import require_account
 from sync.baseline import record_plan
-from sync.coerce import constant_problems
 from sync.columns import ROW
-from sync.config import Config, check_columns
+from sync.config import Config
 from sync.delivery import budget_warning, send_plan
-from sync.departures import Departures
 from sync.errors import ConfigError, ConfigProblem
 from sync.first_run import fresh_ledger, warn_first_run
 from sync.held import Held
@@ -31,11 +29,10 @@ from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
 from sync.mapping import map_slices
 from sync.model import ReadProgress, Request, SendProgress
 from sync.plan import Gathered, Plan, plan_slices
+from sync.read import Rows, read_source
 from sync.report import RejectLimit, RunReport, reject_groups, write_rejects
 from sync.sender import RetryPolicy
-from sync.side_effects import SideEffects
-from sync.sources import open_source
-from sync.state import spool_write
+from sync.tally import count_left_by_limit, count_mapped
 
 __all__ = [
     "Options",
@@ -134,7 +131,7 @@ def _sync(config: Config, report: RunReport, options: Options) -> None:
                 loops_rejects = send_plan(
                     config, ready.plan, ledger, report, api_key=api_key, options=options
                 )
-            _count_left_by_limit(report, ready.plan, options.limit)
+            count_left_by_limit(report, ready.plan, options.limit)
             _finish(
                 config,
                 report=report,
@@ -185,10 +182,10 @@ def _ready_to_send(
 ) -> _Ready:
     """Read, map and plan, the source's slices kept in the spool as they are read, then put
     the plan there too."""
-    rows = _read(config, keep_in=spool, on_read=options.on_read)
+    rows = read_source(config, keep_in=spool, on_read=options.on_read)
     held = _held(config, ledger)
     gathered, plan = _map_and_plan(config, rows, held, options=options, spool=spool)
-    _count_mapped(report, gathered, plan)
+    count_mapped(report, gathered, plan)
     report.warnings[:0] = rows.notes
     return _Ready(plan, rows.kept(), gathered.rejects, gathered.learned)
 
@@ -209,11 +206,11 @@ def _forewarn(config: Config, plan: Plan, report: RunReport, options: Options) -
 def _dry_run(config: Config, report: RunReport, options: Options) -> None:
     started = time.monotonic()
     with config.state.spool(locked=False) as spool:
-        rows = _read(config, keep_in=spool, on_read=options.on_read)
+        rows = read_source(config, keep_in=spool, on_read=options.on_read)
         with _open_ledger(config) as ledger:
             held, fresh = _held(config, ledger), fresh_ledger(ledger)
         gathered, plan = _map_and_plan(config, rows, held, options=options, spool=spool)
-        _count_mapped(report, gathered, plan)
+        count_mapped(report, gathered, plan)
         report.warnings[:0] = rows.notes
         warn_first_run(fresh, report)
         report.dry_run_file = str(_write_dry_run(config, plan, options.limit))
@@ -247,13 +244,13 @@ def plan_sync(
     spool = config.state.scratch()
     report = _new_report(config, dry_run=True)
     try:
-        rows = _read(config, keep_in=spool, on_read=on_read)
+        rows = read_source(config, keep_in=spool, on_read=on_read)
         with _open_ledger(config) as ledger:
             held, fresh = _held(config, ledger), fresh_ledger(ledger)
         gathered, plan = _map_and_plan(config, rows, held, options=Options(full=full), spool=spool)
         first_requests = (r for job in plan.jobs(samples) for r in job.requests)
         sample = [_request_line(r) for _, r in zip(range(samples), first_requests, strict=False)]
-        _count_mapped(report, gathered, plan)
+        count_mapped(report, gathered, plan)
         report.warnings[:0] = rows.notes
         warn_first_run(fresh, report)
         _note_rejects(config, report, rows.kept(), gathered.rejects)
@@ -274,55 +271,6 @@ def plan_sync(
 # --- stages -----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Rows:
-    """The source's rows as mapping takes them: numbered slices (ROW, from 1), each kept as it
-    goes by, on disk in a run's spool (else in memory), for the rejects file at the end."""
-
-    schema: pl.Schema
-    source: Iterator[pl.DataFrame]
-    keep_in: Path | None  # None: nothing will ask for the rows again (`plan`)
-    notes: tuple[str, ...] = ()  # how the source was read (which sheet), for the report
-    on_read: Callable[[ReadProgress], None] | None = None
-
-    @property
-    def slices(self) -> Iterator[pl.DataFrame]:
-        offset = 1
-        for index, piece in enumerate(self.source):
-            rows = piece.with_row_index(ROW, offset=offset)
-            offset += piece.height
-            if self.keep_in is not None:
-                spool_write(rows, self.keep_in / f"source-{index:06d}.arrow")
-            self._read_so_far(offset - 1)
-            yield rows
-        self._read_so_far(offset - 1, finished=True)
-
-    def _read_so_far(self, rows: int, *, finished: bool = False) -> None:
-        if self.on_read is not None:
-            self.on_read(ReadProgress(rows, finished))
-
-    def kept(self) -> pl.LazyFrame:
-        """Every row read so far, with ROW."""
-        files = sorted(self.keep_in.glob("source-*.arrow")) if self.keep_in else []
-        if files:
-            return pl.scan_ipc(files)
-        return pl.LazyFrame(schema=self.schema)
-
-
-def _read(
-    config: Config,
-    *,
-    keep_in: Path | None = None,
-    on_read: Callable[[ReadProgress], None] | None = None,
-) -> _Rows:
-    """The source's columns are checked against the config before any row is read; the rows
-    then come a slice at a time."""
-    stream = open_source(config)
-    check_columns(config, stream.schema, extra=constant_problems(config.spec))
-    schema = pl.Schema([(ROW, pl.UInt32()), *stream.schema.items()])
-    return _Rows(schema, stream.slices, keep_in, stream.notes, on_read)
-
-
 def _held(config: Config, ledger: Ledger) -> Held:
     return ledger.held(_once_per_of(config))
 
@@ -332,7 +280,7 @@ def _once_per_of(config: Config) -> dict[str, list[str]]:
 
 
 def _map_and_plan(
-    config: Config, rows: _Rows, held: Held, *, options: Options, spool: Path
+    config: Config, rows: Rows, held: Held, *, options: Options, spool: Path
 ) -> tuple[Gathered, Plan]:
     """Map (pure), then plan against what Loops holds, in bounded memory (`sync.plan`)."""
     spec = config.spec
@@ -354,58 +302,6 @@ def _new_report(config: Config, *, dry_run: bool) -> RunReport:
         config_path=str(config.file),
         rate_limit=config.spec.loops.rate_limit,
     )
-
-
-def _count_mapped(report: RunReport, gathered: Gathered, plan: Plan) -> None:
-    report.rows_read = gathered.rows_read
-    report.rows_rejected = gathered.rejects.height
-    report.duplicates = gathered.duplicates
-    _count_plan(report, plan)
-    report.kept_in_loops = plan.kept_in_loops
-    report.side_effects = plan.side_effects
-    report.warnings.extend(gathered.warnings)
-    if plan.kept_in_loops:
-        each = ", ".join(f"{name} ({count})" for name, count in plan.kept_in_loops.items())
-        report.warnings.append(
-            f"empty in the source but sent before, so Loops keeps the old value: {each} "
-            "contacts; set `empty: clear` under contact to clear such values"
-        )
-
-
-def _count_departures(report: RunReport, departures: Departures) -> None:
-    removed = len(departures.removals)
-    examples = {"contacts_removed": departures.examples} if removed else {}
-    report.side_effects += SideEffects(
-        contacts_removed=removed, removal=departures.action, examples=examples
-    )
-    if departures.held_back:
-        report.removals_held_back = departures.held_back
-        report.warnings.append(f"no contact removed: {departures.held_back}")
-
-
-def _count_plan(report: RunReport, plan: Plan) -> None:
-    counts = plan.counts
-    report.contacts_new = counts["contacts_new"]
-    report.contacts_changed = counts["contacts_changed"]
-    report.contacts_unchanged = counts["contacts_unchanged"]
-    report.contacts_retry = counts["contacts_retry"]
-    report.events_new = counts["events_new"]
-    report.events_retry = counts["events_retry"]
-    report.events_already_delivered = counts["events_already_delivered"]
-    report.requests_planned = plan.request_count
-
-
-def _count_left_by_limit(report: RunReport, plan: Plan, limit: int | None) -> None:
-    """What --limit kept back: the requests (an upsert riding on an event is one, as Loops sees
-    it) and the contacts of the jobs past the first `limit` (a job is one contact's)."""
-    if limit is None:
-        return
-    handed_requests = handed_jobs = 0
-    for job in plan.jobs(limit):
-        handed_requests += len(job.requests)
-        handed_jobs += 1
-    report.requests_left_by_limit = plan.request_count - handed_requests
-    report.contacts_left_by_limit = plan.job_count - handed_jobs
 
 
 def _open_ledger(config: Config) -> closing[Ledger]:
