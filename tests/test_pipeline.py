@@ -15,7 +15,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from sync import cli, pipeline
+from sync import cli, pipeline, read
 from sync.config import Config, load_config
 from sync.errors import ConfigError, FatalApiError, LedgerError
 from sync.ledger import Ledger
@@ -263,7 +263,7 @@ def test_ctrl_c_while_reading_writes_the_report_and_closes_the_history_entry(
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "open_source", interrupted)
+    monkeypatch.setattr(read, "open_source", interrupted)
     config = project(tmp_path, 1)
     runner = CliRunner()
     result = runner.invoke(
