@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,16 +15,17 @@ import click
 import orjson
 
 from sync import __version__
-from sync.check import CheckReport, check_config
+from sync.check import check_config
 from sync.config import Config, load_config
-from sync.config_tests import CasesReport, cases_report
+from sync.config_tests import cases_report
 from sync.emulator.cli import emulator_command
 from sync.errors import ExitCode, Interrupted, StopRun
 from sync.init import draft_config
 from sync.ledger_move import export_state, import_state, rows_text
 from sync.pipeline import Options, as_stop_run, plan_sync, run_history, run_sync
-from sync.render import ProgressDisplay, duration, render_summary, side_effect_lines
+from sync.render import ProgressDisplay, render_summary
 from sync.report import RejectLimit, RunReport
+from sync.screens import cases_lines, check_lines, history_lines, plan_lines
 
 __all__ = ["main"]
 
@@ -280,36 +280,8 @@ def plan(config: Path, full: bool, as_json: bool) -> None:
         }
         click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"plan for sync '{report.sync}': {report.rows_read} rows read")
-    click.echo(
-        f"  contacts: {report.contacts_new} new, {report.contacts_changed} changed, "
-        f"{report.contacts_unchanged} unchanged, {report.contacts_retry} to retry"
-    )
-    click.echo(
-        f"  events:   {report.events_new} new, {report.events_retry} to retry, "
-        f"{report.events_already_delivered} already delivered"
-    )
-    click.echo(f"  duplicate rows: {report.duplicates} (the last row of each identity wins)")
-    click.echo(f"  rejected rows: {report.rows_rejected}")
-    for group in report.rejects:
-        rows = ", ".join(str(row) for row in group["first_rows"])
-        more = ", …" if group["count"] > len(group["first_rows"]) else ""
-        column = group["column"] or "-"
-        click.echo(f"    {group['count']:>6}  {column}: {group['reason']} (rows {rows}{more})")
-    if report.rejects_file:
-        click.echo(f"    rejects: {report.rejects_file}")
-    click.echo(
-        f"  requests: {preview.plan.request_count}, about {duration(preview.eta_seconds)} "
-        f"at {report.rate_limit:g} requests/s"
-    )
-    effects = side_effect_lines(report.side_effects)
-    click.echo("  side effects in Loops:" + ("" if effects else " none (only values stored)"))
-    for line in effects:
-        click.echo(f"    {line}")
-    for warning in report.warnings:
-        click.echo(f"  warning: {warning}")
-    for sample in preview.samples:
-        click.echo("  sample: " + orjson.dumps(sample).decode())
+    for line in plan_lines(preview):
+        click.echo(line)
 
 
 @main.command()
@@ -337,40 +309,9 @@ def check(config: Path, create_properties: bool) -> None:
     reached.
     """
     report = check_config(_load(config), create=create_properties)
-    _render_check(report, config)
+    for line in check_lines(report, config):
+        click.echo(line)
     sys.exit(report.exit_code)
-
-
-def _render_check(report: CheckReport, file: Path) -> None:
-    click.echo(f"check of sync '{report.sync}' ({file})")
-    for part, summary in (
-        ("config", report.config),
-        ("source", report.source),
-        ("account", report.account),
-        ("tests", report.tests),
-    ):
-        if summary:
-            click.echo(f"  {part:<8} {summary}")
-    if report.columns:
-        click.echo("  columns, as the mapping reads them (first rows):")
-        width = max(len(check.path) for check in report.columns)
-        for check in report.columns:
-            refused = f", {check.refused} refused" if check.refused else ""
-            click.echo(
-                f"    {check.path:<{width}}  '{check.column}' ({check.source_type}) as "
-                f"{check.sent_as}: {check.filled} filled{refused}"
-            )
-    for kept in report.filters:
-        click.echo(f"  filter   {kept}")
-    for created in report.created:
-        click.echo(f"  created in Loops: contact property '{created.name}' ({created.type})")
-    for title, items in (("warning", report.warnings), ("problem", report.problems)):
-        if items:
-            click.echo(f"{len(items)} {title}{'' if len(items) == 1 else 's'}:")
-            for item in items:
-                click.echo(f"  - {item}")
-    verdict = "all is well" if report.exit_code == 0 else "not ready to run"
-    click.echo(f"{verdict} (exit code {report.exit_code})")
 
 
 @main.command("test")
@@ -389,26 +330,9 @@ def test_cases(config: Path) -> None:
     section included, each problem with its key and line), or no tests: section.
     """
     report = cases_report(_load(config))
-    _render_cases(report, config)
+    for line in cases_lines(report, config):
+        click.echo(line)
     sys.exit(report.exit_code)
-
-
-def _render_cases(report: CasesReport, file: Path) -> None:
-    click.echo(f"tests of sync '{report.sync}' ({file})")
-    for case in report.cases:
-        if case.passed:
-            click.echo(f"  pass  {case.name}")
-            continue
-        where = f"{case.path}, line {case.line}" if case.line else case.path
-        click.echo(f"  FAIL  {case.name} ({where})")
-        for difference in case.differences:
-            click.echo(f"          {difference.subject}")
-            for detail in difference.details:
-                click.echo(f"            {detail}")
-    count, failed = len(report.cases), len(report.failed)
-    noun = "case" if count == 1 else "cases"
-    verdict = f"{failed} of {count} {noun} failed" if failed else f"all {count} {noun} passed"
-    click.echo(f"{verdict} (exit code {report.exit_code})")
 
 
 @main.command()
@@ -428,28 +352,8 @@ def history(config: Path, limit: int, as_json: bool) -> None:
     if not runs:
         click.echo(f"no runs of '{loaded.name}' yet")
         return
-    click.echo(
-        f"{'started':<20} {'took':>11} {'requests':>9} {'unchanged':>10} "
-        f"{'rejected':>9} {'failed':>7} {'exit':>5}  how it ended"
-    )
-    for record in runs:
-        counts = record.counts
-        figures: tuple[object, ...] = ("-",) * 4  # died: unknown
-        if counts:
-            rejected = counts.get("rows_rejected", 0) + counts.get("rejected_by_loops", 0)
-            failed = counts.get("failed", 0)
-            if "events_duplicate" not in counts:  # written before `failed` held the waiting
-                failed += counts.get("deferred", 0)
-            unchanged = counts.get("contacts_unchanged", 0)
-            figures = (counts.get("requests", 0), unchanged, rejected, failed)
-        took = duration(record.ended_at - record.started_at) if record.ended_at else record.status
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
-        exit_code = "" if record.exit_code is None else str(record.exit_code)
-        ended = (record.reason or record.status).splitlines()[0]
-        click.echo(
-            f"{when:<20} {took:>11} {figures[0]:>9} {figures[1]:>10} "
-            f"{figures[2]:>9} {figures[3]:>7} {exit_code:>5}  {ended}"
-        )
+    for line in history_lines(runs):
+        click.echo(line)
 
 
 @main.command()
