@@ -27,11 +27,12 @@ from sync.account import (
 )
 from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event, constant_problems
 from sync.columns import ROW
-from sync.config import Config, SyncConfig, check_columns
+from sync.config import Config, SyncConfig
 from sync.config_file import KeyLines
 from sync.config_tests import tests_for_check
 from sync.errors import ConfigError, ConfigProblem, ExitCode, FatalApiError, SourceError
 from sync.loops_api import CHECK_PAUSE, check_api_key, key_problem
+from sync.source_columns import check_columns
 from sync.sources import open_source
 
 __all__ = ["SAMPLE_ROWS", "CheckReport", "ColumnCheck", "check_config"]

@@ -9,12 +9,11 @@ only the source knows them.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib.util
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -36,18 +35,15 @@ from sync.budget import budget_place
 from sync.cases import ConfigTest, ConfigTests, ExpectedReject, ExpectedRequest
 from sync.config_file import (
     expand_variables,
-    hidden_characters,
     parse_yaml,
     unknown_type,
     validation_problems,
-    visible,
 )
 from sync.errors import ConfigError, ConfigProblem
-from sync.filters import filter_problem
 from sync.ledger_db import PgState, is_postgresql
 from sync.state import StateDir
 
-__all__ = ["Config", "PropertyMapping", "SyncConfig", "check_columns", "load_config"]
+__all__ = ["Config", "PropertyMapping", "SyncConfig", "load_config"]
 
 DEFAULT_BASE_URL = "https://app.loops.so/api"
 RESERVED_PROPERTIES = frozenset({"id", "listId", "softDeleteAt", "teamId", "updatedAt"})
@@ -418,76 +414,6 @@ def _base_url(file: str, spec: SyncConfig, env: Mapping[str, str]) -> str:
         problem = ConfigProblem("LOOPS_BASE_URL", "must start with http:// or https://")
         raise ConfigError(file, [problem])
     return override.rstrip("/")
-
-
-def check_columns(
-    config: Config,
-    schema: Mapping[str, pl.DataType],
-    *,
-    extra: Sequence[ConfigProblem] = (),
-) -> None:
-    """Every mapped column must exist in the source, and every `when` must run on it.
-
-    `extra`: problems found elsewhere once the source is known, reported in the same error.
-    """
-    available = list(schema)
-    problems = [*extra]
-    for path, column in _column_references(config.spec):
-        if column not in schema:
-            problems.append(ConfigProblem(path, _missing_column(column, available)))
-        elif schema[column].is_nested():
-            problems.append(ConfigProblem(path, _nested_column(column, schema[column])))
-    csv = config.spec.source.kind == "csv"
-    for path, when in config.spec.filters():
-        problem = filter_problem(when, schema, csv=csv)
-        if problem:
-            problems.append(ConfigProblem(path, problem))
-    if problems:
-        raise ConfigError(str(config.file), problems)
-
-
-def _column_references(spec: SyncConfig) -> list[tuple[str, str]]:
-    refs: list[tuple[str, str | None]] = []
-    sections: list[tuple[str, ContactSection | EventSection]] = []
-    if spec.contact:
-        sections.append(("contact", spec.contact))
-    sections += [(f"events[{i}]", event) for i, event in enumerate(spec.events)]
-    for prefix, section in sections:
-        refs += [(f"{prefix}.{key}", getattr(section, key)) for key in ("email", "user_id")]
-        refs += [
-            (f"{prefix}.properties.{name}", mapping.column)
-            for name, mapping in section.properties.items()
-        ]
-        if isinstance(section, ContactSection):
-            refs += [(f"{prefix}.mailing_lists.{k}", v) for k, v in section.mailing_lists.items()]
-        else:
-            refs += [(f"{prefix}.once_per[{i}]", c) for i, c in enumerate(section.once_per)]
-    return [(path, column) for path, column in refs if column is not None]
-
-
-def _nested_column(column: str, dtype: pl.DataType) -> str:
-    """Every mapping takes one value per row: a list or struct (a PostgreSQL array, a Parquet
-    list) has no one text, number or key, so it is refused here, not in a Polars cast."""
-    return (
-        f"column '{column}' holds {dtype}, many values per row; map a column with one value "
-        "per row (in SQL, select one element or join them)"
-    )
-
-
-def _missing_column(column: str, available: list[str]) -> str:
-    """Names are shown with their invisible characters escaped: a header's non-breaking space
-    would otherwise make the suggestion look like what the config already says."""
-    message = f"column '{visible(column)}' is not in the source"
-    close = difflib.get_close_matches(column, available, n=1, cutoff=0.6)
-    if not close:
-        lowered = {name.lower().strip(): name for name in available}
-        close = [lowered[column.lower().strip()]] if column.lower().strip() in lowered else []
-    if close:
-        meant, hidden = visible(close[0]), hidden_characters(close[0])
-        how = f' ({hidden}: fix the header, or write "{meant}" in double quotes)' if hidden else ""
-        return f"{message}; did you mean '{meant}'?{how}"
-    shown = ", ".join(visible(name) for name in available[:12])
-    return f"{message} (columns: {shown}{', …' if len(available) > 12 else ''})"
 
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {

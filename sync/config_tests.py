@@ -24,12 +24,13 @@ from sync.candidates import Mapped, map_rows
 from sync.cases import ConfigTest, ExpectedReject, ExpectedRequest
 from sync.coerce import constant_problems
 from sync.columns import ROW
-from sync.config import Config, check_columns
+from sync.config import Config
 from sync.config_file import KeyLines
 from sync.errors import ConfigError, ConfigProblem, ExitCode, SourceError
 from sync.held import Held
 from sync.loops_api import CONTACT_PATH, EVENT_PATH
 from sync.plan import make_plan
+from sync.source_columns import check_columns
 
 __all__ = [
     "CaseResult",

@@ -15,8 +15,9 @@ import polars as pl
 
 from sync.coerce import constant_problems
 from sync.columns import ROW
-from sync.config import Config, check_columns
+from sync.config import Config
 from sync.model import ReadProgress
+from sync.source_columns import check_columns
 from sync.sources import open_source
 from sync.state import spool_write
 

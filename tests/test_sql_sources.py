@@ -19,8 +19,9 @@ import pytest
 
 from sync.candidates import map_rows
 from sync.columns import ROW
-from sync.config import check_columns, load_config
+from sync.config import load_config
 from sync.errors import ConfigError, SourceError
+from sync.source_columns import check_columns
 from sync.sources import open_source, read_source
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

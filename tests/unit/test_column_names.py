@@ -5,8 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from sync.config import check_columns, load_config
+from sync.config import load_config
 from sync.errors import ConfigError
+from sync.source_columns import check_columns
 from tests.unit.conftest import WriteConfig
 
 CONFIG = """

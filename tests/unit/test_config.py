@@ -7,8 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sync.config import Config, check_columns, load_config
+from sync.config import Config, load_config
 from sync.errors import ConfigError, ConfigProblem
+from sync.source_columns import check_columns
 from sync.sources import read_source
 from tests.unit.conftest import WriteConfig
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from sync.config import Config, check_columns, load_config
+from sync.config import Config, load_config
 from sync.errors import ConfigError, ConfigProblem
+from sync.source_columns import check_columns
 from tests.unit.conftest import WriteConfig
 
 
