@@ -28,7 +28,17 @@ from sync.model import ReadProgress, SendProgress
 from sync.report import RunReport
 from sync.side_effects import CLEARED, SideEffects
 
-__all__ = ["ProgressDisplay", "duration", "render_summary", "side_effect_lines", "time_left"]
+# What the rejects file's `row` counts, said wherever the file is named.
+ROW_NOTE = "row: the data row's number, the header not counted"
+
+__all__ = [
+    "ROW_NOTE",
+    "ProgressDisplay",
+    "duration",
+    "render_summary",
+    "side_effect_lines",
+    "time_left",
+]
 
 
 def duration(seconds: float) -> str:
@@ -150,7 +160,7 @@ def render_summary(report: RunReport, out: TextIO | None = None) -> None:
     if report.baseline is not None:
         console.print(str(report.baseline))
     if report.rejects_file:
-        console.print(f"rejects: {report.rejects_file}")
+        console.print(f"rejects: {report.rejects_file} ({ROW_NOTE})")
     if report.dry_run_file:
         console.print(f"payloads (nothing sent): {report.dry_run_file}")
     if report.stopped:

@@ -259,7 +259,9 @@ def write_rejects(
 ) -> Path | None:
     """The rejected rows with their original columns plus row, column and reason.
 
-    Cells a spreadsheet would run as a formula (starting with = + - @) get a leading quote.
+    UTF-8 with a byte-order mark, which Excel on Windows needs to read it as UTF-8; `row` is
+    the data row's number, the header not counted. Cells a spreadsheet would run as a formula
+    (starting with = + - @) get a leading quote.
     Source columns CSV cannot hold (a SQL array or JSON column, a Parquet list or struct, bytes)
     are written as text. Returns None (and removes an old file) when nothing was rejected.
     """
@@ -281,7 +283,7 @@ def write_rejects(
         for name in text_columns
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    safe.sort("row").write_csv(path)
+    safe.sort("row").write_csv(path, include_bom=True)  # Excel on Windows reads UTF-8 by it
     return path
 
 

@@ -14,7 +14,7 @@ from sync.check import CheckReport
 from sync.config_tests import CasesReport
 from sync.ledger import RunRecord
 from sync.pipeline import PlanPreview
-from sync.render import duration, side_effect_lines
+from sync.render import ROW_NOTE, duration, side_effect_lines
 
 __all__ = ["cases_lines", "check_lines", "history_lines", "plan_lines"]
 
@@ -41,7 +41,7 @@ def plan_lines(preview: PlanPreview) -> list[str]:
         column = group["column"] or "-"
         lines.append(f"    {group['count']:>6}  {column}: {group['reason']} (rows {rows}{more})")
     if report.rejects_file:
-        lines.append(f"    rejects: {report.rejects_file}")
+        lines.append(f"    rejects: {report.rejects_file} ({ROW_NOTE})")
     lines.append(
         f"  requests: {preview.plan.request_count}, about {duration(preview.eta_seconds)} "
         f"at {report.rate_limit:g} requests/s"

@@ -95,7 +95,7 @@ def test_max_rejects_lets_a_scheduled_job_exit_0_while_rejects_stay_reported(
     report = json.loads((project.root / "run.json").read_text())
     assert (report["rows_rejected"], report["rejects_allowed"]) == (2, 2)
     assert report["exit_reason"] == "every other row delivered; 2 rejected, within --max-rejects"
-    with (project.state / "people-rejects.csv").open(newline="") as rejects:
+    with (project.state / "people-rejects.csv").open(newline="", encoding="utf-8-sig") as rejects:
         assert [row["row"] for row in csv.DictReader(rejects)] == ["4", "12"]
 
     wrong = project.sync("--max-rejects", "ten")
@@ -115,7 +115,7 @@ def test_plan_groups_rejects_by_column_and_reason_writes_them_and_speaks_json(
     assert "      1  email: 'p25' is not a valid email address (rows 26)" in plan.stdout
     rejects_file = project.state / "people-rejects.csv"
     assert f"rejects: {rejects_file}" in plan.stdout
-    with rejects_file.open(newline="") as rejects:
+    with rejects_file.open(newline="", encoding="utf-8-sig") as rejects:
         assert len(list(csv.DictReader(rejects))) == 8
     assert "about 11 s at 200 requests/s" not in plan.stdout  # 22 requests: under a second
     assert "requests: 22, about < 1 s at 200 requests/s" in plan.stdout

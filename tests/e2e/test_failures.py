@@ -286,7 +286,9 @@ def test_an_event_loops_refuses_does_not_keep_its_contact_out_of_loops(project: 
         f"p{i}@example.com": "free" for i in range(3)
     }
     assert not project.emulator.events()
-    with (project.state / "people-rejects.csv").open(newline="") as rejects_file:
+    with (project.state / "people-rejects.csv").open(
+        newline="", encoding="utf-8-sig"
+    ) as rejects_file:
         rejects = list(csv.DictReader(rejects_file))
     assert sorted(r["row"] for r in rejects) == ["1", "2", "3"]
     assert all("longer than allowable" in r["reason"] for r in rejects)

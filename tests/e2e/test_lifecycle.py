@@ -214,7 +214,7 @@ def test_a_nested_source_column_does_not_crash_the_rejects_file(
     project.write(config)
     result = project.sync()
     assert result.returncode == 1, result.stderr
-    with (project.state / "people-rejects.csv").open(newline="") as rejects:
+    with (project.state / "people-rejects.csv").open(newline="", encoding="utf-8-sig") as rejects:
         [row] = list(csv.DictReader(rejects))
     assert row["email"] == "not-an-email"
     assert json.loads(row["extra"]) == nested
@@ -247,7 +247,7 @@ def test_a_postgresql_array_selected_with_star_beside_a_bad_row_is_a_clean_run(
         finally:
             connection.execute(f"DROP TABLE IF EXISTS {table}")
     assert result.returncode == 1, result.stderr
-    with (project.state / "people-rejects.csv").open(newline="") as rejects:
+    with (project.state / "people-rejects.csv").open(newline="", encoding="utf-8-sig") as rejects:
         [row] = list(csv.DictReader(rejects))
     assert (row["email"], row["tags"]) == ("not-an-email", '["x"]')
     assert [c["email"] for c in project.emulator.contacts()] == ["ok@example.com"]

@@ -123,7 +123,7 @@ def test_a_messy_clay_export_ends_with_good_rows_in_loops_and_bad_rows_in_reject
     with (project.root / "clay_export.csv").open(encoding="utf-8-sig", newline="") as source:
         source_rows = list(csv.DictReader(source))
     rejects_path = project.state / "clay-leads-rejects.csv"
-    with rejects_path.open(newline="") as rejects_file:
+    with rejects_path.open(newline="", encoding="utf-8-sig") as rejects_file:
         rejects = list(csv.DictReader(rejects_file))
     rejected_rows = {int(r["row"]) for r in rejects}
     assert len(rejects) == report["rows_rejected"] == 6
@@ -202,7 +202,9 @@ def test_a_row_loops_refuses_goes_to_the_rejects_file_with_loops_message(
     project.write(config, csv_text)
     result = project.sync("--no-check")  # past the account check, which would refuse the list
     assert result.returncode == 1
-    with (project.state / "people-rejects.csv").open(newline="") as rejects_file:
+    with (project.state / "people-rejects.csv").open(
+        newline="", encoding="utf-8-sig"
+    ) as rejects_file:
         rejects = list(csv.DictReader(rejects_file))
     assert [(r["row"], r["Email"]) for r in rejects] == [("2", "grace@example.com")]
     assert "cl_unknown" in rejects[0]["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,16 @@ def rejected(rows: list[tuple[int, str, str]]) -> pl.DataFrame:
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     """The file as a spreadsheet sees it: every cell as written."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_the_file_is_utf8_with_a_byte_order_mark_for_excel_on_windows(tmp_path: Path) -> None:
+    path = tmp_path / "test-rejects.csv"
+    write_rejects(path, source({"Name": ["Zoë"]}), rejected([(1, "Name", "too ë")]))
+    text = path.read_bytes()
+    assert text.startswith(codecs.BOM_UTF8)
+    assert text.decode("utf-8-sig").startswith("row,column,reason,Name")
 
 
 def test_the_file_has_the_original_columns_plus_row_column_and_reason(tmp_path: Path) -> None:
