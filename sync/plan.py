@@ -50,7 +50,10 @@ from sync.state import spool_write
 
 __all__ = ["Gathered", "Plan", "PlanBuilder", "make_plan", "plan_slices"]
 
-SLICE_ROWS = 20_000
+# Lines the merge of the parts holds at once, a batch of each part: a plan of 10M rows has 80
+# parts, and a batch of 20,000 lines each held 1.6M lines (peak 1.04 GB, measured).
+MERGE_LINES = 160_000
+BATCH_LINES = (1_000, 20_000)  # a part's batch, at least and at most
 # Lines per part: ordering a part holds it twice, about 400 bytes a line.
 LINES_PER_PART = 250_000
 # The row of the first line of each line's identity: the order of jobs.
@@ -101,18 +104,25 @@ class Plan:
         if limit is not None:
             yield from islice(self.jobs(), limit)
             return
-        merged = heapq.merge(*(_jobs_of(part) for part in self.parts))
+        batch = batch_lines(len(self.parts))
+        merged = heapq.merge(*(_jobs_of(part, batch) for part in self.parts))
         for _, _, job in merged:
             yield job
         if self.departures:
             yield from self.departures.jobs()
 
 
-def _jobs_of(part: pl.LazyFrame) -> Iterator[tuple[int, str, Job]]:
+def batch_lines(parts: int) -> int:
+    """The lines of a part read at a time, so that the merge holds about MERGE_LINES."""
+    least, most = BATCH_LINES
+    return max(least, min(most, MERGE_LINES // max(1, parts)))
+
+
+def _jobs_of(part: pl.LazyFrame, batch: int) -> Iterator[tuple[int, str, Job]]:
     """The jobs of one part, each with its place in the order (first row, identity)."""
     current: list[Request] = []
     folds, first = False, 0
-    for piece in _batches(part.select(FIRST, *LINE_COLUMNS)):
+    for piece in _batches(part.select(FIRST, *LINE_COLUMNS), batch):
         for order, kind, row, identity, ref, body, event, fold, *found_by in piece.iter_rows():
             if current and current[0].identity != identity:
                 yield first, current[0].identity, _job(current, folds)
@@ -128,12 +138,12 @@ def _jobs_of(part: pl.LazyFrame) -> Iterator[tuple[int, str, Job]]:
         yield first, current[0].identity, _job(current, folds)
 
 
-def _batches(lines: pl.LazyFrame) -> Iterator[pl.DataFrame]:
-    """`lines` SLICE_ROWS at a time, each read when asked for. (`collect_batches` reads on in
+def _batches(lines: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
+    """`lines` `size` at a time, each read when asked for. (`collect_batches` reads on in
     the background while the sender waits on the rate limit: the whole plan ends up in memory.)"""
     offset = 0
     while True:
-        piece = lines.slice(offset, SLICE_ROWS).collect()
+        piece = lines.slice(offset, size).collect()
         if piece.is_empty():
             return
         offset += piece.height
@@ -236,7 +246,7 @@ class PlanBuilder:
                 continue
             path = self._directory / f"plan-{number:04d}.arrow"
             # In batches as the sender reads them: a merge then holds a batch of each part.
-            spool_write(ordered, path, batch_rows=SLICE_ROWS)
+            spool_write(ordered, path, batch_rows=batch_lines(len(self._written)))
             for piece in self._written[number]:
                 if isinstance(piece, Path):
                     piece.unlink()
