@@ -10,6 +10,7 @@ starts them seconds apart makes a test longer, not wrong.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -17,7 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from sync.budget import LEASE, TICK
 from sync.emulator.server import EmulatorHandle, running_emulator
@@ -26,6 +29,7 @@ from sync.pacing import WINDOW
 from tests.e2e.conftest import ACCOUNT_CHECK, Project
 
 LIMIT = 10
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 MEASURED = 3.0  # seconds of sending together that a test looks at
 CONFIG = """\
 name: {name}
@@ -47,9 +51,12 @@ class Runs:
     """Syncs of one team, started and stopped by the test; the budget in a home of the test's
     own (where a user's would go, not in the real home)."""
 
-    def __init__(self, root: Path, emulator: EmulatorHandle) -> None:
+    def __init__(
+        self, root: Path, emulator: EmulatorHandle, env: dict[str, str] | None = None
+    ) -> None:
         self.root = root
         self.emulator = emulator
+        self.env = env or {}  # e.g. a PostgreSQL state every run shares, as on several hosts
         self.processes: dict[str, subprocess.Popen[str]] = {}
 
     def start(self, name: str, rows: int = 400, team: str | None = None) -> None:
@@ -60,7 +67,8 @@ class Runs:
         config = CONFIG.format(name=name, limit=LIMIT, team=f"team: {team}, " if team else "")
         project.write(config, csv)
         home = {"HOME": str(self.root / "home"), "XDG_STATE_HOME": ""}
-        self.processes[name] = project.start("run", str(project.config), "--quiet", **home)
+        env = home | self.env
+        self.processes[name] = project.start("run", str(project.config), "--quiet", **env)
 
     def wait_for(self, what: str, done: Callable[[dict[str, list[float]]], bool]) -> None:
         deadline = time.monotonic() + 90
@@ -179,6 +187,38 @@ def test_three_runs_of_one_key_share_the_limit_and_use_it(runs: Runs) -> None:
     assert rate_between(every, start, end) >= 0.9 * LIMIT, runs.story()
     shares = [rate_between(times, start, end) for times in by_run.values()]
     assert min(shares) >= 0.25 * LIMIT, runs.story()  # each has its part: 4, 3 and 3
+
+
+@pytest.fixture
+def runs_sharing_postgresql(tmp_path: Path, limited: EmulatorHandle) -> Iterator[Runs]:
+    """Runs whose state (ledger, history, lock and budget) is one PostgreSQL schema: as runs
+    on several hosts share it. The schema is the test's own, dropped after."""
+    schema = f"loops_sync_budget_e2e_{os.getpid()}"
+    with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5) as db:
+        db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    team = Runs(tmp_path, limited, {"LOOPS_SYNC_STATE": f"{POSTGRES}?schema={schema}"})
+    yield team
+    for process in team.processes.values():
+        process.kill()
+        process.communicate()
+    with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5) as db:
+        db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_runs_sharing_a_postgresql_state_share_the_limit_and_use_it(
+    runs_sharing_postgresql: Runs,
+) -> None:
+    runs = runs_sharing_postgresql
+    for name in ("first", "second", "third"):
+        runs.start(name)
+    runs.wait_together(MEASURED)
+    runs.stop_all()
+    by_run = runs.accepted()
+    start = max(min(times) for times in by_run.values())
+    end = min(max(times) for times in by_run.values())
+    every = sorted(t for times in by_run.values() for t in times)
+    assert len(runs.rate_limited()) <= stray_429s(joined=2), runs.story()
+    assert rate_between(every, start, end) >= 0.9 * LIMIT, runs.story()
 
 
 def test_a_run_killed_frees_its_share_when_its_lease_runs_out(runs: Runs) -> None:
