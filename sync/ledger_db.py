@@ -101,6 +101,9 @@ def statements(script: str) -> list[str]:
     return [statement for statement in script.split(";") if statement.strip()]
 
 
+BUSY_SECONDS = 10.0  # how long a ledger statement waits for another run's write
+
+
 class SqliteDb:
     """A ledger file (WAL mode: readers never wait for the writer)."""
 
@@ -111,16 +114,18 @@ class SqliteDb:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         self.where = str(path)
+        # The busy wait holds from the first statement: switching an old ledger to WAL waits
+        # for a run migrating it (under load that took more than sqlite3's default 5 s).
         if create:
-            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_SECONDS)
         else:
-            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+            uri = f"{path.resolve().as_uri()}?mode=rw"
+            self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS)
         self._db.create_function("ls2_key", 3, ls2_key_of_identity, deterministic=True)
         self._db.create_function("ls2_identity", 1, canonical_identity, deterministic=True)
         if create:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor:
         return self._db.execute(statement, params)
