@@ -25,7 +25,13 @@ from sync.held import Held
 from sync.ledger import Ledger, RunRecord
 from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, recorded_in_history
 from sync.lock import hold_lock
-from sync.loops_api import CONTACT_PATH, EVENT_PATH, check_api_key, key_problem
+from sync.loops_api import (
+    CONTACT_PATH,
+    DELETE_PATH,
+    EVENT_PATH,
+    check_api_key,
+    key_problem,
+)
 from sync.mapping import map_slices
 from sync.model import ReadProgress, Request, SendProgress
 from sync.plan import Gathered, Plan, plan_slices
@@ -376,6 +382,8 @@ def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:
 def _request_line(request: Request) -> dict[str, object]:
     """A request as the dry run and `plan` show it: method, path, Idempotency-Key, body."""
     body = orjson.loads(request.body)
-    if request.kind == "contact":
+    if request.kind == "removal" and request.ref == "delete":
+        return {"method": "POST", "path": DELETE_PATH, "body": body}
+    if request.kind in ("contact", "removal"):  # a removal by upsert: subscribed or lists false
         return {"method": "PUT", "path": CONTACT_PATH, "body": body}
     return {"method": "POST", "path": EVENT_PATH, "idempotency_key": request.ref, "body": body}

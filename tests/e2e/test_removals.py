@@ -79,6 +79,12 @@ def test_removal_by_lists_or_deletion(
     project.write(CONFIG.format(removed=removed), people(range(20)))
     assert project.sync().returncode == 0
     (project.root / "people.csv").write_text(people([i for i in range(20) if i != 3]))
+    assert project.sync("--dry-run").returncode == 0  # the dry run shows the request as sent
+    lines = (project.state / "people-dry-run.ndjson").read_text().splitlines()
+    path = "/v1/contacts/delete" if removed == "delete" else "/v1/contacts/update"
+    assert [json.loads(line) for line in lines] == [
+        {"method": "POST" if removed == "delete" else "PUT", "path": path, "body": body}
+    ]
     assert project.sync().returncode == 0
     assert project.api_requests()[-1]["body"] == body
     assert ("p3@example.com" in contacts(project)) is left_in_loops
