@@ -21,13 +21,14 @@ from sync import mapping, snapshot
 from sync.candidates import Mapped, map_rows
 from sync.columns import ROW
 from sync.config import SyncConfig
+from sync.delivery import record_delivered
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.held import Held
 from sync.ledger import INSERT_EVENT, LEARN, Ledger, learn_params
 from sync.ledger_db import Db, PgState, open_db
 from sync.ledger_schema import MIGRATIONS, PG_MIGRATIONS, SCHEMA_VERSION
 from sync.lock import hold_lock
-from sync.model import Occurrence
+from sync.model import Occurrence, Request
 from sync.plan import make_plan
 from sync.state import StateDir
 from tests.ledger_backends import (
@@ -116,6 +117,23 @@ def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(place: Place)
     assert other.delivered_contacts().is_empty()  # not committed yet: a crash would re-send it
     ledger.flush()
     assert other.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa", None)]
+
+
+def test_each_kind_of_request_is_recorded_as_what_loops_now_holds(place: Place) -> None:
+    """What the recorder and `run --baseline` write: an upsert's hash, an event's key, and a
+    removal as the contact's removal (not as an event keyed by the action)."""
+    ledger = Ledger(place, "t")
+    upsert = Request("contact", 1, "e:a@x.io", "c1:aaa", b'{"email":"a@x.io"}')
+    record_delivered(ledger, upsert)
+    record_delivered(ledger, Request("event", 1, "e:a@x.io", "ls2-x", b"{}", event="signup"))
+    ledger.flush()
+    assert ledger.delivered_events().rows() == [("ls2-x",)]
+    assert ledger.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa", ",email,")]
+
+    record_delivered(ledger, Request("removal", 0, "e:a@x.io", "unsubscribe", b"{}"))
+    ledger.flush()
+    assert ledger.delivered_events().rows() == [("ls2-x",)]
+    assert ledger.delivered_contacts().get_column("hash").to_list() == ["removed:unsubscribe"]
 
 
 def test_syncs_sharing_a_ledger_file_do_not_see_each_other(place: Place) -> None:
