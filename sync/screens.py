@@ -62,25 +62,26 @@ def history_lines(runs: list[RunRecord]) -> list[str]:
     lines: list[str] = []
     lines.append(
         f"{'started':<20} {'took':>11} {'requests':>9} {'unchanged':>10} "
-        f"{'rejected':>9} {'failed':>7} {'exit':>5}  how it ended"
+        f"{'rejected':>9} {'failed':>7} {'removed':>8} {'exit':>5}  how it ended"
     )
     for record in runs:
         counts = record.counts
-        figures: tuple[object, ...] = ("-",) * 4  # died: unknown
+        figures: tuple[object, ...] = ("-",) * 5  # died: unknown
         if counts:
             rejected = counts.get("rows_rejected", 0) + counts.get("rejected_by_loops", 0)
             failed = counts.get("failed", 0)
             if "events_duplicate" not in counts:  # written before `failed` held the waiting
                 failed += counts.get("deferred", 0)
             unchanged = counts.get("contacts_unchanged", 0)
-            figures = (counts.get("requests", 0), unchanged, rejected, failed)
+            removed = counts.get("contacts_removed", 0)
+            figures = (counts.get("requests", 0), unchanged, rejected, failed, removed)
         took = duration(record.ended_at - record.started_at) if record.ended_at else record.status
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
         exit_code = "" if record.exit_code is None else str(record.exit_code)
         ended = (record.reason or record.status).splitlines()[0]
         lines.append(
             f"{when:<20} {took:>11} {figures[0]:>9} {figures[1]:>10} "
-            f"{figures[2]:>9} {figures[3]:>7} {exit_code:>5}  {ended}"
+            f"{figures[2]:>9} {figures[3]:>7} {figures[4]:>8} {exit_code:>5}  {ended}"
         )
     return lines
 

@@ -114,6 +114,13 @@ def test_the_brake_holds_back_a_mass_departure_until_a_person_approves_it(
     assert len(unsubscribed) == 20
     assert all(body["subscribed"] is False for body in unsubscribed)
 
+    header, approved, held_back, _first = project.run(
+        "history", str(project.config)
+    ).stdout.splitlines()
+    column = slice(header.index("failed") + len("failed"), header.index("removed") + len("removed"))
+    assert [approved[column].strip(), held_back[column].strip()] == ["20", "0"]
+    assert "20 contacts left the source" in held_back
+
 
 def test_an_empty_source_removes_nobody(project: Project) -> None:
     project.write(CONFIG.format(removed="delete"), people(range(5)))
