@@ -23,6 +23,7 @@ BY_EMAIL_AND_ID = """
       csv: people.csv
     loops:
       rate_limit: 200
+      max_attempts: 2  # a failing request is given up within a second
     contact:
       email: email
       user_id: id

@@ -15,6 +15,7 @@ CONFIG = """
       csv: people.csv
     loops:
       rate_limit: 200
+      max_attempts: 2  # a failing request is given up within a second
     contact:
       email: email
       removed: {removed}
