@@ -35,6 +35,7 @@ from tests.ledger_backends import (
     Place,
     Places,
     drop_schema,
+    fresh_sync,
     new_pg_state,
     place,
     places,
@@ -393,7 +394,7 @@ def test_setting_rows_aside_while_mapping_changes_no_plan(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mapping, "SLICE_ROWS", 3)
-        ledger = Ledger(places.new(), "t")
+        ledger = Ledger(places.shared(), fresh_sync())
         deliver_all(ledger, make_plan(mapped_as(before), ledger.held()).requests)
         for identity in failed:
             ledger.request_failed("contact", identity, "HTTP 500")
@@ -548,8 +549,8 @@ def test_the_ledgers_held_answers_as_its_tables_do(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(snapshot, "PAGE_ROWS", page)
         patch.setattr(snapshot, "ASKED_AT_ONCE", page)
-        path = places.new()
-        ledger, other = Ledger(path, "t"), Ledger(path, "other")
+        path, sync = places.shared(), fresh_sync()
+        ledger, other = Ledger(path, sync), Ledger(path, fresh_sync("other"))
         for identity, payload_hash, prop in contacts:
             ledger.contact_delivered(identity, payload_hash, None if prop is None else [prop])
             other.contact_delivered(identity + "-other", payload_hash + "-other")
@@ -566,18 +567,20 @@ def test_the_ledgers_held_answers_as_its_tables_do(
         db = open_db(path)
 
         def column(query: str) -> set[str]:
-            return {value for (value,) in db.execute(query).fetchall() if value is not None}
+            found = db.execute(query, (sync,) * query.count("?")).fetchall()
+            return {value for (value,) in found if value is not None}
 
-        hashes = column("SELECT hash FROM contacts WHERE sync = 't'")
-        identities = column("SELECT identity FROM contacts WHERE sync = 't'")
+        hashes = column("SELECT hash FROM contacts WHERE sync = ?")
+        identities = column("SELECT identity FROM contacts WHERE sync = ?")
         keys = column(
-            "SELECT key FROM events WHERE sync = 't' UNION SELECT key_email FROM events "
-            "WHERE sync = 't' UNION SELECT key_user FROM events WHERE sync = 't'"
+            "SELECT key FROM events WHERE sync = ? UNION SELECT key_email FROM events "
+            "WHERE sync = ? UNION SELECT key_user FROM events WHERE sync = ?"
         )
-        failed = column("SELECT ref FROM failures WHERE sync = 't'")
+        failed = column("SELECT ref FROM failures WHERE sync = ?")
         props = set(
             db.execute(
-                "SELECT identity, props FROM contacts WHERE sync = 't' AND props IS NOT NULL"
+                "SELECT identity, props FROM contacts WHERE sync = ? AND props IS NOT NULL",
+                (sync,),
             ).fetchall()
         )
         db.close()
