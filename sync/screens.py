@@ -12,7 +12,7 @@ import orjson
 
 from sync.check import CheckReport
 from sync.config_tests import CasesReport
-from sync.ledger import RunRecord
+from sync.model import RunRecord
 from sync.pipeline import PlanPreview
 from sync.render import ROW_NOTE, duration, side_effect_lines
 

@@ -24,9 +24,10 @@ from sync.config import SyncConfig
 from sync.delivery import record_delivered
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.held import Held
-from sync.ledger import INSERT_EVENT, LEARN, Ledger, learn_params
+from sync.ledger import Ledger
 from sync.ledger_db import Db, PgState, open_db
 from sync.ledger_schema import MIGRATIONS, PG_MIGRATIONS, SCHEMA_VERSION
+from sync.ledger_sql import INSERT_EVENT, LEARN, learn_params
 from sync.lock import hold_lock
 from sync.model import Occurrence, Request
 from sync.plan import make_plan
