@@ -597,25 +597,6 @@ def test_the_ledgers_held_answers_as_its_tables_do(
         other.close()
 
 
-def test_held_is_read_in_pages_and_each_page_once(place: Place) -> None:
-    """Pages end where the key reaches the page's last row; rows sharing that value (userId keys
-    of several occurrences) end the same page, and the next page starts after them."""
-    ledger = Ledger(place, "t")
-    for n in range(7):
-        shared = digest_text("ls2-", n // 3)  # three occurrences per userId key
-        found_by = Occurrence(key_user=shared)
-        ledger.event_delivered(digest_text("ls1-", n), f"u:{n}", "signup", found_by)
-    db = open_db(place)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(snapshot, "PAGE_ROWS", 2)
-        pages = list(snapshot.values_in_pages(db, "t", snapshot.USER_KEYS))
-        keys = list(snapshot.values_in_pages(db, "t", snapshot.EVENT_KEYS))
-    assert [page.len() for page in pages] == [3, 3, 1]
-    assert [page.len() for page in keys] == [2, 2, 2, 1]
-    assert pl.concat(pages).n_unique() == 3
-    db.close()
-
-
 def test_held_still_answers_about_contacts_once_the_ledger_is_closed(place: Place) -> None:
     """`plan` closes the ledger before planning: the few contacts a plan asks about are looked
     up on a connection of their own."""
