@@ -366,7 +366,8 @@ def _note_rejects(
     """The rejects file, and the rejects by column and reason in the report."""
     path = write_rejects(config.state.rejects_file, source, rejects)
     report.rejects_file = str(path) if path else None
-    report.rejects = reject_groups(rejects)
+    groups = reject_groups(rejects)
+    report.rejects, report.rejects_more = groups.shown, groups.more
 
 
 def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:

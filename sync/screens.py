@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -35,11 +36,7 @@ def plan_lines(preview: PlanPreview) -> list[str]:
     )
     lines.append(f"  duplicate rows: {report.duplicates} (the last row of each identity wins)")
     lines.append(f"  rejected rows: {report.rows_rejected}")
-    for group in report.rejects:
-        rows = ", ".join(str(row) for row in group["first_rows"])
-        more = ", …" if group["count"] > len(group["first_rows"]) else ""
-        column = group["column"] or "-"
-        lines.append(f"    {group['count']:>6}  {column}: {group['reason']} (rows {rows}{more})")
+    lines.extend(reject_lines(report.rejects, report.rejects_more))
     if report.rejects_file:
         lines.append(f"    rejects: {report.rejects_file} ({ROW_NOTE})")
     lines.append(
@@ -139,4 +136,21 @@ def cases_lines(report: CasesReport, file: Path) -> list[str]:
     noun = "case" if count == 1 else "cases"
     verdict = f"{failed} of {count} {noun} failed" if failed else f"all {count} {noun} passed"
     lines.append(f"{verdict} (exit code {report.exit_code})")
+    return lines
+
+
+def reject_lines(groups: list[dict[str, Any]], more: int) -> list[str]:
+    """A line per group of rejects (`reject_groups`), then how many groups are not shown."""
+    lines: list[str] = []
+    for group in groups:
+        rows = ", ".join(str(row) for row in group["first_rows"])
+        later = ", …" if group["count"] > len(group["first_rows"]) else ""
+        others = group.get("other_values", 0)
+        like = f", and {others:,} other values like it" if others else ""
+        column = group["column"] or "-"
+        lines.append(
+            f"    {group['count']:>6}  {column}: {group['reason']}{like} (rows {rows}{later})"
+        )
+    if more:
+        lines.append(f"    and {more:,} more kinds of reject: every row is in the rejects file")
     return lines
