@@ -38,7 +38,7 @@ from sync.candidates import (
     skipped_when_empty,
 )
 from sync.columns import ROW
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.departures import Departures, find_departures
 from sync.diff import OCCURRENCE_COLUMNS, diff
 from sync.forewarn import Forewarnings

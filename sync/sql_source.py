@@ -21,7 +21,8 @@ from typing import Any
 
 import polars as pl
 
-from sync.config import Config, SourceConfig
+from sync.config import Config
+from sync.config_model import SourceConfig
 from sync.errors import SourceError
 
 __all__ = ["open_sql", "redact_url"]

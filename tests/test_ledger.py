@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sync import mapping, snapshot
 from sync.candidates import Mapped, map_rows
 from sync.columns import ROW
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.delivery import record_delivered
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.held import Held

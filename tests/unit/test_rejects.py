@@ -10,10 +10,10 @@ from typing import Any
 import polars as pl
 import pytest
 
+from sync import report
 from sync.candidates import map_rows
 from sync.columns import ROW
-from sync.config import SyncConfig
-from sync import report
+from sync.config_model import SyncConfig
 from sync.report import reject_groups, write_rejects
 
 REJECTS_SCHEMA = {ROW: pl.UInt32, "column": pl.String, "reason": pl.String}

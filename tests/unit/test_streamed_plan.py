@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sync import dedupe, plan
 from sync.candidates import map_rows
 from sync.columns import ROW
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.ledger import Ledger
 from sync.mapping import map_slices
 from sync.model import Job
