@@ -77,7 +77,10 @@ class Settled:
 
     def decide(self, spec: SyncConfig) -> Decisions:
         """Deduplicate on the census (mapping yields a slice even for an empty source)."""
-        return decide(spec, pl.concat([_read(piece) for piece in self._census]))
+        pieces = self._census
+        if isinstance(pieces[0], Path):  # read a partition at a time, never whole
+            return decide(spec, pl.scan_ipc([p for p in pieces if isinstance(p, Path)]))
+        return decide(spec, pl.concat([_read(piece) for piece in pieces]).lazy())
 
     def present_contacts(self) -> pl.DataFrame:
         """The fingerprints of every contact identity the rows name (`sync.departures`)."""

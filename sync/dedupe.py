@@ -28,6 +28,7 @@ __all__ = ["Decisions", "by_both", "census", "conflict_problems", "decide"]
 # Rows per partition of a grouping: a hash table of a million fingerprints is about 90 MB.
 PARTITION_ROWS = 1_000_000
 SETTLED, VALID, USER = "settled", "valid", "user"
+Frame = pl.DataFrame | pl.LazyFrame
 
 
 def fingerprint(value: pl.Expr, name: str) -> list[pl.Expr]:
@@ -89,9 +90,13 @@ class Decisions:
         return mask.gather(rows.cast(pl.Int64)).fill_null(False)
 
 
-def decide(spec: SyncConfig, everyone: pl.DataFrame) -> Decisions:
-    """Deduplicate the census of the whole source (`census` of every slice, in row order)."""
-    size = int(everyone.select(pl.col(ROW).max().fill_null(0)).item()) + 1
+def decide(spec: SyncConfig, everyone: pl.LazyFrame) -> Decisions:
+    """Deduplicate the census of the whole source (`census` of every slice, in row order).
+
+    The census is the one thing here as large as the source, so it is never held whole (it is
+    read from the run's spool): each step reads the columns it needs of the rows it needs, a
+    partition at a time (`_parts`)."""
+    size = int(everyone.select(pl.col(ROW).max().fill_null(0)).collect().item()) + 1
     pending = ~pl.col(SETTLED)
     conflicts = _conflicts(everyone) if by_both(spec) else _no_conflicts()
     if not conflicts.is_empty():
@@ -103,20 +108,24 @@ def decide(spec: SyncConfig, everyone: pl.DataFrame) -> Decisions:
         rejected_last = pl.DataFrame()
         duplicates = contacts_settled = 0
     else:
-        ranked = everyone.filter(pl.col("id.1").is_not_null())
-        is_last = _mask(size, _last_rows(ranked, _fp("id")))
-        last = pl.lit(Decisions.picks(is_last, everyone.get_column(ROW)))
+        has_contact = pl.col("id.1").is_not_null()
+        is_last = _mask(size, _last_rows(everyone, _fp("id"), has_contact))
+        last = _picked(is_last)
         # A row of no contact (`contact.when` drops it) duplicates none.
-        earlier = ~last & pl.col("id.1").is_not_null()
-        counted = everyone.select(
-            (pending & pl.col(VALID) & earlier).sum().alias("pending"),
-            (pl.col(SETTLED) & earlier).sum().alias("settled"),
-            (pl.col(SETTLED) & last).sum().alias("last_settled"),
-        ).row(0, named=True)
+        earlier = ~last & has_contact
+        counted = (
+            everyone.select(
+                (pending & pl.col(VALID) & earlier).sum().alias("pending"),
+                (pl.col(SETTLED) & earlier).sum().alias("settled"),
+                (pl.col(SETTLED) & last).sum().alias("last_settled"),
+            )
+            .collect(engine="streaming")
+            .row(0, named=True)
+        )
         duplicates = int(counted["pending"]) + int(counted["settled"])
         contacts_settled = int(counted["last_settled"])
-        contacts = _mask(size, everyone.filter(pending & pl.col(VALID) & last).get_column(ROW))
-        rejected_last = everyone.filter(pending & ~pl.col(VALID) & last).select(_fp("id"))
+        contacts = _mask(size, _where(everyone, pending & pl.col(VALID) & last, [ROW])[ROW])
+        rejected_last = _where(everyone, pending & ~pl.col(VALID) & last, _fp("id"))
     events, events_settled = [], 0
     for index in range(len(spec.events)):
         sent = _sent_events(everyone, index, rejected_last, size)
@@ -127,42 +136,54 @@ def decide(spec: SyncConfig, everyone: pl.DataFrame) -> Decisions:
     )
 
 
+def _where(frame: Frame, condition: pl.Expr, columns: list[str]) -> pl.DataFrame:
+    """`columns` of the rows of `frame` where `condition` holds, the others never read."""
+    return frame.lazy().filter(condition).select(columns).collect(engine="streaming")
+
+
+def _picked(mask: pl.Series) -> pl.Expr:
+    """`mask` (by row number) for each row."""
+    return pl.lit(mask).gather(pl.col(ROW).cast(pl.Int64)).fill_null(False)
+
+
 def _sent_events(
-    everyone: pl.DataFrame, index: int, rejected_last: pl.DataFrame, size: int
+    everyone: pl.LazyFrame, index: int, rejected_last: pl.DataFrame, size: int
 ) -> pl.Series:
     """The rows whose occurrence of event `index` is sent: the last valid pending row of each
     key, unless its contact's last row is rejected (the contact gets no upsert this run, so
     none of its events either: an event would update it without its properties)."""
     key = _fp(f"key{index}")
-    candidates = everyone.filter(~pl.col(SETTLED), pl.col(VALID), pl.col(key[0]).is_not_null())
-    last = candidates.filter(pl.col(ROW).is_in(_last_rows(candidates, key).implode()))
+    candidate = ~pl.col(SETTLED) & pl.col(VALID) & pl.col(key[0]).is_not_null()
+    last = _last_rows(everyone, key, candidate)
     if not rejected_last.is_empty():
-        last = last.join(rejected_last, on=_fp("id"), how="anti", nulls_equal=False)
-    return _mask(size, last.get_column(ROW))
+        rows = _where(everyone, pl.col(ROW).is_in(last.implode()), [ROW, *_fp("id")])
+        last = rows.join(rejected_last, on=_fp("id"), how="anti", nulls_equal=False)[ROW]
+    return _mask(size, last)
 
 
-def _settled_only(everyone: pl.DataFrame, index: int, sent: pl.Series) -> int:
+def _settled_only(everyone: pl.LazyFrame, index: int, sent: pl.Series) -> int:
     """Occurrences of event `index` on settled rows only, each once (the plan counts those a
     pending row also has)."""
     key = _fp(f"key{index}")
-    settled = everyone.filter(pl.col(SETTLED), pl.col(key[0]).is_not_null()).select(key)
-    if settled.is_empty():
-        return 0
-    pending = everyone.filter(pl.lit(Decisions.picks(sent, everyone.get_column(ROW)))).select(key)
+    settled = pl.col(SETTLED) & pl.col(key[0]).is_not_null()
+    pending = _where(everyone, _picked(sent), key)
     found = 0
-    for part, others in _partitioned(settled, key[0], pending):
+    for part, others in _parts(everyone, key[0], settled, key, pending):
         found += part.unique().join(others, on=key, how="anti").height
     return found
 
 
-def _conflicts(everyone: pl.DataFrame) -> pl.DataFrame:
+def _conflicts(everyone: pl.LazyFrame) -> pl.DataFrame:
     """Rows Loops would make one contact with another (see `conflict_problems`): among each
     contact's last row, an email on more than one contact; among every row, a user id with more
     than one email (a missing one counts). Rows Loops holds (settled) count as the others too."""
-    rows = everyone.filter(pl.col(VALID), pl.col("id.1").is_not_null())
-    last = rows.filter(pl.col(ROW).is_in(_last_rows(rows, _fp("id")).implode()))
-    shared_email = _sharing(last.filter(pl.col("email.1").is_not_null()), "email", "id")
-    shared_id = _sharing(rows.filter(pl.col(USER)), "id", "email")
+    counted = pl.col(VALID) & pl.col("id.1").is_not_null()
+    columns = [ROW, *_fp("id"), *_fp("email"), USER]
+    last = _where(
+        everyone, pl.col(ROW).is_in(_last_rows(everyone, _fp("id"), counted).implode()), columns
+    )
+    shared_email = _sharing(last, pl.col("email.1").is_not_null(), "email", "id")
+    shared_id = _sharing(everyone, counted & pl.col(USER), "id", "email")
     return pl.concat(
         [
             shared_email.with_columns(pl.lit("email").alias("kind")),
@@ -177,12 +198,13 @@ def _no_conflicts() -> pl.DataFrame:
     return pl.DataFrame(schema={ROW: pl.UInt32, "kind": pl.String, "rows": pl.String})
 
 
-def _sharing(rows: pl.DataFrame, shared: str, differing: str) -> pl.DataFrame:
-    """Row and the list of rows for each of `rows` whose `shared` value comes with more than
-    one `differing` value (a missing one counts as a value)."""
+def _sharing(rows: Frame, where: pl.Expr, shared: str, differing: str) -> pl.DataFrame:
+    """Row and the list of rows for each of `rows` (those `where` holds) whose `shared` value
+    comes with more than one `differing` value (a missing one counts as a value)."""
     found = []
     values = pl.struct(pl.col(_fp(differing)).fill_null(0))
-    for part, _ in _partitioned(rows, f"{shared}.1"):
+    columns = [ROW, *_fp(shared), *_fp(differing)]
+    for part, _ in _parts(rows, f"{shared}.1", where, columns):
         groups = (
             part.group_by(_fp(shared))
             .agg(pl.col(ROW).sort(), values.n_unique().alias("values"))
@@ -239,27 +261,32 @@ def conflict_problems(spec: SyncConfig, piece: pl.DataFrame, conflicts: pl.DataF
     return pl.coalesce(pl.col(PROBLEMS), conflict)
 
 
-def _last_rows(rows: pl.DataFrame, key: list[str]) -> pl.Series:
-    """The number of the last of `rows` with each value of `key` (never null)."""
+def _last_rows(rows: Frame, key: list[str], where: pl.Expr) -> pl.Series:
+    """The number of the last of `rows` (those `where` holds) with each value of `key`."""
     found = [
         part.group_by(key).agg(pl.col(ROW).max()).get_column(ROW)
-        for part, _ in _partitioned(rows, key[0])
+        for part, _ in _parts(rows, key[0], where, [ROW, *key])
     ]
     return pl.concat(found) if found else pl.Series(ROW, [], dtype=pl.UInt32)
 
 
-def _partitioned(
-    rows: pl.DataFrame, by: str, other: pl.DataFrame | None = None
+def _parts(
+    rows: Frame,
+    by: str,
+    where: pl.Expr,
+    columns: list[str],
+    other: pl.DataFrame | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """`rows` (and `other`, cut the same way) a partition of `by`'s values at a time."""
-    count = max(1, rows.height // PARTITION_ROWS)
+    """`columns` of the rows where `where` holds (and `other`, cut the same way), a partition
+    of `by`'s values at a time: each grouping's hash table stays small, and no more than a
+    partition of the census is copied at once."""
+    height = rows.lazy().select(pl.len()).collect().item()
+    count = max(1, height // PARTITION_ROWS)
     empty = pl.DataFrame()
-    if count == 1:
-        yield rows, other if other is not None else empty
-        return
     for part in range(count):
-        picked = pl.col(by) % count == part
-        yield rows.filter(picked), other.filter(picked) if other is not None else empty
+        picked = pl.col(by) % count == part if count > 1 else pl.lit(True)
+        chosen = _where(rows, where & picked, columns)
+        yield chosen, other.filter(picked) if other is not None else empty
 
 
 def _mask(size: int, rows: pl.Series) -> pl.Series:
