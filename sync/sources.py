@@ -30,8 +30,7 @@ __all__ = ["SLICE_ROWS", "SourceStream", "open_source", "read_source"]
 
 # Rows a slice of the source: mapping holds about two at once. 25,000 rather than 50,000 takes
 # a nightly run over 10M rows under 1 GiB (peak RSS 1013 MB against 1093 MB; 1 GiB = 1074 MB)
-# at no cost in
-# time measured at 1M (the per-slice work is vectorised).
+# at no cost in time measured at 1M (the per-slice work is vectorised).
 SLICE_ROWS = 25_000
 # The separators a CSV is found with, as a message names them.
 SEPARATOR_NAMES = {",": "commas", ";": "';'", "\t": "tabs", "|": "'|'"}
