@@ -38,6 +38,15 @@ def summary_figure(summary: str, label: str) -> str:
     return found.group(1)
 
 
+def history_row(header: str, line: str) -> dict[str, str]:
+    """A line of `history` by the columns of its header, each right-aligned under its name
+    (a duration may be one word or three: "2.5 s", "< 1 s")."""
+    names = ["took", "requests", "unchanged", "rejected", "failed", "removed", "exit"]
+    ends = [header.index(name) + len(name) for name in names]
+    starts = [header.index("started") + len("started"), *ends[:-1]]
+    return {name: line[a:b].strip() for name, a, b in zip(names, starts, ends, strict=True)}
+
+
 def test_summary_json_and_history_count_the_same_things(project: Project) -> None:
     project.write(CONFIG, people(12, bad_seats=(4, 9)))
     project.emulator.set_faults(fail_match="p7@example.com")  # a 500 on p7's one request
@@ -63,17 +72,16 @@ def test_summary_json_and_history_count_the_same_things(project: Project) -> Non
     assert summary_figure(summary, "requests per second").startswith("- (too few requests")
 
     history = project.run("history", str(project.config)).stdout.splitlines()
-    assert history[0].split()[:7] == [
-        "started",
-        "took",
-        "requests",
-        "unchanged",
-        "rejected",
-        "failed",
-        "removed",
-    ]
-    figures = history[1].split()
-    assert figures[4:10] == ["11", "0", "2", "1", "0", "5"]  # ... failed, removed, exit
+    row = history_row(history[0], history[1])
+    assert row.pop("took").endswith(" s")
+    assert row == {
+        "requests": "11",
+        "unchanged": "0",
+        "rejected": "2",
+        "failed": "1",
+        "removed": "0",
+        "exit": "5",
+    }
     assert "1 requests failed and are retried" in history[1]
     assert report["exit_reason"] == "work left for the next run: 1 requests failed and are retried"
     assert report["rejects"] == [
