@@ -10,7 +10,9 @@ same now). The schema comes from the result's column descriptions, before any ro
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import socket
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from sync.errors import SourceError
-from sync.sql_common import ClosingSlices, cannot_connect, query_failed, redact_url
+from sync.sql_common import cannot_connect, query_failed, read_ahead, redact_url
 
 __all__ = ["open_mysql"]
 
@@ -60,22 +62,27 @@ def open_mysql(url: str, query: str, slice_rows: int) -> tuple[pl.Schema, Iterat
         raise cannot_connect(url, _reason(error)) from None
     cursor = connection.cursor()
 
-    def release() -> None:
-        _abandon(connection, cursor)
-
-    try:
+    def rows() -> tuple[pl.Schema, Iterator[pl.DataFrame]]:
         try:
             cursor.execute(query)
         except pymysql.err.MySQLError as error:
             raise query_failed(url, _reason(error)) from None
         # The fields, not `description`: it lacks the flags and the character set.
-        fields = cursor._result.fields
-        columns = [_column(field, redact_url(url)) for field in fields]
-    except BaseException:
-        release()
-        raise
-    schema = pl.Schema({column.name: column.dtype for column in columns})
-    return schema, ClosingSlices(_slices(cursor, columns, slice_rows, url, pymysql), release)
+        columns = [_column(field, redact_url(url)) for field in cursor._result.fields]
+        schema = pl.Schema({column.name: column.dtype for column in columns})
+        return schema, _slices(cursor, columns, slice_rows, url, pymysql)
+
+    def release() -> None:
+        _abandon(connection, cursor)
+
+    def cancel() -> None:
+        # A read waiting on the server (a slow query, Ctrl-C) ends when its socket does.
+        sock = getattr(connection, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    return read_ahead(rows, release, cancel=cancel)
 
 
 def _abandon(connection: Any, cursor: Any) -> None:

@@ -19,7 +19,7 @@ import polars as pl
 
 from sync.errors import SourceError
 from sync.pg_types import PgColumns
-from sync.sql_common import ClosingSlices, cannot_connect, query_failed, redact_url
+from sync.sql_common import cannot_connect, query_failed, read_ahead, redact_url
 
 __all__ = ["open_postgres"]
 
@@ -37,25 +37,25 @@ def open_postgres(
         connection = dbapi.connect(_with_connect_timeout(url), autocommit=True)
     except dbapi.Error as error:
         raise cannot_connect(url, libpq_reason(str(error))) from None
-    try:
-        cursor = connection.cursor()
+    cursor = connection.cursor()
+    opened = [connection, cursor]  # closed last first: the driver's stream ends the COPY
+
+    def rows() -> tuple[pl.Schema, Iterator[pl.DataFrame]]:
         try:
             cursor.execute(_statement(query))
             reader = cursor.fetch_record_batch()
         except dbapi.Error as error:
             raise query_failed(url, libpq_reason(str(error))) from None
+        opened.append(reader)
         columns = PgColumns.of(reader.schema, where)
-        schema = columns.schema(reader.schema, where)
-    except BaseException:
-        connection.close()
-        raise
-    frames = (columns.frame(batch, where) for batch in _batches(reader, url))
+        frames = (columns.frame(batch, where) for batch in _batches(reader, url))
+        return columns.schema(reader.schema, where), _sliced(frames, slice_rows)
 
     def release() -> None:
-        for resource in (reader, cursor, connection):  # the driver's stream first: it ends the COPY
+        for resource in reversed(opened):
             resource.close()
 
-    return schema, ClosingSlices(_sliced(frames, slice_rows), release)
+    return read_ahead(rows, release, cancel=cursor.adbc_cancel)
 
 
 def _driver() -> Any:
