@@ -1,11 +1,13 @@
 """Read a MySQL/MariaDB query through PyMySQL's unbuffered cursor, a slice at a time.
 
-The unbuffered cursor takes rows off the connection as they are asked for, so the server waits
-while loops-sync maps and plans a slice: what is held does not grow with the table. (connectorx,
-used before, read on in a thread of its own: 742 MB for 5M rows of the bench's table taken
-slowly, 213 MB taken at once.) The text protocol gives each value as text; a slice's columns
-are typed in Polars at once, into the types connectorx gave (so a body sent before hashes the
-same now). The schema comes from the result's column descriptions, before any row is read.
+The unbuffered cursor takes rows off the connection as they are asked for, one slice ahead of
+the one being mapped and planned (`read_ahead`); the server waits meanwhile, so what is held
+does not grow with the table. (connectorx, used before, read on without limit: 742 MB for 5M
+rows of the bench's table taken slowly, 213 MB taken at once.) PyMySQL is pure Python: about
+5 s of CPU a million rows, against 0.8 s for connectorx. The text protocol gives each value as
+text; a slice's columns are typed in Polars at once, into the types connectorx gave (so a body
+sent before hashes the same now). The schema comes from the result's column descriptions,
+before any row is read.
 """
 
 from __future__ import annotations
