@@ -23,6 +23,7 @@ import pytest
 from sync.config import Config, load_config
 from sync.errors import SourceError
 from sync.sources import SourceStream, open_source
+from sync.sql_postgres import _sliced as sliced
 from tests.test_sql_sources import MARIADB, POSTGRES, postgres_table_of, unreachable
 
 PG_TABLE = "loops_sync_test_read_types"
@@ -250,6 +251,41 @@ def test_a_postgresql_table_larger_than_a_slice_arrives_in_slices_every_row_once
     slices = list(stream.slices)
     assert [piece.height for piece in slices] == [1000, 1000, 500]
     assert sorted(pl.concat(slices)["id"].to_list()) == list(range(1, 2501))
+
+
+def test_rows_spanning_many_driver_batches_arrive_in_whole_slices_every_row_once(
+    tmp_path: Path,
+) -> None:
+    """The driver's batches (about 4 MB) do not line up with slices: rows are cut and joined
+    across them, none lost or doubled."""
+    query = "select i as id, repeat('x', 60) as email from generate_series(1, 300000) as i"
+    slices = list(opened(tmp_path, POSTGRES, query, slice_rows=50_000).slices)
+    assert [piece.height for piece in slices] == [50_000] * 6
+    ids = pl.concat(slices)["id"]
+    assert ids.to_list() == list(range(1, 300_001))
+
+
+@pytest.mark.parametrize(
+    ("heights", "slice_rows", "expected"),
+    [
+        ([3, 5, 1, 7], 4, [4, 4, 4, 4]),
+        ([10], 4, [4, 4, 2]),
+        ([1, 1, 1], 5, [3]),
+        ([0, 4, 0], 4, [4]),
+        ([], 4, []),
+    ],
+)
+def test_frames_of_any_height_become_slices_of_the_slice_size(
+    heights: list[int], slice_rows: int, expected: list[int]
+) -> None:
+    start = 0
+    frames = []
+    for height in heights:
+        frames.append(pl.DataFrame({"n": range(start, start + height)}))
+        start += height
+    slices = list(sliced(iter(frames), slice_rows))
+    assert [piece.height for piece in slices] == expected
+    assert [n for piece in slices for n in piece["n"]] == list(range(start))
 
 
 def test_a_mariadb_table_larger_than_a_slice_arrives_in_slices_every_row_once(
