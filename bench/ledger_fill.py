@@ -15,8 +15,10 @@ Events with `once_per` would also need `event_once_per` rows; the bench config h
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -48,7 +50,41 @@ BENCH_PROPS = (
 
 def mark_all_delivered(config: Path, state: Path) -> int:
     """Plan `config` against the ledger in `state` and mark each request delivered; returns
-    how many rows were written."""
+    how many rows were written. Code that has `run --baseline` (issue 11) does it itself, a
+    job at a time, as a user adopting an audience would: in bounded memory at any size."""
+    if importlib.util.find_spec("sync.baseline") is not None:
+        return _adopt(config, state)
+    return _fill_from_frame(config, state)
+
+
+def _adopt(config: Path, state: Path) -> int:
+    report = state / "baseline.json"
+    adopted = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "sync",
+            "run",
+            str(config),
+            "--baseline",
+            "--quiet",
+            "--report",
+            str(report),
+        ],
+        env={**os.environ, "LOOPS_SYNC_STATE": str(state)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if adopted.returncode not in (0, 1):  # 1: rows rejected for their data, not recorded
+        sys.exit(adopted.stderr.strip() or f"run --baseline: exit {adopted.returncode}")
+    recorded = orjson.loads(report.read_bytes())["baseline"]
+    return int(recorded["contacts"]) + int(recorded["events"])
+
+
+def _fill_from_frame(config: Path, state: Path) -> int:
+    """For code before `--baseline`: the whole plan as one frame (memory grows with it)."""
     previous = os.environ.get("LOOPS_SYNC_STATE")
     os.environ["LOOPS_SYNC_STATE"] = str(state)
     try:

@@ -21,8 +21,9 @@ from typing import Any
 import anyio
 import httpx
 
-from sync.config import Config, PropertyType
+from sync.config import Config
 from sync.config_file import KeyLines, parse_yaml
+from sync.config_model import PropertyType
 from sync.errors import AccountError, ConfigError, ConfigProblem, FatalApiError, RejectedRow
 from sync.loops_api import (
     CHECK_PAUSE,

@@ -27,7 +27,7 @@ from sync.columns import (
     contact_column,
     event_column,
 )
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.dedupe import Decisions, conflict_problems, decide
 from sync.held import Held
 from sync.settle import NOTHING_LEARNED, settle

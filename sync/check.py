@@ -27,8 +27,9 @@ from sync.account import (
 )
 from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event, constant_problems
 from sync.columns import ROW
-from sync.config import Config, SyncConfig
+from sync.config import Config
 from sync.config_file import KeyLines
+from sync.config_model import SyncConfig
 from sync.config_tests import tests_for_check
 from sync.errors import ConfigError, ConfigProblem, ExitCode, FatalApiError, SourceError
 from sync.loops_api import CHECK_PAUSE, check_api_key, key_problem

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import polars as pl
 
 from sync.columns import COLUMN_SEPARATOR, ROW
-from sync.config import ContactSection, EventSection, PropertyMapping, PropertyType, SyncConfig
+from sync.config_model import (
+    ContactSection,
+    EventSection,
+    PropertyMapping,
+    PropertyType,
+    SyncConfig,
+)
 from sync.errors import ConfigProblem, SourceError
 
 __all__ = [

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from sync.columns import COLUMN_SEPARATOR, PROBLEMS, ROW, contact_column, event_column
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 
 __all__ = ["Decisions", "by_both", "census", "conflict_problems", "decide"]
 

@@ -203,7 +203,7 @@ class _Recorder:
                 self._write(record_delivered, self.ledger, request)
             case Outcome.DELIVERED, "removal":
                 report.contacts_removed += 1
-                self._write(self.ledger.contact_removed, request.identity, request.ref)
+                self._write(record_delivered, self.ledger, request)
             case Outcome.REJECTED, "removal":
                 report.rejected_by_loops += 1  # no row to reject: tried again next run
                 self._write(self._failed, request, result.message)
@@ -248,14 +248,17 @@ class _Recorder:
 def record_delivered(ledger: Ledger, request: Request) -> None:
     """What the ledger keeps of a request Loops has (the recorder's, and `run --baseline`'s,
     which records a plan as delivered without sending it): a contact's payload hash and
-    top-level keys, an event's keys and the identifiers it was sent with."""
-    if request.kind == "contact":
-        props = orjson.loads(request.body).keys()
-        ledger.contact_delivered(request.identity, request.ref, props)
-    else:
-        ledger.event_delivered(
-            request.ref, request.identity, request.event or "", request.occurrence
-        )
+    top-level keys, an event's keys and the identifiers it was sent with, a removal's action."""
+    match request.kind:
+        case "contact":
+            props = orjson.loads(request.body).keys()
+            ledger.contact_delivered(request.identity, request.ref, props)
+        case "event":
+            ledger.event_delivered(
+                request.ref, request.identity, request.event or "", request.occurrence
+            )
+        case "removal":
+            ledger.contact_removed(request.identity, request.ref)
 
 
 async def _watch_signals(stop: StopSwitch) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from sync.config import ContactSection
+from sync.config_model import ContactSection
 from sync.dedupe import fingerprint
 from sync.held import Held
 from sync.keys import canonical_json

@@ -17,12 +17,12 @@ from typing import Any
 
 import polars as pl
 
-from sync.config import (
+from sync.config import Config
+from sync.config_model import (
     DEFAULT_BASE_URL,
     EVENT_REQUEST_KEYS,
     IDENTITY_KEYS,
     RESERVED_PROPERTIES,
-    Config,
     PropertyType,
     SyncConfig,
 )

@@ -4,8 +4,9 @@ PostgreSQL state is (`PgState`, read from `state:` or LOOPS_SYNC_STATE).
 
 No ORM: the ledger's statements are written once, in SQL both understand, with SQLite's `?`
 marks (the PostgreSQL connection turns them into psycopg's). What differs is behind `Db`: how a
-connection opens, how a write transaction is taken, the schema's migrations, how a page of values
-is joined into one text, and which exceptions mean "the database failed".
+connection opens, how a write transaction is taken, the schema's migrations, whether a table's
+rows lie in the order of its key (how planning reads them in pages, `sync.snapshot`), and which
+exceptions mean "the database failed".
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ class Db(Protocol):
     where: str  # for messages: the file, or the URL without its password
     errors: tuple[type[Exception], ...]  # what the driver raises when the database fails
     migrations: Sequence[str]  # this backend's schema, version by version
-    concat: str  # the aggregate joining a column's texts: concat(value, separator)
+    # Whether a table's rows lie in the order of its primary key (SQLite's WITHOUT ROWID tables),
+    # so that a range of keys is a few neighbouring pages; not so in a PostgreSQL heap.
+    clustered: bool
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor: ...
 
@@ -62,8 +65,11 @@ class Db(Protocol):
         """Each statement with its parameters, in order (one write transaction's batch)."""
         ...
 
-    def batches(self, statement: str, params: Sequence[Any]) -> Iterator[list[Any]]:
-        """The rows of a query, a bounded batch at a time, never the whole result at once."""
+    def batches(
+        self, statement: str, params: Sequence[Any], rows: int = FETCH_ROWS
+    ) -> Iterator[list[Any]]:
+        """The rows of a query, `rows` at a time, never the whole result at once; the query is
+        read to its end (or its reader stops)."""
         ...
 
     def insert(self, statement: str, params: Sequence[Any]) -> int:
@@ -127,7 +133,7 @@ class SqliteDb:
 
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
     migrations: Sequence[str] = MIGRATIONS
-    concat = "group_concat"
+    clustered = True
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
@@ -155,9 +161,11 @@ class SqliteDb:
         for statement, params in pending:
             self._db.execute(statement, params)
 
-    def batches(self, statement: str, params: Sequence[Any]) -> Iterator[list[Any]]:
+    def batches(
+        self, statement: str, params: Sequence[Any], rows: int = FETCH_ROWS
+    ) -> Iterator[list[Any]]:
         cursor = self._db.execute(statement, params)
-        yield from iter(lambda: cursor.fetchmany(FETCH_ROWS), [])
+        yield from iter(lambda: cursor.fetchmany(rows), [])
 
     def insert(self, statement: str, params: Sequence[Any]) -> int:
         return int(self._db.execute(statement, params).fetchone()[0])

@@ -84,7 +84,7 @@ class PgDb:
 
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
     migrations: Sequence[str] = PG_MIGRATIONS
-    concat = "string_agg"
+    clustered = False
 
     def __init__(self, state: PgState) -> None:
         self.state = state
@@ -106,15 +106,17 @@ class PgDb:
             for statement, params in pending:
                 self._db.execute(_marks(statement), tuple(params))
 
-    def batches(self, statement: str, params: Sequence[Any]) -> Iterator[list[Any]]:
+    def batches(
+        self, statement: str, params: Sequence[Any], rows: int = FETCH_ROWS
+    ) -> Iterator[list[Any]]:
         """Through a server-side cursor: the server keeps the result, the client a batch."""
         with (
             self._db.transaction(),
             self._db.cursor(name=f"ledger_read_{next(_cursors)}") as cursor,
         ):
             cursor.execute(_marks(statement), tuple(params))
-            while rows := cursor.fetchmany(FETCH_ROWS):
-                yield rows
+            while batch := cursor.fetchmany(rows):
+                yield batch
 
     def insert(self, statement: str, params: Sequence[Any]) -> int:
         row = self._db.execute(_marks(statement), tuple(params)).fetchone()

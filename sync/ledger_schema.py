@@ -76,8 +76,9 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # In the ledger's own schema (the connection's search_path). Keys and identities compare byte by
-# byte (COLLATE "C"), as in SQLite: planning reads them in pages, in the order of their index,
-# and a locale's collation would only make each comparison slower.
+# byte (COLLATE "C"), as in SQLite: the contacts still present are read in the order of their
+# identities, the same on both (`sync.snapshot`), and a locale's collation would only make each
+# comparison slower.
 PG_MIGRATIONS: list[str] = [
     """
     CREATE TABLE contacts (

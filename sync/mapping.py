@@ -26,7 +26,7 @@ from sync.columns import (
     contact_column,
     event_column,
 )
-from sync.config import ContactSection, EventSection, PropertyType, SyncConfig
+from sync.config_model import ContactSection, EventSection, PropertyType, SyncConfig
 from sync.keys import (
     JsonKind,
     event_keys,

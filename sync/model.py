@@ -1,5 +1,6 @@
 """The types the stages hand each other: the row-number column, a request, a job, an event's
-occurrence, and one word for what happened to a request, from Loops' answer to the ledger.
+occurrence, and one word for what happened to a request, from Loops' answer to the ledger; a
+run as `history` lists it.
 
 They live apart from the stages so that each stage depends on them and not on the stage before
 it: the sender knows a `Job` without importing the planner, the ledger an `Occurrence` without
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Answer",
@@ -22,6 +23,8 @@ __all__ = [
     "Request",
     "RequestKind",
     "RequestResult",
+    "RunRecord",
+    "RunStatus",
     "SendProgress",
 ]
 
@@ -125,3 +128,20 @@ class ReadProgress:
 
     rows: int
     finished: bool = False
+
+
+RunStatus = Literal["running", "finished", "failed", "died"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run in the history. `reason` says how it ended: an error's message, the work it left,
+    or why it is marked died; `counts` is its JSON report (empty for a run that died)."""
+
+    id: int
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    counts: dict[str, Any]
+    status: RunStatus
+    reason: str | None

@@ -22,7 +22,7 @@ from sync.delivery import budget_warning, send_plan
 from sync.errors import ConfigError, ConfigProblem
 from sync.first_run import fresh_ledger, warn_first_run
 from sync.held import Held
-from sync.ledger import Ledger, RunRecord
+from sync.ledger import Ledger
 from sync.lifecycle import as_stop_run, crash_log_path, ending_as_stop_run, recorded_in_history
 from sync.lock import hold_lock
 from sync.loops_api import (
@@ -33,7 +33,7 @@ from sync.loops_api import (
     key_problem,
 )
 from sync.mapping import map_slices
-from sync.model import ReadProgress, Request, SendProgress
+from sync.model import ReadProgress, Request, RunRecord, SendProgress
 from sync.plan import Gathered, Plan, plan_slices
 from sync.read import Rows, read_source
 from sync.report import RejectLimit, RunReport, reject_groups, write_rejects
@@ -366,7 +366,8 @@ def _note_rejects(
     """The rejects file, and the rejects by column and reason in the report."""
     path = write_rejects(config.state.rejects_file, source, rejects)
     report.rejects_file = str(path) if path else None
-    report.rejects = reject_groups(rejects)
+    groups = reject_groups(rejects)
+    report.rejects, report.rejects_more = groups.shown, groups.more
 
 
 def _write_dry_run(config: Config, plan: Plan, limit: int | None) -> Path:

@@ -38,7 +38,7 @@ from sync.candidates import (
     skipped_when_empty,
 )
 from sync.columns import ROW
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.departures import Departures, find_departures
 from sync.diff import OCCURRENCE_COLUMNS, diff
 from sync.forewarn import Forewarnings
@@ -128,7 +128,7 @@ def _jobs_of(part: pl.LazyFrame, batch: int) -> Iterator[tuple[int, str, Job]]:
                 yield first, current[0].identity, _job(current, folds)
                 current = []
             if not current:
-                first = order
+                first, folds = order, False
             if kind == "contact":
                 folds = bool(fold)
             occurrence = Occurrence(*found_by) if kind == "event" else None

@@ -26,10 +26,13 @@ from sync.errors import ExitCode, InternalError, StopRun
 from sync.side_effects import SideEffects
 
 __all__ = [
+    "REJECT_GROUPS",
     "Baseline",
+    "RejectGroups",
     "RejectLimit",
     "RunReport",
     "reject_groups",
+    "reject_kind",
     "write_crash_log",
     "write_rejects",
 ]
@@ -96,8 +99,10 @@ class RunReport:
     requests_per_second: float = 0.0  # while sending: reading and planning are not counted
     rate_limit: float = 0.0
     rejects_file: str | None = None
-    # Rejected rows by column and reason: count and the first row numbers (`reject_groups`).
+    # Rejected rows by column and kind of reason: count and the first row numbers, the biggest
+    # REJECT_GROUPS groups (`reject_groups`); `rejects_more`: how many groups are left out.
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    rejects_more: int = 0
     rejects_allowed: int | None = None  # --max-rejects, as a number of rows for this run
     dry_run_file: str | None = None
     stopped: str | None = None  # why sending stopped early: "time budget" or "signal"
@@ -237,17 +242,55 @@ class RejectLimit:
         return self.count or 0
 
 
-def reject_groups(rejects: pl.DataFrame, first_rows: int = 5) -> list[dict[str, Any]]:
-    """Rejected rows by column and reason, biggest first: how many, and the first row numbers,
-    so that 54 bad company sizes read as one line naming the column."""
+# The parts of a reason that name one row's value, masked to group rows rejected for the same
+# kind of reason (a million bad emails are one group, not a million): a cell's text, the
+# identifier and rows of a conflict, a value's length.
+REASON_VALUES = (
+    (r"(^|; )'.*?'( is (?:not|on) )", "$1'…'$2"),
+    (r"( is on rows )[0-9, ]+( with )", "$1…$2"),
+    (r"(value of )[0-9]+( characters)", "$1…$2"),
+)
+REJECT_GROUPS = 20  # groups in the report and on screen; the rejects file holds every row
+
+
+def reject_kind(reason: pl.Expr) -> pl.Expr:
+    """`reason` with the values of its row masked (REASON_VALUES)."""
+    for pattern, replacement in REASON_VALUES:
+        reason = reason.str.replace_all(pattern, replacement)
+    return reason
+
+
+def reject_groups(rejects: pl.DataFrame, first_rows: int = 5) -> RejectGroups:
+    """Rejected rows by column and kind of reason, biggest first, at most REJECT_GROUPS: how
+    many, the first row's reason, how many other values were rejected so, and the first row
+    numbers; so that 54 bad company sizes read as one line naming the column."""
     if rejects.is_empty():
-        return []
+        return RejectGroups([], 0)
     grouped = (
-        rejects.group_by("column", "reason")
-        .agg(pl.len().alias("count"), pl.col(ROW).sort().head(first_rows).alias("first_rows"))
+        rejects.sort(ROW)
+        .group_by("column", reject_kind(pl.col("reason")).alias("kind"))
+        .agg(
+            pl.len().alias("count"),
+            pl.col("reason").first(),
+            (pl.col("reason").n_unique() - 1).alias("other_values"),
+            pl.col(ROW).head(first_rows).alias("first_rows"),
+        )
         .sort(["count", "column", "reason"], descending=[True, False, False])
+        .select("column", "reason", "count", "first_rows", "other_values")
     )
-    return [{**group, "column": group["column"] or None} for group in grouped.iter_rows(named=True)]
+    shown = [
+        {**group, "column": group["column"] or None}
+        for group in grouped.head(REJECT_GROUPS).iter_rows(named=True)
+    ]
+    return RejectGroups(shown, max(0, grouped.height - REJECT_GROUPS))
+
+
+@dataclass(frozen=True)
+class RejectGroups:
+    """`reject_groups`: the groups shown, and how many more there are."""
+
+    shown: list[dict[str, Any]]
+    more: int
 
 
 def _now_iso() -> str:

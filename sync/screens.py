@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from sync.check import CheckReport
 from sync.config_tests import CasesReport
-from sync.ledger import RunRecord
+from sync.model import RunRecord
 from sync.pipeline import PlanPreview
 from sync.render import ROW_NOTE, duration, side_effect_lines
 
@@ -35,11 +36,7 @@ def plan_lines(preview: PlanPreview) -> list[str]:
     )
     lines.append(f"  duplicate rows: {report.duplicates} (the last row of each identity wins)")
     lines.append(f"  rejected rows: {report.rows_rejected}")
-    for group in report.rejects:
-        rows = ", ".join(str(row) for row in group["first_rows"])
-        more = ", …" if group["count"] > len(group["first_rows"]) else ""
-        column = group["column"] or "-"
-        lines.append(f"    {group['count']:>6}  {column}: {group['reason']} (rows {rows}{more})")
+    lines.extend(reject_lines(report.rejects, report.rejects_more))
     if report.rejects_file:
         lines.append(f"    rejects: {report.rejects_file} ({ROW_NOTE})")
     lines.append(
@@ -62,25 +59,26 @@ def history_lines(runs: list[RunRecord]) -> list[str]:
     lines: list[str] = []
     lines.append(
         f"{'started':<20} {'took':>11} {'requests':>9} {'unchanged':>10} "
-        f"{'rejected':>9} {'failed':>7} {'exit':>5}  how it ended"
+        f"{'rejected':>9} {'failed':>7} {'removed':>8} {'exit':>5}  how it ended"
     )
     for record in runs:
         counts = record.counts
-        figures: tuple[object, ...] = ("-",) * 4  # died: unknown
+        figures: tuple[object, ...] = ("-",) * 5  # died: unknown
         if counts:
             rejected = counts.get("rows_rejected", 0) + counts.get("rejected_by_loops", 0)
             failed = counts.get("failed", 0)
             if "events_duplicate" not in counts:  # written before `failed` held the waiting
                 failed += counts.get("deferred", 0)
             unchanged = counts.get("contacts_unchanged", 0)
-            figures = (counts.get("requests", 0), unchanged, rejected, failed)
+            removed = counts.get("contacts_removed", 0)
+            figures = (counts.get("requests", 0), unchanged, rejected, failed, removed)
         took = duration(record.ended_at - record.started_at) if record.ended_at else record.status
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
         exit_code = "" if record.exit_code is None else str(record.exit_code)
         ended = (record.reason or record.status).splitlines()[0]
         lines.append(
             f"{when:<20} {took:>11} {figures[0]:>9} {figures[1]:>10} "
-            f"{figures[2]:>9} {figures[3]:>7} {exit_code:>5}  {ended}"
+            f"{figures[2]:>9} {figures[3]:>7} {figures[4]:>8} {exit_code:>5}  {ended}"
         )
     return lines
 
@@ -138,4 +136,21 @@ def cases_lines(report: CasesReport, file: Path) -> list[str]:
     noun = "case" if count == 1 else "cases"
     verdict = f"{failed} of {count} {noun} failed" if failed else f"all {count} {noun} passed"
     lines.append(f"{verdict} (exit code {report.exit_code})")
+    return lines
+
+
+def reject_lines(groups: list[dict[str, Any]], more: int) -> list[str]:
+    """A line per group of rejects (`reject_groups`), then how many groups are not shown."""
+    lines: list[str] = []
+    for group in groups:
+        rows = ", ".join(str(row) for row in group["first_rows"])
+        later = ", …" if group["count"] > len(group["first_rows"]) else ""
+        others = group.get("other_values", 0)
+        like = f", and {others:,} other values like it" if others else ""
+        column = group["column"] or "-"
+        lines.append(
+            f"    {group['count']:>6}  {column}: {group['reason']}{like} (rows {rows}{later})"
+        )
+    if more:
+        lines.append(f"    and {more:,} more kinds of reject: every row is in the rejects file")
     return lines

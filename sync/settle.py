@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from sync.columns import PROBLEMS, contact_column, event_column
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.dedupe import census
 from sync.held import Held
 

@@ -1,11 +1,18 @@
 """What Loops has confirmed for one sync, read out of the ledger for planning (`Held`), and
 how an event's `once_per` columns are named in it.
 
-A nightly run reads every payload hash and every event key of the sync: millions of rows. A
-Python tuple a row costs about a microsecond and, held in a list, gigabytes; here the database
-joins a page of values into one text (SQLite's `group_concat`, PostgreSQL's `string_agg`) and
-Polars splits it again, so a page of 100,000 values crosses into Python as one string, and one
-page at a time is in memory. The same statements serve both databases (`sync.ledger_db`).
+A nightly run reads every payload hash and every event key of the sync: millions of rows, read
+a page of PAGE_ROWS at a time, one page at a time in memory. How a page is read follows how the
+database stores rows (`Db.clustered`):
+
+- SQLite keeps a table's rows in the order of its key (WITHOUT ROWID): a page is a range of
+  keys, a few neighbouring pages of the file. A Python tuple a row costs about a microsecond, so
+  SQLite joins the page's values into one text (`group_concat`) and Polars splits it again.
+- PostgreSQL keeps rows in a heap, in the order they were written: a range of keys lies all over
+  the table, and reading it a range at a time read the whole table once per range (a million
+  events in 10 ranges: 1.3 million buffer reads, ending each range included, for a table of
+  33,000 blocks; 2.5 times SQLite's time). One statement reads it once, in the order it lies, a
+  page of rows at a time through a server-side cursor (`Db.batches`).
 """
 
 from __future__ import annotations
@@ -37,28 +44,33 @@ __all__ = [
 ]
 
 PAGE_ROWS = 100_000
-SEPARATOR = "\x1e"  # joins a page's values; a page with a value holding it is read row by row
+SEPARATOR = "\x1e"  # joins a page's values (SQLite); a page with a value holding it: row by row
 ASKED_AT_ONCE = 500  # identities per query: SQLite before 3.32 allows 999 parameters
 
 
 @dataclass(frozen=True)
 class Page:
-    """Values to read from `table` a page of rows at a time, in the order of `key`, an indexed
-    column after `sync`. `values`: SQL expressions, each a column of values (a null is none);
-    `only`: a condition on the rows read."""
+    """Values to read from `table` a page of rows at a time. `key`: an indexed column after
+    `sync`; `values`: SQL expressions, each a column of values (a null is none); `only`: a
+    condition on the rows read; `ordered`: the values are wanted in the order of `key` (where
+    the database does not read them so anyway: PostgreSQL), else in any order."""
 
     table: str
     key: str
     values: tuple[str, ...]
     only: str = "true"
+    ordered: bool = False
 
 
 CONTACT_HASHES = Page("contacts", "identity", ("hash",))
-PRESENT_CONTACTS = Page("contacts", "identity", ("identity",), "removed IS NULL")
+# In the order of their identities (bytewise on both databases: COLLATE "C" in PostgreSQL): when
+# more contacts left than a run removes, the first ones go, the same ones whichever the database.
+PRESENT_CONTACTS = Page("contacts", "identity", ("identity",), "removed IS NULL", ordered=True)
 # Every key an occurrence is known by: its own, its email's and its userId's, each once. Its
-# userId's is read from its index, which holds only the occurrences that have one.
+# userId's is read through its index, from the occurrences that have one (said in so many words:
+# PostgreSQL's planner does not infer IS NOT NULL from !=, and scanned every event without it).
 EVENT_KEYS = Page("events", "key", ("key", "nullif(key_email, key)"))
-USER_KEYS = Page("events", "key_user", ("key_user",), "key_user != key")
+USER_KEYS = Page("events", "key_user", ("key_user",), "key_user IS NOT NULL AND key_user != key")
 
 
 def read_held(db: Db, sync: str, once_per: Mapping[str, Sequence[str]] | None = None) -> Held:
@@ -101,10 +113,32 @@ def _hash_set(ledger: Db, sync: str) -> Fingerprints:
 
 
 def values_in_pages(db: Db, sync: str, page: Page) -> Iterator[pl.Series]:
-    """The values of `page`, a Series per page and expression (none for an empty one).
+    """The values of `page`, a Series per page and expression (none for an empty one), a page
+    of rows at a time: key ranges where rows lie in key order, else one pass (see the module)."""
+    if db.clustered:
+        return _in_key_ranges(db, sync, page)
+    return _in_one_pass(db, sync, page)
 
-    A page is a range of `key`, ended by its value PAGE_ROWS rows on (found through the index:
-    less work than a subquery with a LIMIT); rows sharing that value end the same page."""
+
+def _in_one_pass(db: Db, sync: str, page: Page) -> Iterator[pl.Series]:
+    """One statement, read PAGE_ROWS rows at a time: the server reads the sync's rows once (a
+    sequential or bitmap scan, in the order they lie; through the index of `key` or a sort when
+    `page.ordered`), whatever the number of pages."""
+    order = f" ORDER BY {page.key}" if page.ordered else ""
+    statement = (
+        f"SELECT {', '.join(page.values)} FROM {page.table} "  # noqa: S608  # names are constants
+        f"WHERE sync = ? AND {page.only}{order}"
+    )
+    for rows in db.batches(statement, (sync,), PAGE_ROWS):
+        for index in range(len(page.values)):
+            values = pl.Series([row[index] for row in rows], dtype=pl.String).drop_nulls()
+            if values.len():
+                yield values
+
+
+def _in_key_ranges(db: Db, sync: str, page: Page) -> Iterator[pl.Series]:
+    """A page is a range of `key`, ended by its value PAGE_ROWS rows on (found through the
+    index: less work than a subquery with a LIMIT); rows sharing that value end the same page."""
     after: str | None = None
     while True:
         upto = _page_end(db, sync, page, after)
@@ -140,7 +174,7 @@ def _page(
 ) -> Iterator[pl.Series]:
     where, params = _range(sync, page, after, upto)
     # The separator written into the statement: an expression would be evaluated on every row.
-    aggregates = ", ".join(f"count({v}), {db.concat}({v}, '{SEPARATOR}')" for v in page.values)
+    aggregates = ", ".join(f"count({v}), group_concat({v}, '{SEPARATOR}')" for v in page.values)
     row = db.execute(f"SELECT {aggregates} FROM {page.table} WHERE {where}", params).fetchone()  # noqa: S608  # names are constants
     for index, value in enumerate(page.values):
         count, text = row[2 * index], row[2 * index + 1]

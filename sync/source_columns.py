@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
-from sync.config import Config, ContactSection, EventSection, SyncConfig
+from sync.config import Config
 from sync.config_file import hidden_characters, visible
+from sync.config_model import ContactSection, EventSection, SyncConfig
 from sync.errors import ConfigError, ConfigProblem
 from sync.filters import filter_problem
 

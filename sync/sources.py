@@ -21,7 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
-from sync.config import Config, SourceConfig
+from sync.config import Config
+from sync.config_model import SourceConfig
 from sync.errors import SourceError
 from sync.sql_source import open_sql
 

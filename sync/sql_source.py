@@ -17,7 +17,8 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from sync.config import Config, SourceConfig
+from sync.config import Config
+from sync.config_model import SourceConfig
 from sync.errors import SourceError
 from sync.sql_common import cannot_connect, redact_url
 from sync.sql_mysql import open_mysql

@@ -18,7 +18,15 @@ from psycopg import sql
 
 from sync.ledger_db import PgState
 
-__all__ = ["POSTGRES", "Place", "Places", "drop_schema", "new_pg_state", "require_postgres"]
+__all__ = [
+    "POSTGRES",
+    "Place",
+    "Places",
+    "drop_schema",
+    "fresh_sync",
+    "new_pg_state",
+    "require_postgres",
+]
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 Place = Path | PgState
@@ -37,6 +45,11 @@ def require_postgres() -> None:
 def new_pg_state(prefix: str = "ledger_test") -> PgState:
     """A schema no other test (nor another helper's) uses; not made until a ledger opens."""
     return PgState.parse(f"{POSTGRES}?schema={prefix}_{secrets.token_hex(6)}")
+
+
+def fresh_sync(name: str = "t") -> str:
+    """A sync name no other example in a shared place has used: syncs never see each other."""
+    return f"{name}-{secrets.token_hex(4)}"
 
 
 def drop_schema(state: PgState) -> None:
@@ -64,6 +77,11 @@ class Places:
         )
         self.made.append(place)
         return place
+
+    def shared(self) -> Place:
+        """One place for every example of a property test (making a PostgreSQL schema per
+        example costs most of its time); examples keep apart by sync name (`fresh_sync`)."""
+        return self.made[0] if self.made else self.new()
 
     def drop(self) -> None:
         for place in self.made:

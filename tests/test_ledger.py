@@ -20,20 +20,23 @@ from hypothesis import strategies as st
 from sync import mapping, snapshot
 from sync.candidates import Mapped, map_rows
 from sync.columns import ROW
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
+from sync.delivery import record_delivered
 from sync.errors import ExitCode, LedgerError, LockedError, SourceError
 from sync.held import Held
-from sync.ledger import INSERT_EVENT, LEARN, Ledger, learn_params
+from sync.ledger import Ledger
 from sync.ledger_db import Db, PgState, open_db
 from sync.ledger_schema import MIGRATIONS, PG_MIGRATIONS, SCHEMA_VERSION
+from sync.ledger_sql import INSERT_EVENT, LEARN, learn_params
 from sync.lock import hold_lock
-from sync.model import Occurrence
+from sync.model import Occurrence, Request
 from sync.plan import make_plan
 from sync.state import StateDir
 from tests.ledger_backends import (
     Place,
     Places,
     drop_schema,
+    fresh_sync,
     new_pg_state,
     place,
     places,
@@ -116,6 +119,23 @@ def test_writes_are_batched_and_unflushed_ones_are_lost_harmlessly(place: Place)
     assert other.delivered_contacts().is_empty()  # not committed yet: a crash would re-send it
     ledger.flush()
     assert other.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa", None)]
+
+
+def test_each_kind_of_request_is_recorded_as_what_loops_now_holds(place: Place) -> None:
+    """What the recorder and `run --baseline` write: an upsert's hash, an event's key, and a
+    removal as the contact's removal (not as an event keyed by the action)."""
+    ledger = Ledger(place, "t")
+    upsert = Request("contact", 1, "e:a@x.io", "c1:aaa", b'{"email":"a@x.io"}')
+    record_delivered(ledger, upsert)
+    record_delivered(ledger, Request("event", 1, "e:a@x.io", "ls2-x", b"{}", event="signup"))
+    ledger.flush()
+    assert ledger.delivered_events().rows() == [("ls2-x",)]
+    assert ledger.delivered_contacts().rows() == [("e:a@x.io", "c1:aaa", ",email,")]
+
+    record_delivered(ledger, Request("removal", 0, "e:a@x.io", "unsubscribe", b"{}"))
+    ledger.flush()
+    assert ledger.delivered_events().rows() == [("ls2-x",)]
+    assert ledger.delivered_contacts().get_column("hash").to_list() == ["removed:unsubscribe"]
 
 
 def test_syncs_sharing_a_ledger_file_do_not_see_each_other(place: Place) -> None:
@@ -375,7 +395,7 @@ def test_setting_rows_aside_while_mapping_changes_no_plan(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mapping, "SLICE_ROWS", 3)
-        ledger = Ledger(places.new(), "t")
+        ledger = Ledger(places.shared(), fresh_sync())
         deliver_all(ledger, make_plan(mapped_as(before), ledger.held()).requests)
         for identity in failed:
             ledger.request_failed("contact", identity, "HTTP 500")
@@ -530,8 +550,8 @@ def test_the_ledgers_held_answers_as_its_tables_do(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(snapshot, "PAGE_ROWS", page)
         patch.setattr(snapshot, "ASKED_AT_ONCE", page)
-        path = places.new()
-        ledger, other = Ledger(path, "t"), Ledger(path, "other")
+        path, sync = places.shared(), fresh_sync()
+        ledger, other = Ledger(path, sync), Ledger(path, fresh_sync("other"))
         for identity, payload_hash, prop in contacts:
             ledger.contact_delivered(identity, payload_hash, None if prop is None else [prop])
             other.contact_delivered(identity + "-other", payload_hash + "-other")
@@ -548,18 +568,20 @@ def test_the_ledgers_held_answers_as_its_tables_do(
         db = open_db(path)
 
         def column(query: str) -> set[str]:
-            return {value for (value,) in db.execute(query).fetchall() if value is not None}
+            found = db.execute(query, (sync,) * query.count("?")).fetchall()
+            return {value for (value,) in found if value is not None}
 
-        hashes = column("SELECT hash FROM contacts WHERE sync = 't'")
-        identities = column("SELECT identity FROM contacts WHERE sync = 't'")
+        hashes = column("SELECT hash FROM contacts WHERE sync = ?")
+        identities = column("SELECT identity FROM contacts WHERE sync = ?")
         keys = column(
-            "SELECT key FROM events WHERE sync = 't' UNION SELECT key_email FROM events "
-            "WHERE sync = 't' UNION SELECT key_user FROM events WHERE sync = 't'"
+            "SELECT key FROM events WHERE sync = ? UNION SELECT key_email FROM events "
+            "WHERE sync = ? UNION SELECT key_user FROM events WHERE sync = ?"
         )
-        failed = column("SELECT ref FROM failures WHERE sync = 't'")
+        failed = column("SELECT ref FROM failures WHERE sync = ?")
         props = set(
             db.execute(
-                "SELECT identity, props FROM contacts WHERE sync = 't' AND props IS NOT NULL"
+                "SELECT identity, props FROM contacts WHERE sync = ? AND props IS NOT NULL",
+                (sync,),
             ).fetchall()
         )
         db.close()
@@ -573,25 +595,6 @@ def test_the_ledgers_held_answers_as_its_tables_do(
         assert set(held.props_of(values).iter_rows()) == {p for p in props if p[0] in asked}
         ledger.close()
         other.close()
-
-
-def test_held_is_read_in_pages_and_each_page_once(place: Place) -> None:
-    """Pages end where the key reaches the page's last row; rows sharing that value (userId keys
-    of several occurrences) end the same page, and the next page starts after them."""
-    ledger = Ledger(place, "t")
-    for n in range(7):
-        shared = digest_text("ls2-", n // 3)  # three occurrences per userId key
-        found_by = Occurrence(key_user=shared)
-        ledger.event_delivered(digest_text("ls1-", n), f"u:{n}", "signup", found_by)
-    db = open_db(place)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(snapshot, "PAGE_ROWS", 2)
-        pages = list(snapshot.values_in_pages(db, "t", snapshot.USER_KEYS))
-        keys = list(snapshot.values_in_pages(db, "t", snapshot.EVENT_KEYS))
-    assert [page.len() for page in pages] == [3, 3, 1]
-    assert [page.len() for page in keys] == [2, 2, 2, 1]
-    assert pl.concat(pages).n_unique() == 3
-    db.close()
 
 
 def test_held_still_answers_about_contacts_once_the_ledger_is_closed(place: Place) -> None:

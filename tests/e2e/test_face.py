@@ -63,20 +63,27 @@ def test_summary_json_and_history_count_the_same_things(project: Project) -> Non
     assert summary_figure(summary, "requests per second").startswith("- (too few requests")
 
     history = project.run("history", str(project.config)).stdout.splitlines()
-    assert history[0].split()[:6] == [
+    assert history[0].split()[:7] == [
         "started",
         "took",
         "requests",
         "unchanged",
         "rejected",
         "failed",
+        "removed",
     ]
     figures = history[1].split()
-    assert figures[4:9] == ["11", "0", "2", "1", "5"]  # requests, unchanged, rejected, failed, exit
+    assert figures[4:10] == ["11", "0", "2", "1", "0", "5"]  # ... failed, removed, exit
     assert "1 requests failed and are retried" in history[1]
     assert report["exit_reason"] == "work left for the next run: 1 requests failed and are retried"
     assert report["rejects"] == [
-        {"column": "seats", "reason": "'~50' is not a number", "count": 2, "first_rows": [5, 10]}
+        {
+            "column": "seats",
+            "reason": "'~50' is not a number",
+            "count": 2,
+            "first_rows": [5, 10],
+            "other_values": 0,
+        }
     ]
     assert report["config_path"] == str(project.config)
     assert report["version"]
@@ -128,6 +135,24 @@ def test_plan_groups_rejects_by_column_and_reason_writes_them_and_speaks_json(
         "reason": "'~50' is not a number",
         "count": 7,
         "first_rows": [3, 6, 9, 12, 15],
+        "other_values": 0,
     }
     assert len(as_json["samples"]) == 3
     assert project.api_requests() == []
+
+
+def test_a_source_whose_every_row_is_rejected_shows_one_line_per_kind_of_reason(
+    project: Project,
+) -> None:
+    """A column mapped wrongly rejects every row, each for its own value: one line, not one a
+    row, in the plan and in the report."""
+    project.write(CONFIG, "email,plan,seats\n" + "".join(f"p{i},free,{i}\n" for i in range(40)))
+    plan = project.run("plan", str(project.config))
+    rejected = [line for line in plan.stdout.splitlines() if "not a valid email" in line]
+    assert rejected == [
+        "        40  email: 'p0' is not a valid email address, and 39 other values like it "
+        "(rows 1, 2, 3, 4, 5, …)"
+    ]
+    assert project.sync("--report", "run.json").returncode == 1
+    report = json.loads((project.root / "run.json").read_text())
+    assert [(g["count"], g["other_values"]) for g in report["rejects"]] == [(40, 39)]

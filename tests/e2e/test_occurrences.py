@@ -23,6 +23,7 @@ BY_EMAIL_AND_ID = """
       csv: people.csv
     loops:
       rate_limit: 200
+      max_attempts: 2  # a failing request is given up within a second
     contact:
       email: email
       user_id: id
@@ -174,6 +175,45 @@ def test_a_once_per_column_added_sends_nothing_again_and_later_values_are_new(
     assert project.sync().returncode == 0
     sent = [(e["email"], e["eventName"]) for e in project.emulator.events()]
     assert sent.count(("ann@x.com", "order")) == 2  # c2 is a new occurrence
+
+
+SHOP = """
+    name: shop
+    source:
+      csv: people.csv
+    loops:
+      rate_limit: 200
+    contact:
+      email: email
+      properties:
+        plan: plan
+    events:
+      - name: order
+        email: email
+        once_per: [order_id]
+"""
+
+
+def test_new_orders_of_an_unchanged_contact_after_a_changed_one_are_each_sent(
+    project: Project,
+) -> None:
+    """The nightly case: ann changed plan and ordered (her upsert rides on the order); bob,
+    unchanged, ordered twice: both of bob's orders reach Loops, each as itself. (The second
+    job's first order was taken for an upsert to carry: never sent, yet recorded.)"""
+    project.write(SHOP, "email,plan,order_id\nann@x.com,free,1\nbob@x.com,free,2\n")
+    assert project.sync().returncode == 0
+    project.write(
+        SHOP, "email,plan,order_id\nann@x.com,pro,3\nbob@x.com,free,4\nbob@x.com,free,5\n"
+    )
+    result = project.sync()
+    assert result.returncode == 0, result.stderr
+    orders = sorted(str(e["email"]) for e in project.emulator.events())
+    assert orders == ["ann@x.com"] * 2 + ["bob@x.com"] * 3
+    assert contacts_plan(project) == {"ann@x.com": "pro", "bob@x.com": "free"}
+
+
+def contacts_plan(project: Project) -> dict[str, object]:
+    return {str(c["email"]): c.get("plan") for c in project.emulator.contacts()}
 
 
 def test_a_once_per_column_removed_sends_nothing_again(project: Project) -> None:

@@ -15,6 +15,7 @@ CONFIG = """
       csv: people.csv
     loops:
       rate_limit: 200
+      max_attempts: 2  # a failing request is given up within a second
     contact:
       email: email
       removed: {removed}
@@ -113,6 +114,13 @@ def test_the_brake_holds_back_a_mass_departure_until_a_person_approves_it(
     unsubscribed = [r["body"] for r in project.api_requests()[sent + 1 :]]
     assert len(unsubscribed) == 20
     assert all(body["subscribed"] is False for body in unsubscribed)
+
+    header, approved, held_back, _first = project.run(
+        "history", str(project.config)
+    ).stdout.splitlines()
+    column = slice(header.index("failed") + len("failed"), header.index("removed") + len("removed"))
+    assert [approved[column].strip(), held_back[column].strip()] == ["20", "0"]
+    assert "20 contacts left the source" in held_back
 
 
 def test_an_empty_source_removes_nobody(project: Project) -> None:

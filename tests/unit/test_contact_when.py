@@ -12,7 +12,8 @@ import pytest
 from sync.candidates import map_rows
 from sync.check import check_config
 from sync.columns import ROW
-from sync.config import SyncConfig, load_config
+from sync.config import load_config
+from sync.config_model import SyncConfig
 from sync.errors import ConfigError, SourceError
 from sync.pipeline import plan_sync
 from sync.source_columns import check_columns

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sync.candidates import Mapped, map_rows
 from sync.coerce import constant_problems
 from sync.columns import ROW
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.emulator.api import _too_long as emulator_refuses
 from sync.errors import SourceError
 from sync.keys import canonical_json

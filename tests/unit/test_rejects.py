@@ -10,10 +10,11 @@ from typing import Any
 import polars as pl
 import pytest
 
+from sync import report
 from sync.candidates import map_rows
 from sync.columns import ROW
-from sync.config import SyncConfig
-from sync.report import write_rejects
+from sync.config_model import SyncConfig
+from sync.report import reject_groups, write_rejects
 
 REJECTS_SCHEMA = {ROW: pl.UInt32, "column": pl.String, "reason": pl.String}
 
@@ -165,3 +166,67 @@ def test_source_columns_csv_cannot_hold_are_written_as_text(tmp_path: Path) -> N
     assert row["profile"] == '{"plan":"pro","seats":3}'
     assert row["avatar"] == "0x00ff"
     assert row["Email"] == "bad"
+
+
+def test_rows_rejected_for_one_kind_of_reason_are_one_group_whatever_their_values() -> None:
+    """A broken export rejects every row, each for its own value: the plan, the report and the
+    run history name each kind of reason once (with one value and how many others), not a
+    million lines. Reasons as mapping writes them."""
+    spec = SyncConfig.model_validate(
+        {
+            "name": "t",
+            "source": {"csv": "unused.csv"},
+            "contact": {
+                "email": "Email",
+                "user_id": "Id",
+                "properties": {
+                    "n": {"column": "N", "type": "number"},
+                    "on": {"column": "On", "type": "boolean"},
+                    "at": {"column": "At", "type": "date"},
+                },
+            },
+        }
+    )
+    frame = source(
+        {
+            "Email": [
+                "x",
+                "y",
+                "z",
+                "d@x.io",
+                "d@x.io",
+                "e@x.io",
+                "e@x.io",
+                "f@x.io",
+                "g@x.io",
+                "h@x.io",
+                "i@x.io",
+            ],
+            "Id": [str(i) for i in range(1, 12)],
+            "N": ["1"] * 7 + ["one", "two", "1", "1"],
+            "On": ["yes"] * 9 + ["maybe", "perhaps"],
+            "At": ["2026-01-01"] * 9 + ["soon", "soon"],
+        }
+    )
+    groups = reject_groups(map_rows(spec, frame).rejects)
+    assert groups.more == 0
+    assert [
+        (g["column"], g["count"], g["other_values"], g["first_rows"]) for g in groups.shown
+    ] == [
+        ("Email", 4, 1, [4, 5, 6, 7]),  # two emails, each on two rows with different user ids
+        ("Email", 3, 2, [1, 2, 3]),
+        ("N", 2, 1, [8, 9]),
+        ("On; At", 2, 1, [10, 11]),  # two reasons a row: both masked
+    ]
+    assert groups.shown[1]["reason"] == "'x' is not a valid email address"
+
+
+def test_only_the_biggest_groups_are_listed_and_the_rest_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(report, "REJECT_GROUPS", 2)
+    rows = [(1, "a", "'x' is not a number"), (2, "b", "'x' is not a number")]
+    rows += [(3, "c", "'x' is not a number"), (4, "c", "'y' is not a number")]
+    groups = reject_groups(rejected(rows))
+    assert [(g["column"], g["count"]) for g in groups.shown] == [("c", 2), ("a", 1)]
+    assert groups.more == 1

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sync import dedupe, plan
 from sync.candidates import map_rows
 from sync.columns import ROW
-from sync.config import SyncConfig
+from sync.config_model import SyncConfig
 from sync.ledger import Ledger
 from sync.mapping import map_slices
 from sync.model import Job
@@ -154,3 +154,33 @@ def test_a_plan_in_many_parts_keeps_each_contact_whole_and_the_source_order(
     for _, requests in jobs:
         kinds = [kind for kind, *_ in requests]
         assert kinds == sorted(kinds, key=lambda kind: kind != "contact")
+
+
+def test_events_alone_after_a_job_that_carries_its_upsert_are_sent_as_they_are(
+    tmp_path: Path,
+) -> None:
+    """b's upsert rides on its upgrade; a's contact is unchanged and its two events are retried
+    after failing: each is its own request (neither is taken for an upsert to carry)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", "t")
+    before = frame_of([("b@x.io", None, "free"), ("a@x.io", None, "pro")])
+    first = make_plan(map_rows(SPEC, before, held=ledger.held()), ledger.held())
+    for kind, identity, ref, event in first.requests.select(
+        "kind", "identity", "ref", "event"
+    ).iter_rows():
+        if kind == "event" and identity == "e:a@x.io":
+            ledger.request_failed("event", ref, "HTTP 500")
+        elif kind == "contact":
+            ledger.contact_delivered(identity, ref)
+        else:
+            ledger.event_delivered(ref, identity, event)
+    ledger.flush()
+
+    now = frame_of([("b@x.io", None, "pro"), ("a@x.io", None, "pro")])
+    jobs = [
+        (job.identity, [(r.kind, r.event, r.folded is not None) for r in job.requests])
+        for job in make_plan(map_rows(SPEC, now, held=ledger.held()), ledger.held()).jobs()
+    ]
+    assert jobs == [
+        ("e:b@x.io", [("event", "upgrade", True)]),
+        ("e:a@x.io", [("event", "signup", False), ("event", "upgrade", False)]),
+    ]
