@@ -9,8 +9,10 @@ measurement of BENCH_BASELINE (default 8398e39, the design before issue 9), chec
 is built by the code that reads it (bench/ledger_fill.py). Above 1M rows, the baseline and the
 dry runs from Parquet and PostgreSQL are left out unless asked for (BENCH_BASELINE_UPTO,
 BENCH_DRY_RUN_EVERY_INPUT_UPTO; see there why). A case that would likely not fit in
-the memory available now is skipped and says so: other work shares the machine. The table is
-printed and written to bench/results.json under "scaling". Nothing here asserts a timing.
+the memory available now is skipped and says so: other work shares the machine. Some inputs or
+commands only: BENCH_SCALE_INPUTS (e.g. `postgres`), BENCH_SCALE_COMMANDS (e.g. `plan`); the
+PostgreSQL table's name: BENCH_PG_TABLE. The table is printed and written to bench/results.json
+under "scaling". Nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -42,11 +44,19 @@ ROOT = HERE.parent
 PY = sys.executable
 GIT = shutil.which("git") or "git"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TABLE = "loops_sync_bench_people"
-QUERY = f"select * from {TABLE}"  # noqa: S608  # a constant name
+# Its own name where another bench may use the default one on the same server.
+TABLE = os.environ.get("BENCH_PG_TABLE", "loops_sync_bench_people")
+QUERY = f"select * from {TABLE}"  # noqa: S608  # a name we chose
 INPUTS = ("csv", "parquet", "postgres")
 CASES = tuple(os.environ.get("BENCH_SCALE_CASES", "first sync,nightly").split(","))
-COMMANDS = {"plan": ("plan",), "run --dry-run": ("run", "--dry-run", "--quiet")}
+ALL_COMMANDS = {"plan": ("plan",), "run --dry-run": ("run", "--dry-run", "--quiet")}
+# Some of the inputs and commands only, e.g. BENCH_SCALE_INPUTS=postgres BENCH_SCALE_COMMANDS=plan.
+MEASURED_INPUTS = os.environ.get("BENCH_SCALE_INPUTS", ",".join(INPUTS)).split(",")
+COMMANDS = {
+    name: words
+    for name, words in ALL_COMMANDS.items()
+    if name in os.environ.get("BENCH_SCALE_COMMANDS", ",".join(ALL_COMMANDS)).split(",")
+}
 # Left free for the others sharing the machine; a case needing more than the rest is skipped.
 RESERVE_MB = 2048
 # A first guess of the peak before a smaller size has been measured (today's code, 2026-11).
@@ -255,6 +265,7 @@ def scale(
     """Every cell at `rows`, the codes back to back in each, appended to `done` as measured;
     peaks are guessed from `earlier` cells and those done."""
     configs, missing = make_inputs(rows, work / f"configs-{rows}")
+    configs = {kind: config for kind, config in configs.items() if kind in MEASURED_INPUTS}
     for kind, why in missing.items():
         print(f"  {rows} rows from {kind}: skipped, {why}")
     for case in CASES:
@@ -370,7 +381,7 @@ def _cell_order(cell: dict[str, Any]) -> tuple[Any, ...]:
         cell["rows"],
         ("first sync", "nightly").index(cell["case"]),
         INPUTS.index(cell["input"]),
-        list(COMMANDS).index(cell["command"]),
+        list(ALL_COMMANDS).index(cell["command"]),
     )
 
 

@@ -2,8 +2,8 @@
 
 CSV is read as text (identifiers keep their leading zeros; the mapping coerces the columns it
 uses and words its own errors). Parquet, Excel and SQL keep their native types. CSV and Parquet
-are scanned lazily and PostgreSQL and MySQL/MariaDB come through connectorx's Arrow stream, so
-a slice at a time is held; Excel files (small by nature) and SQLite databases are read whole and
+are scanned lazily and PostgreSQL and MySQL/MariaDB are streamed (`sync/sql_source.py`), so a
+slice at a time is held; Excel files (small by nature) and SQLite databases are read whole and
 then sliced. Several files matching a glob are one stream with the union of their columns.
 Every failure, also one found halfway through, becomes a `SourceError` that names the file or
 database and says what to change.

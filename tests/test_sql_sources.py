@@ -204,8 +204,8 @@ events:
 
 @pytest.fixture
 def numbers_table() -> Iterator[str]:
-    """Ids and amounts as PostgreSQL numeric (connectorx reads them as decimal[38,10]), and a
-    text[] column."""
+    """Ids and amounts as PostgreSQL numeric (read as decimal[38,10], as connectorx read them),
+    and a text[] column."""
     yield from postgres_table_of(
         NUMBERS_TABLE,
         "n int, account numeric(10, 0), amount numeric(8, 2), order_id numeric, tags text[]",
@@ -257,7 +257,7 @@ def test_a_sql_array_column_mapped_as_a_value_is_a_config_error(
 def test_a_postgresql_query_streams_in_slices_with_one_schema(
     tmp_path: Path, postgres_table: str
 ) -> None:
-    """The rows come a slice at a time from connectorx's Arrow stream, never the whole table."""
+    """The rows come a slice at a time from the driver's stream, never the whole table."""
     config = load_config(sql_config(tmp_path, POSTGRES, f"select * from {postgres_table}"))
     stream = open_source(config, slice_rows=1)
     slices = list(stream.slices)
