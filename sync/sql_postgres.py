@@ -26,7 +26,7 @@ __all__ = ["open_postgres"]
 
 CONNECT_TIMEOUT = 10  # seconds, as the other drivers are given
 BATCH_SIZE_HINT = "adbc.postgresql.batch_size_hint_bytes"
-# The driver's batches: smaller than a slice of 50,000 rows of a wide table, so that little more
+# The driver's batches: smaller than a slice of 25,000 rows of a wide table, so that little more
 # than a slice is held (16 MB, its default, held 55 MB more reading 5M rows; the same CPU).
 BATCH_BYTES = 4 << 20
 
