@@ -14,27 +14,24 @@ from collections.abc import Callable, Iterator
 import polars as pl
 
 from sync.errors import SourceError
+from sync.ledger_db import masked
 
 __all__ = ["cannot_connect", "query_failed", "read_ahead", "redact_url", "without_password"]
 
 
 def redact_url(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    """A database URL without its password (in the authority or a `password=` parameter), for
+    messages: the ledger's rule (`sync.ledger_db.masked`), so every URL is masked alike."""
+    return masked(url)
 
 
 def without_password(text: str, url: str) -> str:
     """`text` (a driver's message) with the URL's password, as written or decoded, masked."""
-    password = urllib.parse.urlsplit(url).password
-    if not password:
-        return text
-    for form in {password, urllib.parse.unquote(password)}:
-        text = text.replace(form, "***")
+    parts = urllib.parse.urlsplit(url)
+    given = [value for key, value in urllib.parse.parse_qsl(parts.query) if key == "password"]
+    for password in filter(None, [parts.password, *given]):
+        for form in {password, urllib.parse.unquote(password)}:
+            text = text.replace(form, "***")
     return text
 
 

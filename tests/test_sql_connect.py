@@ -103,3 +103,14 @@ def test_a_password_from_the_environment_is_masked_too(
 
     assert f"cannot connect to postgresql://app:***@127.0.0.1:{port}/test" in message
     assert SECRET not in message
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+def test_a_password_given_as_a_url_parameter_is_masked_too(tmp_path: Path, scheme: str) -> None:
+    """libpq reads `?password=`: a message that names the database must not show it."""
+    port = free_port()
+
+    message = refusal_of(tmp_path, f"{scheme}://app@127.0.0.1:{port}/test?password={SECRET}")
+
+    assert "password=***" in message
+    assert SECRET not in message
