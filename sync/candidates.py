@@ -126,8 +126,7 @@ def pick(spec: SyncConfig, piece: pl.DataFrame, decisions: Decisions) -> Candida
     checked = piece.with_columns(
         conflict_problems(spec, piece, decisions.conflicts).alias(PROBLEMS)
     )
-    rows = checked.get_column(ROW)
-    contacts = checked.filter(pl.lit(Decisions.picks(decisions.contacts, rows)))
+    contacts = checked.filter(Decisions.picked(decisions.contacts))
     return Candidates(
         _contacts(spec, contacts),
         _events(spec, checked, decisions),
@@ -253,13 +252,12 @@ def _events(spec: SyncConfig, checked: pl.DataFrame, decisions: Decisions) -> pl
     contact by another column; else the event's own identity.
     """
     frames = [_no_events()]
-    rows = checked.get_column(ROW)
     for index, event in enumerate(spec.events):
         prefix = event_column(index)
         own = pl.col(prefix + "identity")
         identity = pl.coalesce(contact_column("identity"), own) if spec.contact else own
         legacy = prefix + "legacy"
-        sent = checked.filter(pl.lit(Decisions.picks(decisions.events[index], rows)))
+        sent = checked.filter(Decisions.picked(decisions.events[index]))
         frames.append(
             sent.select(
                 ROW,

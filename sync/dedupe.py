@@ -85,9 +85,9 @@ class Decisions:
     events_settled: int = 0  # occurrences only settled rows have: already delivered
 
     @staticmethod
-    def picks(mask: pl.Series, rows: pl.Series) -> pl.Series:
-        """`mask` (by row number) for each of `rows`."""
-        return mask.gather(rows.cast(pl.Int64)).fill_null(False)
+    def picked(mask: pl.Series) -> pl.Expr:
+        """`mask` (by row number) for each row of a frame with ROW."""
+        return pl.lit(mask).gather(pl.col(ROW).cast(pl.Int64)).fill_null(False)
 
 
 def decide(spec: SyncConfig, everyone: pl.LazyFrame) -> Decisions:
@@ -110,7 +110,7 @@ def decide(spec: SyncConfig, everyone: pl.LazyFrame) -> Decisions:
     else:
         has_contact = pl.col("id.1").is_not_null()
         is_last = _mask(size, _last_rows(everyone, _fp("id"), has_contact))
-        last = _picked(is_last)
+        last = Decisions.picked(is_last)
         # A row of no contact (`contact.when` drops it) duplicates none.
         earlier = ~last & has_contact
         counted = (
@@ -141,11 +141,6 @@ def _where(frame: Frame, condition: pl.Expr, columns: list[str]) -> pl.DataFrame
     return frame.lazy().filter(condition).select(columns).collect(engine="streaming")
 
 
-def _picked(mask: pl.Series) -> pl.Expr:
-    """`mask` (by row number) for each row."""
-    return pl.lit(mask).gather(pl.col(ROW).cast(pl.Int64)).fill_null(False)
-
-
 def _sent_events(
     everyone: pl.LazyFrame, index: int, rejected_last: pl.DataFrame, size: int
 ) -> pl.Series:
@@ -166,7 +161,7 @@ def _settled_only(everyone: pl.LazyFrame, index: int, sent: pl.Series) -> int:
     pending row also has)."""
     key = _fp(f"key{index}")
     settled = pl.col(SETTLED) & pl.col(key[0]).is_not_null()
-    pending = _where(everyone, _picked(sent), key)
+    pending = _where(everyone, Decisions.picked(sent), key)
     found = 0
     for part, others in _parts(everyone, key[0], settled, key, pending):
         found += part.unique().join(others, on=key, how="anti").height
