@@ -247,6 +247,7 @@ class RejectLimit:
 # identifier and rows of a conflict, a value's length.
 REASON_VALUES = (
     (r"(^|; )'.*?'( is (?:not|on) )", "$1'…'$2"),
+    (r"(^|; )(user id ).+?( is on rows )", "$1$2…$3"),
     (r"( is on rows )[0-9, ]+( with )", "$1…$2"),
     (r"(value of )[0-9]+( characters)", "$1…$2"),
 )

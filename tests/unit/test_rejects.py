@@ -201,11 +201,15 @@ def test_rows_rejected_for_one_kind_of_reason_are_one_group_whatever_their_value
                 "g@x.io",
                 "h@x.io",
                 "i@x.io",
+                "j@x.io",
+                "k@x.io",
+                "l@x.io",
+                "m@x.io",
             ],
-            "Id": [str(i) for i in range(1, 12)],
-            "N": ["1"] * 7 + ["one", "two", "1", "1"],
-            "On": ["yes"] * 9 + ["maybe", "perhaps"],
-            "At": ["2026-01-01"] * 9 + ["soon", "soon"],
+            "Id": [str(i) for i in range(1, 12)] + ["98", "98", "99", "99"],
+            "N": ["1"] * 7 + ["one", "two", "1", "1"] + ["1"] * 4,
+            "On": ["yes"] * 9 + ["maybe", "perhaps"] + ["yes"] * 4,
+            "At": ["2026-01-01"] * 9 + ["soon", "soon"] + ["2026-01-01"] * 4,
         }
     )
     groups = reject_groups(map_rows(spec, frame).rejects)
@@ -214,11 +218,12 @@ def test_rows_rejected_for_one_kind_of_reason_are_one_group_whatever_their_value
         (g["column"], g["count"], g["other_values"], g["first_rows"]) for g in groups.shown
     ] == [
         ("Email", 4, 1, [4, 5, 6, 7]),  # two emails, each on two rows with different user ids
+        ("Email", 4, 1, [12, 13, 14, 15]),  # two user ids, each on two rows with different emails
         ("Email", 3, 2, [1, 2, 3]),
         ("N", 2, 1, [8, 9]),
         ("On; At", 2, 1, [10, 11]),  # two reasons a row: both masked
     ]
-    assert groups.shown[1]["reason"] == "'x' is not a valid email address"
+    assert groups.shown[2]["reason"] == "'x' is not a valid email address"
 
 
 def test_only_the_biggest_groups_are_listed_and_the_rest_counted(
