@@ -18,6 +18,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 from sync.budget import Grant, Member, Settlement, StoreUnavailable
+from sync.sqlite_wal import use_wal
 
 __all__ = ["BUDGET_FILE", "SqliteStore"]
 
@@ -47,7 +48,7 @@ class SqliteStore:
 
     def _prepare(self) -> None:
         db = self._db
-        db.execute("PRAGMA journal_mode=WAL")
+        use_wal(db, BUSY_SECONDS)
         db.execute("PRAGMA synchronous=NORMAL")  # a lost row is a run that re-joins: no fsync
         db.execute("BEGIN IMMEDIATE")
         try:

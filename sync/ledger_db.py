@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sync.ledger_schema import MIGRATIONS, canonical_identity, ls2_key_of_identity
+from sync.sqlite_wal import use_wal
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -111,23 +111,6 @@ def statements(script: str) -> list[str]:
 BUSY_SECONDS = 10.0  # how long a ledger statement waits for another run's write
 
 
-def _use_wal(db: sqlite3.Connection) -> None:
-    """WAL mode, waiting for others as long as any statement would. Switching a ledger to WAL
-    (a new file, or one from before WAL) needs it alone, and SQLite answers "locked" at once,
-    without its busy wait, while another run holds it (measured: 4 of 40 tries of four runs
-    opening an old ledger together)."""
-    deadline = time.monotonic() + BUSY_SECONDS
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-        else:
-            return
-
-
 class SqliteDb:
     """A ledger file (WAL mode: readers never wait for the writer)."""
 
@@ -148,7 +131,7 @@ class SqliteDb:
         self._db.create_function("ls2_key", 3, ls2_key_of_identity, deterministic=True)
         self._db.create_function("ls2_identity", 1, canonical_identity, deterministic=True)
         if create:
-            _use_wal(self._db)
+            use_wal(self._db, BUSY_SECONDS)
             self._db.execute("PRAGMA synchronous=NORMAL")
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor:
