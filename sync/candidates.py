@@ -12,15 +12,19 @@ contact are rejected). The second pass picks each kept slice's candidates by tho
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 import polars as pl
 
 from sync import mapping
 from sync.columns import (
+    BUCKET,
     COLUMN_SEPARATOR,
+    HOME,
     PROBLEM_SEPARATOR,
     PROBLEMS,
     ROW,
@@ -45,35 +49,91 @@ __all__ = [
 ]
 
 
+# Pending rows go to BUCKETS buckets by their requests' identities, so that planning can take
+# any run of buckets as a part of the plan holding whole identities (`Settled.parts`).
+BUCKETS = 1024
+BUCKET_SEED = 7
+# Pending rows held before they are written as one run, sorted by bucket: about 640 bytes a
+# row held (64 MB). Fewer, longer runs mean longer reads of each part from each run.
+RUN_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A file of pending rows sorted by bucket; `starts[b]`: the row where bucket b begins."""
+
+    path: Path
+    starts: tuple[int, ...]
+
+
 @dataclass
 class Settled:
-    """The first pass over the source: the slices still pending and the census of every row
-    (each slice in a file of `spool`, else in memory), and what the ledger learns. On disk, the
-    census is not held while the source is read, only once the reader's buffers are gone."""
+    """The first pass over the source: the rows still pending and the census of every row,
+    and what the ledger learns. In a spool, the pending rows are written in runs sorted by the
+    buckets of their identities (`parts` reads a range of buckets from each run), and the census
+    a slice a file, not held while the source is read; without one, both stay in memory."""
 
     spool: Path | None
     rows_read: int = 0
     pending_rows: int = 0
     learned: list[pl.DataFrame] = field(default_factory=list)
-    _pending: list[pl.DataFrame | Path] = field(default_factory=list)
+    _pending: list[pl.DataFrame] = field(default_factory=list)
+    _held_rows: int = 0
+    _runs: list[_Run] = field(default_factory=list)
     _census: list[pl.DataFrame | Path] = field(default_factory=list)
 
-    def keep(self, pending: pl.DataFrame, counted: pl.DataFrame) -> None:
+    def keep(self, spec: SyncConfig, pending: pl.DataFrame, counted: pl.DataFrame) -> None:
+        self._census.append(self._kept(counted, f"census-{len(self._census):06d}.arrow"))
+        if self.spool is not None:
+            pending = in_buckets(spec, pending)
         self.pending_rows += pending.height
-        self._pending.append(self._kept(pending, "pending", len(self._pending)))
-        self._census.append(self._kept(counted, "census", len(self._census)))
+        self._pending.append(pending)
+        self._held_rows += pending.height
+        if self.spool is not None and self._held_rows >= RUN_ROWS:
+            self.write_run()
 
-    def _kept(self, frame: pl.DataFrame, name: str, index: int) -> pl.DataFrame | Path:
+    def write_run(self) -> None:
+        """The pending rows held, sorted by bucket, to a run in the spool."""
+        if self.spool is None or not self._pending:
+            return
+        rows = pl.concat(self._pending).sort(BUCKET, maintain_order=True)
+        self._pending, self._held_rows = [], 0
+        path = self.spool / f"pending-{len(self._runs):06d}.arrow"
+        spool_write(rows, path)
+        sizes = dict(rows.group_by(BUCKET).len().iter_rows())
+        self._runs.append(_Run(path, (0, *accumulate(sizes.get(b, 0) for b in range(BUCKETS)))))
+
+    def _kept(self, frame: pl.DataFrame, name: str) -> pl.DataFrame | Path:
         if self.spool is None:
             return frame
-        path = self.spool / f"{name}-{index:06d}.arrow"
-        spool_write(frame, path)
-        return path
+        spool_write(frame, self.spool / name)
+        return self.spool / name
 
     def pending(self) -> Iterator[pl.DataFrame]:
-        """The pending slices again, in row order, one at a time."""
-        for piece in self._pending:
-            yield _read(piece)
+        """The pending slices again, in row order, one at a time (in memory only)."""
+        yield from self._pending
+
+    def parts(self, count: int) -> Iterator[pl.DataFrame]:
+        """The pending rows in `count` parts, each the rows of a range of buckets, so that every
+        identity's requests are in one part. In memory: one part, every row in row order."""
+        if self.spool is None:
+            yield pl.concat(self._pending)
+            return
+        self.write_run()
+        count = max(1, min(count, BUCKETS))
+        bounds = [BUCKETS * number // count for number in range(count + 1)]
+        found = False
+        for first, end in itertools.pairwise(bounds):
+            pieces = [
+                pl.scan_ipc(run.path).slice(run.starts[first], run.starts[end] - run.starts[first])
+                for run in self._runs
+                if run.starts[end] > run.starts[first]
+            ]
+            if pieces:
+                found = True
+                yield pl.concat(pieces).collect()
+        if not found:  # no row pending: one empty part, with the columns
+            yield pl.read_ipc(self._runs[0].path)
 
     def decide(self, spec: SyncConfig) -> Decisions:
         """Deduplicate on the census (mapping yields a slice even for an empty source)."""
@@ -91,6 +151,53 @@ class Settled:
         return pl.concat([NOTHING_LEARNED, *self.learned])
 
 
+def in_buckets(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` with the bucket of each: a copy of a row in each bucket its requests' identities
+    go to, HOME on the copy in its first request's bucket (bucket 0 when it makes no request).
+    `pick` keeps of each copy the requests of its bucket. A row has one copy unless its events
+    go with different identities and it has no contact to go with (rare): those are copied."""
+    buckets = line_buckets(spec)
+    home = pl.coalesce(*buckets, pl.lit(0, pl.UInt16))
+    placed = rows.with_columns(home.alias(BUCKET), pl.lit(True).alias(HOME))
+    elsewhere = pl.any_horizontal(b.is_not_null() & (b != pl.col(BUCKET)) for b in buckets)
+    copied = placed.filter(elsewhere) if len(buckets) > 1 else placed.clear()
+    if copied.is_empty():
+        return placed
+    every = pl.concat_list(buckets).list.drop_nulls().list.unique(maintain_order=True)
+    copies = (
+        copied.with_columns(every.alias(BUCKET), pl.lit(False).alias(HOME))
+        .explode(BUCKET)
+        .filter(pl.col(BUCKET) != home)
+    )
+    return pl.concat([placed, copies])
+
+
+def line_buckets(spec: SyncConfig) -> list[pl.Expr]:
+    """The bucket of each request of a row: its contact's, then each event's (`event_identity`;
+    null where it has no identity). The bucket of an event that goes with the row's contact is
+    the contact's, not hashed again."""
+    own = [bucket_of(pl.col(event_column(index, "identity"))) for index in range(len(spec.events))]
+    if spec.contact is None:
+        return own
+    contact = bucket_of(pl.col(contact_column("identity")))
+    return [contact, *(pl.coalesce(contact, event) for event in own)]
+
+
+def bucket_of(identity: pl.Expr) -> pl.Expr:
+    """The bucket of an identity (null where it is null): the same in both passes of a run."""
+    return pl.when(identity.is_not_null()).then(
+        (identity.hash(seed=BUCKET_SEED) % BUCKETS).cast(pl.UInt16)
+    )
+
+
+def event_identity(spec: SyncConfig, index: int) -> pl.Expr:
+    """The contact an event goes with: the identity of its row's contact upsert where the sync
+    has one, so that the upsert is sent first even when the event names the contact by another
+    column; else the event's own identity."""
+    own = pl.col(event_column(index, "identity"))
+    return pl.coalesce(contact_column("identity"), own) if spec.contact else own
+
+
 def settle_all(
     spec: SyncConfig, slices: Iterable[pl.DataFrame], held: Held | None, spool: Path | None
 ) -> Settled:
@@ -99,9 +206,10 @@ def settle_all(
     for piece in slices:
         settled.rows_read += piece.height
         found = settle(spec, piece, held)
-        settled.keep(found.pending, found.census)
+        settled.keep(spec, found.pending, found.census)
         if not found.learned.is_empty():
             settled.learned.append(found.learned)
+    settled.write_run()
     return settled
 
 
@@ -127,11 +235,19 @@ def pick(spec: SyncConfig, piece: pl.DataFrame, decisions: Decisions) -> Candida
         conflict_problems(spec, piece, decisions.conflicts).alias(PROBLEMS)
     )
     contacts = checked.filter(Decisions.picked(decisions.contacts))
+    bucketed = BUCKET in piece.columns
+    if bucketed and spec.contact:
+        contacts = contacts.filter(_in_own_bucket(pl.col(contact_column("identity"))))
     return Candidates(
         _contacts(spec, contacts),
         _events(spec, checked, decisions),
-        _rejects(checked),
+        _rejects(checked.filter(pl.col(HOME)) if bucketed else checked),
     )
+
+
+def _in_own_bucket(identity: pl.Expr) -> pl.Expr:
+    """Whether a request goes with this copy of its row (see `in_buckets`)."""
+    return bucket_of(identity) == pl.col(BUCKET)
 
 
 @dataclass(frozen=True)
@@ -245,19 +361,16 @@ EVENT_SCHEMA = {
 
 
 def _events(spec: SyncConfig, checked: pl.DataFrame, decisions: Decisions) -> pl.DataFrame:
-    """One line per occurrence whose last row is in `checked`, in row order.
-
-    `identity` is the contact the event goes with: the identity of its row's contact upsert
-    where the sync has one, so that the upsert is sent first even when the event names the
-    contact by another column; else the event's own identity.
-    """
+    """One line per occurrence whose last row is in `checked`, in row order; `identity` is
+    the contact the event goes with (`event_identity`)."""
     frames = [_no_events()]
     for index, event in enumerate(spec.events):
         prefix = event_column(index)
-        own = pl.col(prefix + "identity")
-        identity = pl.coalesce(contact_column("identity"), own) if spec.contact else own
+        identity = event_identity(spec, index)
         legacy = prefix + "legacy"
         sent = checked.filter(Decisions.picked(decisions.events[index]))
+        if BUCKET in checked.columns:
+            sent = sent.filter(_in_own_bucket(identity))
         frames.append(
             sent.select(
                 ROW,

@@ -8,8 +8,10 @@ every request a row makes.
 from __future__ import annotations
 
 __all__ = [
+    "BUCKET",
     "COLUMN_SEPARATOR",
     "CONTACT",
+    "HOME",
     "PROBLEMS",
     "PROBLEM_SEPARATOR",
     "ROW",
@@ -27,6 +29,12 @@ PROBLEM_SEPARATOR = "\x1e"
 COLUMN_SEPARATOR = "\x1f"
 
 CONTACT = "__c."
+
+# Planning keeps pending rows by the buckets of their requests' identities (`sync.candidates`):
+# a row's copy in each bucket its requests go to, and whether the copy is the row's own (its
+# first request's bucket: where the row's rejects are counted).
+BUCKET = "__bucket"
+HOME = "__home"
 
 
 def contact_column(name: str) -> str:

@@ -1,10 +1,10 @@
 """The plan: only new, changed or previously failed work is sent, in an order that holds.
 
-The plan is built a slice of candidates at a time: each slice is diffed as it comes
-(`sync.diff`), and its
-lines (one per request) go to a part chosen by their identity, on disk in the run's spool. Each
-part is then put in send order alone, so that ordering never holds more than a part; the
-sender merges the parts back into one order, a job at a time. A job holds one identity's
+The plan is built a part at a time: planning keeps the pending rows by the buckets of their
+identities (`sync.candidates`), and a part is a range of buckets, so it holds every request of
+its identities. Each part's candidates are diffed (`sync.diff`) and its lines (one per request)
+put in send order alone and written to the run's spool, so that ordering never holds more than
+a part; the sender merges the parts back into one order, a job at a time. A job holds one identity's
 requests, its upsert first, so that an email triggered by an event sees the new properties;
 jobs go in source order of their identity's first line.
 
@@ -173,10 +173,12 @@ def carry(contact: Request, events: list[Request]) -> tuple[Request, ...]:
 
 
 class PlanBuilder:
-    """Build a plan from slices of candidates: `add` each, then `finish`.
+    """Build a plan a part at a time: `add` the candidates of a part (all of them: a part holds
+    whole identities), `close_part`, and at the end `finish`.
 
-    `directory`: where the parts go (a run's spool), else memory; `parts`: how many, from the
-    number of lines expected (`parts_for`). `full` sends every contact again.
+    `directory`: where the ordered parts go (a run's spool), else memory; `parts`: how many
+    will come (the sender reads a batch of each at a time, sized by it). `full` sends every
+    contact again.
     """
 
     def __init__(
@@ -192,8 +194,10 @@ class PlanBuilder:
         self._held, self._full, self._skipped = held, full, skipped_when_empty
         self._cleared = cleared_when_empty
         self.side_effects = SideEffects()
-        self._directory, self._parts = directory, max(1, parts)
-        self._written: dict[int, list[pl.DataFrame | Path]] = {}
+        self._directory, self._batch = directory, batch_lines(parts)
+        self._lines: list[pl.DataFrame] = []
+        self._parts: list[pl.LazyFrame] = []
+        self._size = self._jobs = self._folded = 0
         self.counts: Counter[str] = Counter()
         self.kept_in_loops: Counter[str] = Counter()
         self._adopted: list[pl.DataFrame] = []
@@ -210,58 +214,41 @@ class PlanBuilder:
         self.kept_in_loops.update(found.kept_in_loops)
         self.side_effects += found.side_effects
         self._adopted.append(found.adopted)
-        self._write(found.lines)
+        self._lines.append(found.lines)
 
-    def _write(self, lines: pl.DataFrame) -> None:
-        if lines.is_empty():  # kept once, in memory: an empty plan still has its columns
-            self._written.setdefault(0, [lines])
+    def close_part(self) -> None:
+        """Put the lines added since the last part in send order, as the next part."""
+        if not self._lines:
             return
-        by_part = (
-            {0: lines}
-            if self._parts == 1
-            else lines.with_columns(
-                (pl.col("identity").hash() % self._parts).alias("__part")
-            ).partition_by("__part", as_dict=True, include_key=False)
-        )
-        for key, piece in by_part.items():
-            number = int(key[0] if isinstance(key, tuple) else key)
-            kept = self._written.setdefault(number, [])
-            if self._directory is None:
-                kept.append(piece)
-                continue
-            path = self._directory / f"lines-{number:04d}-{len(kept):06d}.arrow"
-            spool_write(piece, path)
-            kept.append(path)
+        ordered = _ordered(pl.concat(self._lines))
+        self._lines = []
+        if ordered.is_empty() and self._parts:
+            return  # an empty plan still has one part, for its columns
+        self._size += ordered.height
+        self._jobs += ordered.get_column("identity").n_unique()
+        self._folded += int(ordered.get_column("fold").sum())
+        if self._directory is None:
+            self._parts.append(ordered.lazy())
+            return
+        path = self._directory / f"plan-{len(self._parts):04d}.arrow"
+        # In batches as the sender reads them: the merge then holds a batch of each part.
+        spool_write(ordered, path, batch_rows=self._batch)
+        self._parts.append(pl.scan_ipc(path))
 
     def finish(self, *, contacts_settled: int = 0, events_settled: int = 0) -> Plan:
-        """Order each part; the counts of rows Loops holds whole come from deduplication."""
-        parts, size, jobs, folded = [], 0, 0, 0
-        for number in sorted(self._written):
-            ordered = _ordered(pl.concat([_read(piece) for piece in self._written[number]]))
-            size += ordered.height
-            jobs += ordered.get_column("identity").n_unique()
-            folded += int(ordered.get_column("fold").sum())
-            if self._directory is None:
-                parts.append(ordered.lazy())
-                continue
-            path = self._directory / f"plan-{number:04d}.arrow"
-            # In batches as the sender reads them: a merge then holds a batch of each part.
-            spool_write(ordered, path, batch_rows=batch_lines(len(self._written)))
-            for piece in self._written[number]:
-                if isinstance(piece, Path):
-                    piece.unlink()
-            parts.append(pl.scan_ipc(path))
+        """The plan of the parts; the counts of rows Loops holds whole come from deduplication."""
+        self.close_part()
         counts = dict(self.counts)
         counts["contacts_unchanged"] = counts.get("contacts_unchanged", 0) + contacts_settled
         counts["events_already_delivered"] = (
             counts.get("events_already_delivered", 0) + events_settled
         )
-        counts["folded"] = folded
+        counts["folded"] = self._folded
         adopted = pl.concat(self._adopted) if self._adopted else pl.DataFrame()
         return Plan(
-            tuple(parts),
-            size,
-            jobs,
+            tuple(self._parts),
+            self._size,
+            self._jobs,
             counts,
             adopted,
             dict(self.kept_in_loops),
@@ -290,34 +277,36 @@ def plan_slices(
     allow_removals: int | None = None,
 ) -> tuple[Gathered, Plan]:
     """Plan the mapped slices in two passes, memory bounded by a slice, a part and the census:
-    settle each slice against the ledger (keeping what is pending in `spool`, else memory) and
-    deduplicate on the census; then pick each pending slice's candidates, diff them, and write
-    the lines by parts, each put in send order. `full`: every contact counts as unsent; events
-    stay delivered, never repeated. Contacts that left the source are found last
-    (`sync.departures`; `allow_removals`: `run --allow-removals`)."""
+    settle each slice against the ledger (keeping what is pending in `spool` by the buckets of
+    its identities, else in memory) and deduplicate on the census; then, a part of the buckets
+    at a time, pick the candidates, diff them and write the part's lines in send order. `full`:
+    every contact counts as unsent; events stay delivered, never repeated. Contacts that left
+    the source are found last (`sync.departures`; `allow_removals`: `run --allow-removals`)."""
     settled = settle_all(spec, mapped, held.without_contacts() if full else held, spool)
     decisions = settled.decide(spec)
+    parts = parts_for(settled.pending_rows * (1 + len(spec.events)))
     builder = PlanBuilder(
         held,
         full=full,
         skipped_when_empty=skipped_when_empty(spec),
         cleared_when_empty=cleared_when_empty(spec),
         directory=spool,
-        parts=parts_for(settled.pending_rows * (1 + len(spec.events))),
+        parts=parts,
     )
     rejects = []
     warnings = Forewarnings(decisions.conflicts)
-    for piece in settled.pending():
-        candidates = pick(spec, piece, decisions)
+    for part in settled.parts(parts):
+        candidates = pick(spec, part, decisions)
         rejects.append(candidates.rejects)
         builder.add(candidates)
-        warnings.add(piece, candidates, held)
+        builder.close_part()
+        warnings.add(part, candidates, held)
     plan = builder.finish(
         contacts_settled=decisions.contacts_settled, events_settled=decisions.events_settled
     )
     found = Gathered(
         settled.rows_read,
-        pl.concat(rejects),
+        pl.concat(rejects).sort(ROW),
         decisions.duplicates,
         settled.learned_all(),
         tuple(warnings.lines()),
@@ -346,10 +335,6 @@ def _with_departures(
 def parts_for(lines: int) -> int:
     """How many parts a plan of about `lines` lines is written in."""
     return max(1, -(-lines // LINES_PER_PART))
-
-
-def _read(piece: pl.DataFrame | Path) -> pl.DataFrame:
-    return pl.read_ipc(piece) if isinstance(piece, Path) else piece
 
 
 def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:

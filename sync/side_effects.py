@@ -12,6 +12,7 @@ contact unless someone else put it there first (then it is updated, and no workf
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,10 +41,17 @@ class SideEffects:
     contacts_removed: int = 0
     removal: str | None = None
     examples: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "cleared:<name>" too
+    # The source row of each example: a plan is counted a part at a time, in no row order.
+    example_rows: dict[str, tuple[float, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __add__(self, other: SideEffects) -> SideEffects:
-        examples = {
-            effect: (self.examples.get(effect, ()) + other.examples.get(effect, ()))[:EXAMPLES]
+        """Both counted; the examples are the first few contacts of both in source order."""
+        firsts = {
+            effect: sorted(self._examples_of(effect) + other._examples_of(effect), key=_row)[
+                :EXAMPLES
+            ]
             for effect in self.examples.keys() | other.examples.keys()
         }
         return SideEffects(
@@ -55,8 +63,17 @@ class SideEffects:
             ),
             contacts_removed=self.contacts_removed + other.contacts_removed,
             removal=self.removal or other.removal,
-            examples=examples,
+            examples={effect: tuple(name for _, name in pairs) for effect, pairs in firsts.items()},
+            example_rows={
+                effect: tuple(row for row, _ in pairs) for effect, pairs in firsts.items()
+            },
         )
+
+    def _examples_of(self, effect: str) -> list[tuple[float, str]]:
+        """An effect's examples with their rows (those given without one come after)."""
+        names = self.examples.get(effect, ())
+        rows = self.example_rows.get(effect, (math.inf,) * len(names))
+        return list(zip(rows, names, strict=True))
 
     def to_json(self) -> dict[str, Any]:
         """The counts, and the examples by the same names (`properties_cleared`: by property)."""
@@ -94,10 +111,8 @@ def side_effects_of(
     }
     marked = upserts.with_columns(mask.alias(effect) for effect, mask in masks.items()).sort(ROW)
     counts = marked.select(pl.col(effect).sum() for effect in masks).row(0, named=True)
-    examples = {
-        effect: tuple(
-            marked.filter(pl.col(effect)).head(EXAMPLES).get_column("identity").str.slice(2)
-        )
+    firsts = {
+        effect: marked.filter(pl.col(effect)).head(EXAMPLES)
         for effect, count in counts.items()
         if count
     }
@@ -110,8 +125,16 @@ def side_effects_of(
             for effect, count in counts.items()
             if effect.startswith(CLEARED) and count
         },
-        examples=examples,
+        examples={
+            effect: tuple(first.get_column("identity").str.slice(2))
+            for effect, first in firsts.items()
+        },
+        example_rows={effect: tuple(first.get_column(ROW)) for effect, first in firsts.items()},
     )
+
+
+def _row(example: tuple[float, str]) -> float:
+    return example[0]
 
 
 def _null(name: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync import dedupe, plan
+from sync import candidates, dedupe, plan
 from sync.candidates import map_rows
 from sync.columns import ROW
 from sync.config_model import SyncConfig
@@ -86,8 +86,9 @@ def deliver(ledger: Ledger, built: Plan, failing: int) -> None:
     ledger.flush()
 
 
-# Rows per slice, per partition of the census, lines per part of the plan.
-BOUNDARIES = st.tuples(st.integers(1, 7), st.integers(1, 5), st.integers(1, 6))
+# Rows per slice, per partition of the census, per run of pending rows, lines per part of the
+# plan.
+BOUNDARIES = st.tuples(st.integers(1, 7), st.integers(1, 5), st.integers(1, 9), st.integers(1, 6))
 
 
 @settings(max_examples=50, deadline=None)
@@ -103,9 +104,9 @@ def test_the_streamed_plan_equals_the_plan_made_in_memory(
     now: list[tuple[Any, ...]],
     failing: int,
     full: bool,
-    boundaries: tuple[int, int, int],
+    boundaries: tuple[int, int, int, int],
 ) -> None:
-    slice_rows, partition_rows, part_lines = boundaries
+    slice_rows, partition_rows, run_rows, part_lines = boundaries
     with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
         ledger = Ledger(Path(work) / "ledger.sqlite", "t")
         earlier = map_rows(SPEC, frame_of(before), held=ledger.held())
@@ -117,11 +118,14 @@ def test_the_streamed_plan_equals_the_plan_made_in_memory(
         reference = make_plan(whole, held, full=full)
 
         patch.setattr(dedupe, "PARTITION_ROWS", partition_rows)
+        patch.setattr(candidates, "RUN_ROWS", run_rows)
         patch.setattr(plan, "LINES_PER_PART", part_lines)
         spool = Path(work) / "spool"
         spool.mkdir()
         slices = map_slices(SPEC, source.iter_slices(slice_rows), source.schema)
         found, streamed = plan_slices(SPEC, slices, held, full=full, spool=spool)
+        whole_slices = map_slices(SPEC, [source], source.schema)
+        in_memory, _ = plan_slices(SPEC, whole_slices, held, full=full, spool=None)
 
         assert sent(streamed) == sent(reference)
         assert streamed.requests.rows() == reference.requests.rows()
@@ -130,6 +134,7 @@ def test_the_streamed_plan_equals_the_plan_made_in_memory(
         assert (streamed.size, streamed.job_count) == (reference.size, len(sent(reference)))
         assert found.rejects.rows() == whole.rejects.rows()
         assert found.duplicates == whole.duplicates
+        assert found.warnings == in_memory.warnings  # the same examples, the first by row
         assert found.rows_read == whole.rows_read == len(now)
         ledger.close()
 
