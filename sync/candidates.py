@@ -1,12 +1,12 @@
 """Gather the mapped slices into what a run may send, and the rows it cannot.
 
-Planning, part one, in two passes over the source's slices so that memory does not grow with
-the source. The first settles each slice against the ledger as it comes (`sync.settle`: what
-Loops already holds is set aside) and keeps the rest (on disk in the run's spool, or in memory),
-and a narrow census of every row. Deduplication then decides on the census alone
+Planning, part one, in two passes so that memory does not grow with the source. The first
+settles each slice against the ledger as it comes (`sync.settle`: what Loops already holds is
+set aside) and keeps the rest, by the buckets of their identities (on disk in the run's spool, or
+in memory), and a narrow census of every row. Deduplication then decides on the census alone
 (`sync.dedupe`: the last row of a contact or an occurrence wins, rows Loops would make one
-contact are rejected). The second pass picks each kept slice's candidates by those decisions.
-`sync.plan` then diffs the candidates against the ledger and orders them.
+contact are rejected). The second pass picks the candidates of a part of the buckets at a time
+by those decisions. `sync.plan` then diffs the candidates against the ledger and orders them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate
 from pathlib import Path
 
 import polars as pl
@@ -101,7 +100,8 @@ class Settled:
         path = self.spool / f"pending-{len(self._runs):06d}.arrow"
         spool_write(rows, path)
         sizes = dict(rows.group_by(BUCKET).len().iter_rows())
-        self._runs.append(_Run(path, (0, *accumulate(sizes.get(b, 0) for b in range(BUCKETS)))))
+        starts = itertools.accumulate((sizes.get(b, 0) for b in range(BUCKETS)), initial=0)
+        self._runs.append(_Run(path, tuple(starts)))
 
     def _kept(self, frame: pl.DataFrame, name: str) -> pl.DataFrame | Path:
         if self.spool is None:

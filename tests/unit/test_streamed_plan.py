@@ -1,10 +1,11 @@
 """A plan built in bounded memory sends exactly what a plan built in memory at once sends.
 
-The streamed plan reads the source in slices, settles and keeps them on disk, deduplicates on a
-census grouped a partition at a time, and writes its lines in parts, each ordered alone and
-merged back as the jobs are read. With slices, partitions and parts of a few rows, every
-boundary falls somewhere in a small random source: rows of one contact in different slices,
-conflicts across slices, identities in different parts.
+The streamed plan reads the source in slices, settles them and keeps the pending rows on disk
+in runs sorted by the buckets of their identities, deduplicates on a census grouped a partition
+at a time, and plans a part of the buckets at a time, each part ordered alone and merged back as
+the jobs are read. With slices, partitions, runs and parts of a few rows, every boundary falls
+somewhere in a small random source: rows of one contact in different slices and runs, conflicts
+across slices, identities in different parts.
 """
 
 from __future__ import annotations
@@ -189,3 +190,51 @@ def test_events_alone_after_a_job_that_carries_its_upsert_are_sent_as_they_are(
         ("e:b@x.io", [("event", "upgrade", True)]),
         ("e:a@x.io", [("event", "signup", False), ("event", "upgrade", False)]),
     ]
+
+
+EVENTS_ALONE = SyncConfig.model_validate(
+    {
+        "name": "t",
+        "source": {"csv": "x.csv"},
+        "events": [
+            {"name": "signup", "email": "email"},
+            {"name": "referral", "email": "referrer", "properties": {"referred": "email"}},
+        ],
+    }
+)
+REFERRALS = st.lists(
+    st.tuples(
+        st.sampled_from(["a@x.io", "b@x.io", "c@x.io", None, "not an email"]),
+        st.sampled_from(["a@x.io", "d@x.io", "e@x.io", None, "bad"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(now=REFERRALS, boundaries=BOUNDARIES)
+def test_a_row_whose_events_go_to_different_contacts_is_planned_once_in_each_of_their_parts(
+    now: list[tuple[Any, ...]], boundaries: tuple[int, int, int, int]
+) -> None:
+    """Without a contact, a row's events go with their own identities: its signup with the
+    person, its referral with the referrer, in different parts. The row is kept in both;
+    each part plans only its own requests, and the row's rejects are counted once."""
+    slice_rows, partition_rows, run_rows, part_lines = boundaries
+    source = pl.DataFrame(
+        now, schema={"email": pl.String, "referrer": pl.String}, orient="row"
+    ).with_row_index(ROW, offset=1)
+    with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
+        ledger = Ledger(Path(work) / "ledger.sqlite", "t")
+        whole = map_rows(EVENTS_ALONE, source, held=ledger.held())
+        reference = make_plan(whole, ledger.held())
+
+        patch.setattr(dedupe, "PARTITION_ROWS", partition_rows)
+        patch.setattr(candidates, "RUN_ROWS", run_rows)
+        patch.setattr(plan, "LINES_PER_PART", part_lines)
+        slices = map_slices(EVENTS_ALONE, source.iter_slices(slice_rows), source.schema)
+        found, streamed = plan_slices(EVENTS_ALONE, slices, ledger.held(), spool=Path(work))
+
+        assert sent(streamed) == sent(reference)
+        assert streamed.counts == reference.counts
+        assert found.rejects.rows() == whole.rejects.rows()
+        ledger.close()
