@@ -32,6 +32,7 @@ lint: setup ## ruff and mypy, as configured in pyproject.toml
 	$(VENV)/bin/mypy
 
 bench: setup ## Benchmarks against the emulator (not part of test)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run.py
 
 clean: ## Remove .venv, caches and demo state

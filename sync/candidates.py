@@ -84,7 +84,7 @@ class Settled:
     def keep(self, spec: SyncConfig, pending: pl.DataFrame, counted: pl.DataFrame) -> None:
         self._census.append(self._kept(counted, f"census-{len(self._census):06d}.arrow"))
         if self.spool is not None:
-            pending = in_buckets(spec, pending)
+            pending = to_spool(spec, in_buckets(spec, pending))
         self.pending_rows += pending.height
         self._pending.append(pending)
         self._held_rows += pending.height
@@ -113,7 +113,7 @@ class Settled:
         """The pending slices again, in row order, one at a time (in memory only)."""
         yield from self._pending
 
-    def parts(self, count: int) -> Iterator[pl.DataFrame]:
+    def parts(self, spec: SyncConfig, count: int) -> Iterator[pl.DataFrame]:
         """The pending rows in `count` parts, each the rows of a range of buckets, so that every
         identity's requests are in one part. In memory: one part, every row in row order."""
         if self.spool is None:
@@ -131,9 +131,9 @@ class Settled:
             ]
             if pieces:
                 found = True
-                yield pl.concat(pieces).collect()
+                yield from_spool(spec, pl.concat(pieces).collect())
         if not found:  # no row pending: one empty part, with the columns
-            yield pl.read_ipc(self._runs[0].path)
+            yield from_spool(spec, pl.read_ipc(self._runs[0].path))
 
     def decide(self, spec: SyncConfig) -> Decisions:
         """Deduplicate on the census (mapping yields a slice even for an empty source)."""
@@ -149,6 +149,18 @@ class Settled:
 
     def learned_all(self) -> pl.DataFrame:
         return pl.concat([NOTHING_LEARNED, *self.learned])
+
+
+def to_spool(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
+    """Pending rows as the spool keeps them: without the event keys, which are the keys by
+    email, else by user id. Random hex is most of a row's bytes once compressed, and the
+    slowest part of writing and reading them. `from_spool` puts them back."""
+    return rows.drop(event_column(index, "key") for index in range(len(spec.events)))
+
+
+def from_spool(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:
+    """Pending rows read back from the spool, as mapping wrote them (see `to_spool`)."""
+    return rows.with_columns(mapping.idempotency_keys(spec))
 
 
 def in_buckets(spec: SyncConfig, rows: pl.DataFrame) -> pl.DataFrame:

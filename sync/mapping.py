@@ -38,7 +38,7 @@ from sync.keys import (
     payload_hashes,
 )
 
-__all__ = ["SLICE_ROWS", "map_slices"]
+__all__ = ["SLICE_ROWS", "idempotency_keys", "map_slices"]
 
 SLICE_ROWS = 50_000
 # The JSON a coerced value is written as: a date is Unix milliseconds, an integer.
@@ -90,7 +90,7 @@ def map_slices(
         *build,
     ]
 
-    hashes, keys = _hashes(spec, legacy=ls1_keys), _idempotency_keys(spec)
+    hashes, keys = _hashes(spec, legacy=ls1_keys), idempotency_keys(spec)
 
     def built(piece: pl.DataFrame) -> pl.DataFrame:
         check_filters(spec, piece)
@@ -145,7 +145,7 @@ def _hashes(spec: SyncConfig, *, legacy: bool) -> list[pl.Expr]:
     return hashes
 
 
-def _idempotency_keys(spec: SyncConfig) -> list[pl.Expr]:
+def idempotency_keys(spec: SyncConfig) -> list[pl.Expr]:
     """An event's `key`, its Idempotency-Key: its email's key, else its userId's."""
     return [
         pl.coalesce(event_column(i, "key_email"), event_column(i, "key_user")).alias(
