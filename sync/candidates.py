@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from sync import mapping
+from sync.ahead import one_ahead
 from sync.columns import (
     BUCKET,
     COLUMN_SEPARATOR,
@@ -122,18 +123,26 @@ class Settled:
         self.write_run()
         count = max(1, min(count, BUCKETS))
         bounds = [BUCKETS * number // count for number in range(count + 1)]
-        found = False
-        for first, end in itertools.pairwise(bounds):
-            pieces = [
-                pl.scan_ipc(run.path).slice(run.starts[first], run.starts[end] - run.starts[first])
-                for run in self._runs
-                if run.starts[end] > run.starts[first]
-            ]
-            if pieces:
-                found = True
-                yield from_spool(spec, pl.concat(pieces).collect())
-        if not found:  # no row pending: one empty part, with the columns
-            yield from_spool(spec, pl.read_ipc(self._runs[0].path))
+        queries = [
+            pl.concat(pieces)
+            for first, end in itertools.pairwise(bounds)
+            if (pieces := self._read_buckets(first, end))
+        ]
+        if not queries:  # no row pending: one empty part, with the columns
+            queries = [pl.scan_ipc(self._runs[0].path)]
+
+        def read(query: pl.LazyFrame) -> pl.DataFrame:
+            return from_spool(spec, query.collect())
+
+        yield from one_ahead(read, iter(queries))  # reading the next part while this is planned
+
+    def _read_buckets(self, first: int, end: int) -> list[pl.LazyFrame]:
+        """The rows of buckets `first` to `end` (not included), from each run holding some."""
+        return [
+            pl.scan_ipc(run.path).slice(run.starts[first], run.starts[end] - run.starts[first])
+            for run in self._runs
+            if run.starts[end] > run.starts[first]
+        ]
 
     def decide(self, spec: SyncConfig) -> Decisions:
         """Deduplicate on the census (mapping yields a slice even for an empty source)."""

@@ -11,11 +11,11 @@ settles the slices against it and deduplicates them (`sync.candidates`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
+from sync.ahead import one_ahead
 from sync.coerce import Cells, Field, check_filters, coerce_contact, coerce_event
 from sync.columns import (
     COLUMN_SEPARATOR,
@@ -94,36 +94,16 @@ def map_slices(
 
     def built(piece: pl.DataFrame) -> pl.DataFrame:
         check_filters(spec, piece)
-        mapped = cells.computed(piece.lazy()).select(coerce).collect().select(build)
-        return mapped.with_columns(hashes).with_columns(keys)
+        mapped = cells.computed(piece.lazy()).select(coerce).select(build)
+        return mapped.with_columns(hashes).with_columns(keys).collect()
 
     empty = True
-    for piece in _one_ahead(built, iter(frames)):
+    for piece in one_ahead(built, iter(frames)):
         empty = False
         yield piece
     if empty:
         nothing = pl.DataFrame(schema=schema).with_columns(pl.lit(0, pl.UInt32).alias(ROW))
         yield built(nothing.head(0))
-
-
-def _one_ahead(
-    work: Callable[[pl.DataFrame], pl.DataFrame], pieces: Iterator[pl.DataFrame]
-) -> Iterator[pl.DataFrame]:
-    """`work` on each piece, the next one in a thread while the caller takes this one.
-
-    Polars lets go of the GIL while it works, so mapping the next slice overlaps what the
-    caller does with this one (reading the source, settling in Python between Polars calls).
-    One piece ahead, no more, so that memory holds two slices at most.
-    """
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ahead: Future[pl.DataFrame] | None = None
-        for piece in pieces:
-            following = pool.submit(work, piece)
-            if ahead is not None:
-                yield ahead.result()
-            ahead = following
-        if ahead is not None:
-            yield ahead.result()
 
 
 def _hashes(spec: SyncConfig, *, legacy: bool) -> list[pl.Expr]:

@@ -22,6 +22,7 @@ import dataclasses
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -195,6 +196,9 @@ class PlanBuilder:
         self._cleared = cleared_when_empty
         self.side_effects = SideEffects()
         self._directory, self._batch = directory, batch_lines(parts)
+        # A part is written while the next is planned (Polars lets go of the GIL).
+        self._writer = ThreadPoolExecutor(max_workers=1)
+        self._writing: Future[None] | None = None
         self._lines: list[pl.DataFrame] = []
         self._parts: list[pl.LazyFrame] = []
         self._size = self._jobs = self._folded = 0
@@ -232,13 +236,24 @@ class PlanBuilder:
             self._parts.append(ordered.lazy())
             return
         path = self._directory / f"plan-{len(self._parts):04d}.arrow"
+        self._written()
         # In batches as the sender reads them: the merge then holds a batch of each part.
-        spool_write(ordered.with_columns(_EVENT_REF_LEFT_OUT), path, batch_rows=self._batch)
+        self._writing = self._writer.submit(
+            spool_write, ordered.with_columns(_EVENT_REF_LEFT_OUT), path, batch_rows=self._batch
+        )
         self._parts.append(pl.scan_ipc(path).with_columns(_EVENT_REF_PUT_BACK))
+
+    def _written(self) -> None:
+        """Wait for the part being written (raising what writing it raised)."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
 
     def finish(self, *, contacts_settled: int = 0, events_settled: int = 0) -> Plan:
         """The plan of the parts; the counts of rows Loops holds whole come from deduplication."""
         self.close_part()
+        self._written()
+        self._writer.shutdown()
         counts = dict(self.counts)
         counts["contacts_unchanged"] = counts.get("contacts_unchanged", 0) + contacts_settled
         counts["events_already_delivered"] = (
