@@ -30,6 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from sync.candidates import (
+    LINES_PER_PART,
     Candidates,
     Mapped,
     Settled,
@@ -55,8 +56,6 @@ __all__ = ["Gathered", "Plan", "PlanBuilder", "make_plan", "plan_slices"]
 # parts, and a batch of 20,000 lines each held 1.6M lines (peak 1.04 GB, measured).
 MERGE_LINES = 160_000
 BATCH_LINES = (1_000, 20_000)  # a part's batch, at least and at most
-# Lines per part: ordering a part holds it twice, about 400 bytes a line.
-LINES_PER_PART = 250_000
 # The row of the first line of each line's identity: the order of jobs.
 FIRST = "__first"
 LINE_COLUMNS = ("kind", ROW, "identity", "ref", "body", "event", "fold", *OCCURRENCE_COLUMNS)
