@@ -4,9 +4,9 @@ The plan is built a part at a time: planning keeps the pending rows by the bucke
 identities (`sync.candidates`), and a part is a range of buckets, so it holds every request of
 its identities. Each part's candidates are diffed (`sync.diff`) and its lines (one per request)
 put in send order alone and written to the run's spool, so that ordering never holds more than
-a part; the sender merges the parts back into one order, a job at a time. A job holds one identity's
-requests, its upsert first, so that an email triggered by an event sees the new properties;
-jobs go in source order of their identity's first line.
+a part; the sender merges the parts back into one order, a job at a time. A job holds one
+identity's requests, its upsert first, so that an email triggered by an event sees the new
+properties; jobs go in source order of their identity's first line.
 
 Loops counts requests, so the one way past N / rate is to send fewer: `events/send` also takes a
 contact's properties and mailing lists and updates (or creates) the contact with them. When an
