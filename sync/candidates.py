@@ -120,10 +120,14 @@ class Settled:
         read of it, as far as the rows pending so far tell. Reading a part decodes every batch it
         touches: at 10M rows a part reads 1,250 rows of each run, and batches of 4,096 rows held
         1.3 GB; batches of 512 at 1M rows took 7% more time."""
-        lines = self.pending_rows * (1 + len(spec.events))
-        parts = max(1, lines // LINES_PER_PART)
         least, most = RUN_BATCH_ROWS
-        return max(least, min(most, RUN_ROWS // parts // 2))
+        return max(least, min(most, RUN_ROWS // self.part_count(spec) // 2))
+
+    def part_count(self, spec: SyncConfig) -> int:
+        """How many parts the plan of the rows pending so far is made in: about LINES_PER_PART
+        lines each, a line per request a row may make."""
+        lines = self.pending_rows * (1 + len(spec.events))
+        return max(1, min(BUCKETS, -(-lines // LINES_PER_PART)))
 
     def _kept(self, frame: pl.DataFrame, name: str) -> pl.DataFrame | Path:
         if self.spool is None:
@@ -131,18 +135,14 @@ class Settled:
         spool_write(frame, self.spool / name)
         return self.spool / name
 
-    def pending(self) -> Iterator[pl.DataFrame]:
-        """The pending slices again, in row order, one at a time (in memory only)."""
-        yield from self._pending
-
-    def parts(self, spec: SyncConfig, count: int) -> Iterator[pl.DataFrame]:
-        """The pending rows in `count` parts, each the rows of a range of buckets, so that every
-        identity's requests are in one part. In memory: one part, every row in row order."""
+    def parts(self, spec: SyncConfig) -> Iterator[pl.DataFrame]:
+        """The pending rows in `part_count` parts, each the rows of a range of buckets, so that
+        every identity's requests are in one part. In memory: one part, every row in row order."""
         if self.spool is None:
             yield pl.concat(self._pending)
             return
         self.write_run(spec)
-        count = max(1, min(count, BUCKETS))
+        count = self.part_count(spec)
         bounds = [BUCKETS * number // count for number in range(count + 1)]
         ranges = [
             (first, end, runs)
@@ -330,7 +330,7 @@ def gather(spec: SyncConfig, slices: Iterable[pl.DataFrame], held: Held | None) 
     """Both passes in memory: the candidates to send, the rejects, and what was counted."""
     settled = settle_all(spec, slices, held, spool=None)
     decisions = settled.decide(spec)
-    picked = [pick(spec, piece, decisions) for piece in settled.pending()]
+    picked = [pick(spec, part, decisions) for part in settled.parts(spec)]
     return Mapped(
         settled.rows_read,
         pl.concat([_no_contacts(), *(p.contacts for p in picked)]),

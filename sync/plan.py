@@ -30,7 +30,6 @@ from pathlib import Path
 import polars as pl
 
 from sync.candidates import (
-    LINES_PER_PART,
     Candidates,
     Mapped,
     Settled,
@@ -299,7 +298,7 @@ def plan_slices(
     the source are found last (`sync.departures`; `allow_removals`: `run --allow-removals`)."""
     settled = settle_all(spec, mapped, held.without_contacts() if full else held, spool)
     decisions = settled.decide(spec)
-    parts = parts_for(settled.pending_rows * (1 + len(spec.events)))
+    parts = settled.part_count(spec)
     builder = PlanBuilder(
         held,
         full=full,
@@ -310,7 +309,7 @@ def plan_slices(
     )
     rejects = []
     warnings = Forewarnings(decisions.conflicts)
-    for part in settled.parts(spec, parts):
+    for part in settled.parts(spec):
         candidates = pick(spec, part, decisions)
         rejects.append(candidates.rejects)
         builder.add(candidates)
@@ -351,11 +350,6 @@ def _with_departures(
 # it out (random hex is the slowest part of writing and reading a line) and puts it back.
 _EVENT_REF_LEFT_OUT = pl.when(pl.col("kind") != "event").then(pl.col("ref")).alias("ref")
 _EVENT_REF_PUT_BACK = pl.coalesce("ref", "key_email", "key_user").alias("ref")
-
-
-def parts_for(lines: int) -> int:
-    """How many parts a plan of about `lines` lines is written in."""
-    return max(1, -(-lines // LINES_PER_PART))
 
 
 def make_plan(mapped: Mapped, held: Held, *, full: bool = False) -> Plan:

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync import candidates, dedupe, plan
+from sync import candidates, dedupe
 from sync.candidates import map_rows
 from sync.columns import ROW
 from sync.config_model import SyncConfig
@@ -120,7 +120,7 @@ def test_the_streamed_plan_equals_the_plan_made_in_memory(
 
         patch.setattr(dedupe, "PARTITION_ROWS", partition_rows)
         patch.setattr(candidates, "RUN_ROWS", run_rows)
-        patch.setattr(plan, "LINES_PER_PART", part_lines)
+        patch.setattr(candidates, "LINES_PER_PART", part_lines)
         spool = Path(work) / "spool"
         spool.mkdir()
         slices = map_slices(SPEC, source.iter_slices(slice_rows), source.schema)
@@ -145,7 +145,7 @@ def test_a_plan_in_many_parts_keeps_each_contact_whole_and_the_source_order(
 ) -> None:
     """Parts are ordered alone and merged: jobs still come in the order of their contact's
     first row, each contact's upsert before its events."""
-    monkeypatch.setattr(plan, "LINES_PER_PART", 2)
+    monkeypatch.setattr(candidates, "LINES_PER_PART", 2)
     rows = [(f"p{i}@x.io", None, "pro" if i % 2 else "free") for i in range(12)]
     rows.append(("p0@x.io", None, "pro"))  # p0's second row wins: its events come with it
     source = frame_of(rows)
@@ -230,7 +230,7 @@ def test_a_row_whose_events_go_to_different_contacts_is_planned_once_in_each_of_
 
         patch.setattr(dedupe, "PARTITION_ROWS", partition_rows)
         patch.setattr(candidates, "RUN_ROWS", run_rows)
-        patch.setattr(plan, "LINES_PER_PART", part_lines)
+        patch.setattr(candidates, "LINES_PER_PART", part_lines)
         slices = map_slices(EVENTS_ALONE, source.iter_slices(slice_rows), source.schema)
         found, streamed = plan_slices(EVENTS_ALONE, slices, ledger.held(), spool=Path(work))
 
