@@ -153,6 +153,14 @@ def rate_between(times: list[float], start: float, end: float) -> float:
     return (len(inside) - 1) / (end - start)
 
 
+def own_rate(times: list[float], start: float, end: float) -> float:
+    """Requests a second one run sent in [start, end], over the span of its own requests there:
+    the window's ends are other runs' requests, and measured over the window a run paced at 3/s
+    loses up to one of its intervals (2.4 instead of 3 over 3.3 s)."""
+    inside = [t for t in times if start <= t <= end]
+    return (len(inside) - 1) / (inside[-1] - inside[0])
+
+
 def test_two_runs_of_one_key_share_the_limit_and_one_that_ends_frees_its_share(
     runs: Runs,
 ) -> None:
@@ -185,7 +193,7 @@ def test_three_runs_of_one_key_share_the_limit_and_use_it(runs: Runs) -> None:
     every = sorted(t for times in by_run.values() for t in times)
     assert len(runs.rate_limited()) <= stray_429s(joined=2), runs.story()
     assert rate_between(every, start, end) >= 0.9 * LIMIT, runs.story()
-    shares = [rate_between(times, start, end) for times in by_run.values()]
+    shares = [own_rate(times, start, end) for times in by_run.values()]
     assert min(shares) >= 0.25 * LIMIT, runs.story()  # each has its part: 4, 3 and 3
 
 
