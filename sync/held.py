@@ -318,8 +318,15 @@ class Held:
             return pl.repeat(False, identities.len(), eager=True).alias(identities.name)
         return self.contacts.known(identities)
 
+    @property
+    def holds_nothing(self) -> bool:
+        """Nothing delivered, nothing failed: a first sync, where every request is new."""
+        return not (len(self.hashes) or len(self.events) or self.retried.len())
+
     def failed(self, refs: pl.Series) -> pl.Series:
         """Whether each ref (a contact identity, an event key) failed before: a retry is due."""
+        if self.retried.is_empty():  # is_in hashes every ref even against no failures
+            return pl.repeat(False, refs.len(), eager=True).alias(refs.name)
         return refs.is_in(self.retried.implode()).fill_null(False).alias(refs.name)
 
     def holds_event(self, frame: pl.DataFrame, prefix: str = "") -> pl.Series:
@@ -340,5 +347,5 @@ class Held:
         """identity, props: the body keys last delivered to each of `identities` that has any.
         Asked of the store, so the result is as large as the contacts asked about."""
         if not len(self.hashes):
-            return ContactRows().props(identities)
+            return ContactRows().rows
         return self.contacts.props(identities)

@@ -47,7 +47,7 @@ def settle(spec: SyncConfig, piece: pl.DataFrame, held: Held | None) -> SettledS
     A nightly run over a big table should not hold a million bodies it won't send: a settled
     row keeps only its census. A request that failed before is never settled: it is retried.
     """
-    if held is None:
+    if held is None or held.holds_nothing:
         return SettledSlice(piece, census(spec, piece, settled=False), NOTHING_LEARNED)
     skip_body: dict[str, pl.Expr] = {}  # body column: whether Loops holds it (no retry due)
     whole = pl.col(PROBLEMS).is_null()
