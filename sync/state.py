@@ -12,6 +12,7 @@ user or for itself alone: the rejects, the dry run, the crash log and the spool.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -112,10 +113,21 @@ SPOOL_BATCH_ROWS = 4_096
 
 
 def spool_write(frame: pl.DataFrame, path: Path, *, batch_rows: int = SPOOL_BATCH_ROWS) -> None:
-    """Write `frame` to a spool file (Arrow IPC), in record batches of `batch_rows`. A full or
-    read-only disk stops the run as an unwritable ledger does (exit 6), saying where."""
+    """Write `frame` to a spool file in record batches (row groups) of `batch_rows`: Arrow IPC,
+    or Parquet where `path` ends in `.parquet` (for files read back in many small slices, see
+    `sync.candidates`). A full or read-only disk stops the run as an unwritable ledger does
+    (exit 6), saying where."""
     try:
-        frame.write_ipc(path, compression="lz4", record_batch_size=batch_rows)
+        if path.suffix == ".parquet":
+            # Through memory: Polars reports a failed Parquet write as a ComputeError, a full
+            # disk indistinguishable from a bug; Python's own write raises OSError.
+            encoded = io.BytesIO()
+            frame.write_parquet(
+                encoded, compression="lz4", row_group_size=batch_rows, statistics=False
+            )
+            path.write_bytes(encoded.getbuffer())
+        else:
+            frame.write_ipc(path, compression="lz4", record_batch_size=batch_rows)
     except OSError as error:
         path.unlink(missing_ok=True)
         raise LedgerError(
