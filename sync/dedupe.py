@@ -15,7 +15,7 @@ fingerprints at a time, so that its hash table stays small.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -161,7 +161,10 @@ def _settled_only(everyone: pl.LazyFrame, index: int, sent: pl.Series) -> int:
     pending row also has)."""
     key = _fp(f"key{index}")
     settled = pl.col(SETTLED) & pl.col(key[0]).is_not_null()
-    pending = _where(everyone, Decisions.picked(sent), key)
+
+    def pending() -> pl.DataFrame:
+        return _where(everyone, Decisions.picked(sent), key)
+
     found = 0
     for part, others in _parts(everyone, key[0], settled, key, pending):
         found += part.unique().join(others, on=key, how="anti").height
@@ -270,18 +273,23 @@ def _parts(
     by: str,
     where: pl.Expr,
     columns: list[str],
-    other: pl.DataFrame | None = None,
+    other: Callable[[], pl.DataFrame] | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """`columns` of the rows where `where` holds (and `other`, cut the same way), a partition
+    """`columns` of the rows where `where` holds (and what `other` makes, cut the same way,
+    made only when some row is to be grouped), a partition
     of `by`'s values at a time: each grouping's hash table stays small, and no more than a
-    partition of the census is copied at once."""
-    height = rows.lazy().select(pl.len()).collect().item()
+    partition of the census is copied at once. Partitions are counted by the rows `where`
+    holds for, so that a grouping of a few rows (the settled rows of a first sync, the pending
+    rows of a nightly run) reads the census once, not once per million rows of it."""
+    height = rows.lazy().select(where.sum()).collect(engine="streaming").item()
+    if not height:
+        return
     count = max(1, height // PARTITION_ROWS)
-    empty = pl.DataFrame()
+    others = other() if other is not None else pl.DataFrame()
     for part in range(count):
         picked = pl.col(by) % count == part if count > 1 else pl.lit(True)
         chosen = _where(rows, where & picked, columns)
-        yield chosen, other.filter(picked) if other is not None else empty
+        yield chosen, others.filter(picked) if other is not None else others
 
 
 def _mask(size: int, rows: pl.Series) -> pl.Series:

@@ -120,6 +120,7 @@ def test_the_streamed_plan_equals_the_plan_made_in_memory(
 
         patch.setattr(dedupe, "PARTITION_ROWS", partition_rows)
         patch.setattr(candidates, "RUN_ROWS", run_rows)
+        patch.setattr(candidates, "CENSUS_FILE_ROWS", run_rows)
         patch.setattr(candidates, "LINES_PER_PART", part_lines)
         spool = Path(work) / "spool"
         spool.mkdir()
@@ -230,6 +231,7 @@ def test_a_row_whose_events_go_to_different_contacts_is_planned_once_in_each_of_
 
         patch.setattr(dedupe, "PARTITION_ROWS", partition_rows)
         patch.setattr(candidates, "RUN_ROWS", run_rows)
+        patch.setattr(candidates, "CENSUS_FILE_ROWS", run_rows)
         patch.setattr(candidates, "LINES_PER_PART", part_lines)
         slices = map_slices(EVENTS_ALONE, source.iter_slices(slice_rows), source.schema)
         found, streamed = plan_slices(EVENTS_ALONE, slices, ledger.held(), spool=Path(work))
