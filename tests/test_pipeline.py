@@ -299,7 +299,7 @@ def test_sending_reads_the_plan_from_the_spool_which_is_gone_after_the_run(
     loops = ScriptedLoops()
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen_while_sending.append(any(spool.glob("plan-*.arrow")))
+        seen_while_sending.append(any(spool.glob("plan-*.parquet")))
         return loops(request)
 
     settings = Options(transport=httpx.MockTransport(handler), retry=RetryPolicy.immediate())
