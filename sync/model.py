@@ -49,7 +49,7 @@ class Outcome(StrEnum):
     NOT_SENT = "not_sent"  # not sent: the run stopped first; the next run sends it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Occurrence:
     """What the ledger keeps of a delivered event besides its key: its keys by email and by
     userId, the identifiers themselves and its `once_per` values (a JSON object)."""
@@ -61,7 +61,7 @@ class Occurrence:
     once_per: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     """One API call: its body is the exact canonical JSON that was hashed."""
 
@@ -75,7 +75,7 @@ class Request:
     occurrence: Occurrence | None = None  # an event's other keys and identifiers, for the ledger
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One identity's requests, sent in order by one worker."""
 
