@@ -60,10 +60,10 @@ RUN_ROWS = 100_000
 LINES_PER_PART = 250_000
 # A run's row groups, at least and at most (see `Settled.batch_rows`).
 RUN_BATCH_ROWS = (512, 4_096)
-# Census rows held before they are written as one file, about 36 bytes a row (18 MB): each of
-# deduplication's passes reads every file, and at 10M rows a file per slice (400) made each
-# pass cost more in opening files than in reading them.
-CENSUS_FILE_ROWS = 500_000
+# Census rows held before they are written as one file, about 36 bytes a row (3.6 MB; a
+# nightly run over 10M rows has little room under 1 GiB): each of deduplication's passes reads
+# every file, and a file per slice (400 at 10M rows) is more files than it needs.
+CENSUS_FILE_ROWS = 100_000
 
 
 @dataclass(frozen=True)
