@@ -275,12 +275,12 @@ def _parts(
     columns: list[str],
     other: Callable[[], pl.DataFrame] | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """`columns` of the rows where `where` holds (and what `other` makes, cut the same way,
-    made only when some row is to be grouped), a partition
-    of `by`'s values at a time: each grouping's hash table stays small, and no more than a
-    partition of the census is copied at once. Partitions are counted by the rows `where`
-    holds for, so that a grouping of a few rows (the settled rows of a first sync, the pending
-    rows of a nightly run) reads the census once, not once per million rows of it."""
+    """`columns` of the rows where `where` holds (and what `other` makes, cut the same way and
+    made only when some row is to be grouped), a partition of `by`'s values at a time: each
+    grouping's hash table stays small, and no more than a partition of the census is copied at
+    once. Partitions are counted by the rows `where` holds for, so that a grouping of a few rows
+    (the settled rows of a first sync, the pending rows of a nightly run) reads the census
+    once, not once per million rows of it."""
     height = rows.lazy().select(where.sum()).collect(engine="streaming").item()
     if not height:
         return

@@ -12,13 +12,15 @@ user or for itself alone: the rejects, the dry run, the crash log and the spool.
 
 from __future__ import annotations
 
-import io
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import polars as pl
 
@@ -119,21 +121,34 @@ def spool_write(frame: pl.DataFrame, path: Path, *, batch_rows: int = SPOOL_BATC
     (exit 6), saying where."""
     try:
         if path.suffix == ".parquet":
-            # Through memory: Polars reports a failed Parquet write as a ComputeError, a full
-            # disk indistinguishable from a bug; Python's own write raises OSError.
-            encoded = io.BytesIO()
             frame.write_parquet(
-                encoded, compression="lz4", row_group_size=batch_rows, statistics=False
+                path, compression="lz4", row_group_size=batch_rows, statistics=False
             )
-            path.write_bytes(encoded.getbuffer())
         else:
             frame.write_ipc(path, compression="lz4", record_batch_size=batch_rows)
     except OSError as error:
-        path.unlink(missing_ok=True)
-        raise LedgerError(
-            f"cannot write {path} ({error.strerror or error}): a run keeps its source and plan "
-            "there while it runs; free some space, or set LOOPS_SYNC_STATE to another folder"
-        ) from None
+        _unwritable(path, error.strerror or str(error))
+    except pl.exceptions.ComputeError as error:
+        # Polars reports a failed Parquet write as a ComputeError naming Rust's io::Error,
+        # "File too large (os error 27)". Written through a BytesIO instead, the plan's
+        # parts held 90 MB more at 1M rows.
+        failed = OS_ERROR.search(str(error))
+        if failed is None:
+            raise
+        _unwritable(path, os.strerror(int(failed.group(1))))
+
+
+# How Rust's std::io::Error ends its message: the errno.
+OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _unwritable(path: Path, why: str) -> NoReturn:
+    path.unlink(missing_ok=True)
+    reason = OS_ERROR.sub("", why).strip()
+    raise LedgerError(
+        f"cannot write {path} ({reason}): a run keeps its source and plan there while it runs; "
+        "free some space, or set LOOPS_SYNC_STATE to another folder"
+    ) from None
 
 
 def make_state_dir(root: Path, *, beside_database: bool = False) -> None:
