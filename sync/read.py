@@ -31,7 +31,7 @@ class Rows:
 
     schema: pl.Schema
     source: Iterator[pl.DataFrame]
-    keep_in: Path | None  # None: nothing will ask for the rows again (`plan`)
+    keep_in: Path | None  # None: nothing will ask for the rows again (the rejects file does)
     notes: tuple[str, ...] = ()  # how the source was read (which sheet), for the report
     on_read: Callable[[ReadProgress], None] | None = None
 

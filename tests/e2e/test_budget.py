@@ -158,6 +158,8 @@ def own_rate(times: list[float], start: float, end: float) -> float:
     the window's ends are other runs' requests, and measured over the window a run paced at 3/s
     loses up to one of its intervals (2.4 instead of 3 over 3.3 s)."""
     inside = [t for t in times if start <= t <= end]
+    if len(inside) < 2:  # a starved run: no share to measure
+        return 0.0
     return (len(inside) - 1) / (inside[-1] - inside[0])
 
 
